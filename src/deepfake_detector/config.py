@@ -1,0 +1,150 @@
+"""Typed, validated access to ``params.yaml``.
+
+Every stage declares its params as a frozen dataclass and loads them once with
+:func:`load_section`. Unknown keys are errors (with the key's name), so a typo in
+``params.yaml`` never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """Raised when params do not match the dataclass that declares them."""
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    """Convert ``value`` to the annotated type ``tp`` (dataclasses, tuples, optionals)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_mapping(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{where}: {value!r} matches none of {args}: {errors}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
+        return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is typing.Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {value!r} is not one of {allowed}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_mapping(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    """Build the frozen dataclass ``cls`` from a mapping, rejecting unknown keys.
+
+    Args:
+        cls: A dataclass type whose fields declare the allowed keys and their types.
+        data: The mapping read from YAML.
+        where: Dotted prefix used in error messages (e.g. ``"crop_faces"``).
+
+    Returns:
+        An instance of ``cls``; missing keys take the field defaults.
+
+    Raises:
+        ConfigError: On an unknown key, a missing required key or a wrong type.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(f'{where}.{k}'.lstrip('.') for k in unknown)}; "
+            f"allowed: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{where}.{name}".lstrip(".")
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing required key {key}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:  # __post_init__ validation
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def read_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Read a params YAML file into a dict (empty file -> empty dict)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file not found: {path}")
+    with path.open(encoding="utf-8") as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return data
+
+
+def load_section(cls: type[T], section: str, path: str | Path = "params.yaml") -> T:
+    """Load one top-level section of ``params.yaml`` into ``cls``.
+
+    Args:
+        cls: Frozen dataclass describing the section.
+        section: Top-level key, e.g. ``"crop_faces"``.
+        path: The params file.
+
+    Returns:
+        The validated params.
+    """
+    data = read_params(path)
+    return from_mapping(cls, data.get(section) or {}, section)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Plain-dict view of a params dataclass (tuples become lists), for checkpoints and logs."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(obj))
