@@ -1,0 +1,178 @@
+"""Model factory and self-describing checkpoints.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it
+loads with ``torch.load(..., weights_only=True)``: a checkpoint from a stranger
+cannot run code. It carries everything inference needs (arch, input size,
+normalisation, label map, threshold, aggregation) and a hash of its weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision import models
+
+from .transforms import IMAGENET_MEAN, IMAGENET_STD
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "deepfake-detector/checkpoint-v1"
+LABEL_MAP = {"real": 0, "fake": 1}
+ARCHS = {"resnet18": (models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1)}
+
+
+class CheckpointError(ValueError):
+    """Raised when a file is not a usable deepfake-detector checkpoint."""
+
+
+class PretrainedUnavailable(RuntimeError):
+    """Raised when ImageNet weights are required but cannot be loaded."""
+
+
+def build_model(arch: str = "resnet18", init: str = "imagenet", require_pretrained: bool = False) -> tuple[nn.Module, str]:
+    """Build a classifier with one output: the fake logit.
+
+    Args:
+        arch: Architecture name (``resnet18``).
+        init: ``imagenet`` (torchvision weights API), ``random``, or a path to a local
+            weights file (a torchvision state_dict or one of our checkpoints).
+        require_pretrained: With ``imagenet``, raise instead of falling back to random
+            init when the weights cannot be had (offline machines).
+
+    Returns:
+        ``(model, init_used)``; ``init_used`` is ``imagenet``, ``random``,
+        ``random (imagenet unavailable)`` or ``file:<name>``.
+
+    Raises:
+        PretrainedUnavailable: Weights unavailable and ``require_pretrained`` is set.
+        ValueError: Unknown arch.
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; available: {sorted(ARCHS)}")
+    factory, weights = ARCHS[arch]
+    init_used = "random"
+    if init == "imagenet":
+        try:
+            model = factory(weights=weights)
+            init_used = "imagenet"
+        except Exception as exc:  # noqa: BLE001 - URLError, SSL, HTTP, corrupt cache: all mean "no weights"
+            if require_pretrained:
+                raise PretrainedUnavailable(
+                    f"ImageNet weights for {arch} could not be loaded ({exc}); "
+                    "put them in the torch hub cache or set train.init to a local file"
+                ) from exc
+            logger.warning(
+                "!!! ImageNet weights for %s are unavailable (%s): training from RANDOM initialisation. "
+                "Set train.require_pretrained: true to make this an error.",
+                arch,
+                exc.__class__.__name__,
+            )
+            model = factory(weights=None)
+            init_used = "random (imagenet unavailable)"
+    elif init == "random":
+        model = factory(weights=None)
+    else:
+        path = Path(init)
+        if not path.is_file():
+            raise FileNotFoundError(f"train.init: weights file not found: {path}")
+        model = factory(weights=None)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or [k for k in missing if not k.startswith("fc.")]:
+            raise CheckpointError(f"{path}: not {arch} weights (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        init_used = f"file:{path.name}"
+    model.fc = nn.Linear(model.fc.in_features, 1)
+    logger.info("built %s, initialisation: %s", arch, init_used)
+    return model, init_used
+
+
+def weights_hash(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over parameter names and bytes, in key order: identifies the weights."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(tensor.dtype).encode())
+        h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return h.hexdigest()
+
+
+@dataclass
+class CheckpointMeta:
+    """What a checkpoint says about itself (everything but the weights)."""
+
+    arch: str
+    init: str
+    input_size: int
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    label_map: dict[str, int] = field(default_factory=lambda: dict(LABEL_MAP))
+    threshold: float = 0.5
+    aggregation: str = "mean"
+    epoch: int = 0
+    val_metrics: dict[str, float] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    weights_sha256: str = ""
+
+
+_META_KEYS = set(CheckpointMeta.__dataclass_fields__)
+
+
+def save_checkpoint(path: Path, model: nn.Module, meta: CheckpointMeta) -> CheckpointMeta:
+    """Write a self-describing checkpoint; returns the meta with its weights hash filled in."""
+    module = model.module if hasattr(model, "module") else model  # unwrap DDP
+    state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    meta.weights_sha256 = weights_hash(state)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": CHECKPOINT_FORMAT, "model": state, **meta.__dict__}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)  # never leave a half-written checkpoint under the real name
+    return meta
+
+
+def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointMeta]:
+    """Load a checkpoint written by :func:`save_checkpoint`, safely.
+
+    Args:
+        path: Checkpoint file.
+        device: Where to put the model.
+
+    Returns:
+        ``(model in eval mode, meta)``.
+
+    Raises:
+        CheckpointError: If the file is missing, not loadable with ``weights_only=True``
+            (e.g. an arbitrary pickle), not our format, or its weights do not match its hash.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise CheckpointError(
+            f"{path}: not a deepfake-detector checkpoint (refused to load with weights_only=True: "
+            f"{str(exc).splitlines()[0][:200]})"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a deepfake-detector checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
+    meta = CheckpointMeta(**{k: payload[k] for k in _META_KEYS if k in payload})
+    state = payload["model"]
+    if meta.weights_sha256 and weights_hash(state) != meta.weights_sha256:
+        raise CheckpointError(f"{path}: weights do not match the checkpoint's sha256 (corrupt or edited)")
+    model, _ = build_model(meta.arch, init="random")
+    model.load_state_dict(state)
+    model.to(device).eval()
+    return model, meta

@@ -1,0 +1,1 @@
+"""Thin DVC stage entry points: ``python -m deepfake_detector.stages.<name>``."""

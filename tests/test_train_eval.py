@@ -1,0 +1,188 @@
+"""train / evaluate on a tiny synthetic crop set (no MTCNN, no network)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from deepfake_detector import records
+from deepfake_detector.model import CheckpointError, build_model, load_model, save_checkpoint, CheckpointMeta
+from deepfake_detector.shards import ShardWriter, encode_image, shard_name
+from deepfake_detector.stages import evaluate as evaluate_stage
+from deepfake_detector.stages import train as train_stage
+from deepfake_detector import training
+
+TINY_TRAIN = {
+    "init": "random", "input_size": 32, "epochs": 2, "batch_size": 8, "lr": 1e-3, "patience": 2,
+    "precision": "fp32", "augment": {"jpeg_prob": 0.0, "blur_prob": 0.0},
+}
+
+
+def make_crop_set(root: Path, n_videos: int = 18, frames: int = 4, size: int = 48) -> dict[str, Path]:
+    """Manifest + faces.parquet + crop shards; fakes carry a bright patch the model can learn."""
+    rng = np.random.default_rng(0)
+    splits = ["train"] * 10 + ["val"] * 4 + ["test"] * 4
+    rows, faces, report = [], [], []
+    crops_dir = root / "crops"
+    with ShardWriter(crops_dir / shard_name("crops", 0)) as w:
+        for i in range(n_videos):
+            label = "fake" if i % 2 else "real"
+            vid = f"v{i:02d}"
+            split = splits[i]
+            # the last test video has no face: it must be counted, not dropped
+            status = records.NO_FACE if i == n_videos - 1 else records.OK
+            rows.append({"video_id": vid, "path": f"{vid}.mp4", "label": label, "split": split, "group": f"g{i // 2}",
+                         "source": "synthetic", "manipulation": "patch" if label == "fake" else "original", "status": "ok", "reason": ""})
+            report.append({"video_id": vid, "label": label, "split": split, "status": status, "reason": "" if status == "ok" else "no face",
+                           "frames_sampled": frames, "frames_with_face": 0 if status != "ok" else frames, "faces_kept": 0 if status != "ok" else frames})
+            if status != records.OK:
+                continue
+            for f in range(frames):
+                img = rng.integers(0, 120, (size, size, 3), dtype=np.uint8)
+                if label == "fake":
+                    img[size // 4: size // 2, size // 4: size // 2] = 250
+                member = f"{vid}/{f:06d}_00.png"
+                w.add(member, encode_image(img))
+                faces.append({"video_id": vid, "frame_index": f, "face_index": 0, "x1": 0.0, "y1": 0.0, "x2": 10.0, "y2": 10.0,
+                              "det_prob": 0.99, "landmarks": [0.0] * 10, "shard": shard_name("crops", 0), "member": member})
+    # groups g0..g8 pair videos (2i, 2i+1): make sure pairs never straddle splits in this fixture
+    manifest = pd.DataFrame(rows)
+    records.write_csv(manifest, root / "manifest.csv", records.MANIFEST_COLUMNS)
+    pd.DataFrame(faces).to_parquet(root / "faces.parquet", index=False)
+    records.write_csv(pd.DataFrame(report), root / "detection_report.csv", records.DETECTION_REPORT_COLUMNS)
+    return {"manifest": root / "manifest.csv", "faces": root / "faces.parquet", "crops": crops_dir, "report": root / "detection_report.csv"}
+
+
+def write_params(path: Path, train: dict) -> Path:
+    path.write_text(yaml.safe_dump({"train": train}))
+    return path
+
+
+def train_args(d: dict[str, Path], root: Path, params: Path) -> list[str]:
+    return ["--params", str(params), "--manifest", str(d["manifest"]), "--faces", str(d["faces"]), "--crops-dir", str(d["crops"]),
+            "--model-out", str(root / "model.pt"), "--live-dir", str(root / "live")]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("train")
+    d = make_crop_set(root)
+    params = write_params(root / "params.yaml", TINY_TRAIN)
+    train_stage.main(train_args(d, root, params))
+    return {**d, "root": root, "model": root / "model.pt"}
+
+
+def test_checkpoint_describes_itself_and_loads_weights_only(trained: dict[str, Path]) -> None:
+    raw = torch.load(trained["model"], map_location="cpu", weights_only=True)
+    for key in ("model", "arch", "init", "input_size", "mean", "std", "label_map", "threshold", "epoch", "val_metrics", "weights_sha256", "config"):
+        assert key in raw, key
+    assert raw["label_map"] == {"real": 0, "fake": 1}
+    assert raw["init"] == "random" and raw["input_size"] == 32
+    model, meta = load_model(trained["model"])
+    assert not model.training and meta.weights_sha256 == raw["weights_sha256"]
+    live = json.loads((trained["root"] / "live" / "metrics.json").read_text())
+    assert live["init_used"] == "random" and "threshold" in live
+
+
+def test_no_test_or_val_video_reaches_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = make_crop_set(tmp_path)
+    seen: list[list[str]] = []
+
+    class SpyDataset(training.CropDataset):
+        def __init__(self, rows, crops_dir, transform):  # noqa: ANN001
+            super().__init__(rows, crops_dir, transform)
+            seen.append(list(rows["video_id"]))
+
+    monkeypatch.setattr(training, "CropDataset", SpyDataset)
+    train_stage.main(train_args(d, tmp_path, write_params(tmp_path / "p.yaml", {**TINY_TRAIN, "epochs": 1})))
+    manifest = records.read_manifest(d["manifest"])
+    train_videos = set(seen[0])  # the first dataset built is the training set
+    held_out = manifest[manifest["split"] != "train"]
+    assert train_videos and train_videos.isdisjoint(held_out["video_id"])
+    train_groups = set(manifest.set_index("video_id").loc[sorted(train_videos), "group"])
+    assert train_groups.isdisjoint(set(manifest.loc[manifest["split"] == "test", "group"]))
+
+
+def test_arbitrary_pickle_is_refused(tmp_path: Path) -> None:
+    class Evil:
+        def __reduce__(self):  # noqa: ANN204
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    bad = tmp_path / "evil.pt"
+    bad.write_bytes(pickle.dumps({"model": Evil()}))
+    with pytest.raises(CheckpointError, match="not a deepfake-detector checkpoint"):
+        load_model(bad)
+    assert not (tmp_path / "pwned").exists()
+    plain = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(2)}, plain)
+    with pytest.raises(CheckpointError, match="format tag"):
+        load_model(plain)
+
+
+def test_tampered_weights_are_refused(tmp_path: Path) -> None:
+    model, _ = build_model("resnet18", "random")
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, CheckpointMeta(arch="resnet18", init="random", input_size=32))
+    payload = torch.load(path, weights_only=True)
+    payload["model"]["fc.bias"] += 1.0
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_model(path)
+
+
+def test_imagenet_unavailable_falls_back_or_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deepfake_detector import model as model_mod
+    from torchvision.models import ResNet18_Weights
+
+    def offline(*a, **k):  # noqa: ANN002, ANN003
+        raise OSError("no network")
+
+    monkeypatch.setattr(ResNet18_Weights.IMAGENET1K_V1, "get_state_dict", offline)
+    m, used = model_mod.build_model("resnet18", "imagenet")
+    assert used == "random (imagenet unavailable)" and m.fc.out_features == 1
+    with pytest.raises(model_mod.PretrainedUnavailable):
+        model_mod.build_model("resnet18", "imagenet", require_pretrained=True)
+
+
+def test_evaluate_counts_unscored_videos(trained: dict[str, Path]) -> None:
+    root = trained["root"]
+    evaluate_stage.main(["--model", str(trained["model"]), "--manifest", str(trained["manifest"]), "--faces", str(trained["faces"]),
+                         "--crops-dir", str(trained["crops"]), "--detection-report", str(trained["report"]),
+                         "--metrics", str(root / "metrics.json"), "--plots-dir", str(root / "plots")])
+    m = json.loads((root / "metrics.json").read_text())
+    cov = m["coverage"]
+    assert cov["test_videos"] == 4 and cov["scored"] == 3 and cov["no_face"] == 1
+    assert m["video"]["n"] == 3 and m["frame"]["n"] == 12
+    assert sum(map(sum, m["video"]["confusion"])) == 3
+    conf = pd.read_csv(root / "plots" / "confusion.csv")
+    assert len(conf) == 3 and set(conf.columns) == {"actual", "predicted"}
+    assert "patch" in m["by_manipulation"]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tmp_path: Path) -> None:
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun not found next to the interpreter")
+    d = make_crop_set(tmp_path)
+    params = write_params(tmp_path / "p.yaml", {**TINY_TRAIN, "epochs": 1})
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "deepfake_detector.stages.train", *train_args(d, tmp_path, params)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world_size=2" in proc.stderr
+    model, meta = load_model(tmp_path / "model.pt")
+    assert meta.epoch == 1 and meta.config["input_size"] == 32
