@@ -1,0 +1,471 @@
+"""Read evenly spaced, upright RGB frames from a video file (or one still image).
+
+Decoding is sequential: every frame is ``grab()``-ed (demux + decode) and only the
+sampled ones are ``retrieve()``-d (colour conversion). Seeking to each sampled frame
+re-decodes from the previous keyframe every time, which costs about 10x more on
+typical deepfake-dataset files (one keyframe every 250 frames; see PERFORMANCE.md).
+
+Example:
+    >>> info, frames = read_frames(Path("clip.mp4"), 16)  # doctest: +SKIP
+    >>> frames[0].image.shape  # (H, W, 3) RGB uint8, upright  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from deepfake_detector import records
+from deepfake_detector.shards import ShardWriter, encode_image, shard_name
+
+logger = logging.getLogger(__name__)
+
+# Suffixes read as a single still frame (users ask to score photos too).
+IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".webp")
+# Used for timestamps when a container reports no frame rate.
+FALLBACK_FPS = 25.0
+
+
+class VideoReadError(Exception):
+    """A file could not be read as a video; ``str(exc)`` is a human reason naming the file."""
+
+
+class VideoNotFoundError(VideoReadError):
+    """The file does not exist (a "listed but missing" video, not a broken one)."""
+
+
+@dataclass(frozen=True)
+class ExtractParams:
+    """Params section ``extract_frames``.
+
+    Attributes:
+        frames_per_video: Frames sampled evenly over each video's decodable frames.
+        image_format: ``png`` (lossless: keeps the forensic traces; default) or ``jpg``
+            (quality 95).
+    """
+
+    frames_per_video: int = 16
+    image_format: Literal["png", "jpg"] = "png"
+
+    def __post_init__(self) -> None:
+        if self.frames_per_video < 1:
+            raise ValueError(f"frames_per_video must be >= 1, got {self.frames_per_video}")
+        if self.image_format not in ("png", "jpg"):
+            raise ValueError(f"image_format must be png or jpg, got {self.image_format!r}")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What was learned about a file while reading it.
+
+    Attributes:
+        path: The file read.
+        n_frames: Decodable frames (the container's count when the stream is intact,
+            the number actually decoded when it ends early); 1 for a still image.
+        fps: Frame rate used for timestamps (``FALLBACK_FPS`` when the container says 0;
+            0.0 for a still image).
+        width: Width of the upright frames, px.
+        height: Height of the upright frames, px.
+        rotation: Clockwise rotation (0, 90, 180, 270) from the container's display
+            matrix; already applied to the returned frames.
+    """
+
+    path: Path
+    n_frames: int
+    fps: float
+    width: int
+    height: int
+    rotation: int
+
+
+@dataclass
+class Frame:
+    """One decoded frame.
+
+    Attributes:
+        frame_index: 0-based index among the decoded frames of the video.
+        timestamp_s: ``frame_index / fps``.
+        image: Upright RGB uint8 array ``(H, W, 3)``.
+    """
+
+    frame_index: int
+    timestamp_s: float
+    image: np.ndarray
+
+
+def sample_indices(n_available: int, n: int) -> list[int]:
+    """Pick ``n`` evenly spaced frame indices in ``[0, n_available)``, first and last included.
+
+    Args:
+        n_available: Number of decodable frames.
+        n: Number of frames wanted (all frames when ``n >= n_available``).
+
+    Returns:
+        Sorted, unique indices.
+
+    Raises:
+        ValueError: If ``n < 1``.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if n_available <= 0:
+        return []
+    if n >= n_available:
+        return list(range(n_available))
+    return sorted({int(i) for i in np.linspace(0, n_available - 1, n).round()})
+
+
+def rotate_upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    """Rotate a frame clockwise by ``rotation`` degrees (OpenCV/FFmpeg convention).
+
+    Used only when the OpenCV backend cannot auto-rotate, so frames are turned exactly
+    once.
+
+    Args:
+        image: ``(H, W, C)`` array.
+        rotation: Clockwise degrees, a multiple of 90 (negative values allowed).
+
+    Returns:
+        The rotated image (the input itself when ``rotation % 360 == 0``).
+
+    Raises:
+        ValueError: If ``rotation`` is not a multiple of 90.
+    """
+    rotation %= 360
+    if rotation == 0:
+        return image
+    flags = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
+    if rotation not in flags:
+        raise ValueError(f"rotation must be a multiple of 90 degrees, got {rotation}")
+    return cv2.rotate(image, flags[rotation])
+
+
+def _check_file(path: Path) -> None:
+    """Raise the precise error for a path that cannot hold a video at all."""
+    if not path.exists():
+        raise VideoNotFoundError(f"file not found: {path}")
+    if not path.is_file():
+        raise VideoReadError(f"not a regular file: {path}")
+    if path.stat().st_size == 0:
+        raise VideoReadError(f"empty file (0 bytes): {path}")
+
+
+def _read_still(path: Path) -> tuple[VideoInfo, list[Frame]]:
+    """Read a still image as a one-frame video (EXIF orientation applied by OpenCV)."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise VideoReadError(f"not a decodable image: {path}")
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    h, w = rgb.shape[:2]
+    info = VideoInfo(path=path, n_frames=1, fps=0.0, width=w, height=h, rotation=0)
+    return info, [Frame(frame_index=0, timestamp_s=0.0, image=rgb)]
+
+
+def _describe_unopenable(path: Path) -> str:
+    """Say why FFmpeg may have refused a file, from its first bytes (for the report)."""
+    with path.open("rb") as fh:
+        head = fh.read(512)
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and all(c.isprintable() or c in "\r\n\t" for c in text):
+        return "FFmpeg cannot open it; the content is plain text"
+    return "FFmpeg cannot open it: unknown format, or a truncated/corrupt container"
+
+
+class _Capture:
+    """An opened ``cv2.VideoCapture`` that yields upright RGB frames, rotated exactly once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        if not self.cap.isOpened():
+            self.cap.release()
+            raise VideoReadError(f"not a readable video ({_describe_unopenable(path)}): {path}")
+        self.rotation = int(round(self.cap.get(cv2.CAP_PROP_ORIENTATION_META))) % 360
+        # Ask OpenCV to apply the display matrix; if this backend cannot, rotate ourselves.
+        self.cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
+        self.auto_rotates = bool(self.cap.get(cv2.CAP_PROP_ORIENTATION_AUTO))
+        self.declared_frames = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.fps = float(self.cap.get(cv2.CAP_PROP_FPS))
+
+    def decode(self, wanted: list[int], stop: int | None) -> tuple[int, dict[int, np.ndarray]]:
+        """Decode sequentially, converting only the ``wanted`` frames.
+
+        Args:
+            wanted: Sorted frame indices to return.
+            stop: Decode at most this many frames (``None``: until the stream ends).
+
+        Returns:
+            ``(n_decoded, {index: rgb})``; ``n_decoded < stop`` means the stream ended early.
+        """
+        targets = set(wanted)
+        images: dict[int, np.ndarray] = {}
+        index = 0
+        while stop is None or index < stop:
+            if not self.cap.grab():
+                break
+            if index in targets:
+                ok, bgr = self.cap.retrieve()
+                if ok and bgr is not None:
+                    if not self.auto_rotates:
+                        bgr = rotate_upright(bgr, self.rotation)
+                    images[index] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                else:
+                    logger.debug("%s: frame %d decoded but not converted", self.path, index)
+            index += 1
+        return index, images
+
+    def release(self) -> None:
+        self.cap.release()
+
+
+def read_frames(path: Path, n: int) -> tuple[VideoInfo, list[Frame]]:
+    """Read ``n`` evenly spaced, upright RGB frames from a video (or one still image).
+
+    Frames are spread with ``np.linspace`` over the *decodable* frames. When the stream
+    ends before the container's frame count (a truncated file), the sample is planned
+    again over the frames that did decode, so it still spans the whole readable part.
+
+    Args:
+        path: Video file (anything FFmpeg reads) or still image (``IMAGE_SUFFIXES``).
+        n: Number of frames wanted (fewer when the video is shorter).
+
+    Returns:
+        ``(info, frames)`` with frames in increasing ``frame_index`` order.
+
+    Raises:
+        VideoNotFoundError: If the file does not exist.
+        VideoReadError: If the file is empty, not a video, or has no decodable frame.
+        ValueError: If ``n < 1``.
+    """
+    path = Path(path)
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    _check_file(path)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return _read_still(path)
+
+    try:
+        cap = _Capture(path)
+    except cv2.error as exc:
+        raise VideoReadError(f"OpenCV failed to open {path}: {exc}") from exc
+    try:
+        declared = cap.declared_frames
+        if declared > 0:
+            n_decoded, images = cap.decode(sample_indices(declared, n), stop=declared)
+        else:
+            # Unknown length: count the frames first, then sample them.
+            n_decoded, images = cap.decode([], stop=None)
+        if n_decoded == 0:
+            raise VideoReadError(
+                f"no decodable frame ({declared} declared by the container): {path}"
+            )
+        if n_decoded != declared:
+            if declared > 0:
+                logger.warning(
+                    "%s: stream ends after %d of %d declared frames (truncated file or "
+                    "inexact count); sampling over the decoded frames",
+                    path, n_decoded, declared,
+                )
+            # Re-planning needs a second pass: a fresh capture decodes from the start.
+            cap.release()
+            cap = _Capture(path)
+            _, images = cap.decode(sample_indices(n_decoded, n), stop=n_decoded)
+    except cv2.error as exc:
+        raise VideoReadError(f"OpenCV failed while decoding {path}: {exc}") from exc
+    finally:
+        cap.release()
+
+    if not images:
+        raise VideoReadError(f"frames decode but none converts to an image: {path}")
+    fps = cap.fps
+    if not fps > 0:  # also catches NaN
+        logger.debug(
+            "%s: container reports fps=%r; using %.0f for timestamps", path, fps, FALLBACK_FPS
+        )
+        fps = FALLBACK_FPS
+    frames = [
+        Frame(frame_index=i, timestamp_s=i / fps, image=images[i]) for i in sorted(images)
+    ]
+    h, w = frames[0].image.shape[:2]
+    info = VideoInfo(
+        path=path, n_frames=n_decoded, fps=fps, width=w, height=h, rotation=cap.rotation
+    )
+    return info, frames
+
+
+# --- Batch extraction for the extract_frames stage -------------------------------
+
+# Frame shards hold this many videos each (crop shards take theirs from params).
+VIDEOS_PER_SHARD = 64
+SHARD_PREFIX = "frames"
+
+
+def prepare_shard_dir(folder: Path, prefix: str) -> None:
+    """Create ``folder`` and delete the ``<prefix>-*.tar`` shards a previous run left there.
+
+    Only this stage's own shards are removed, so a mistyped path cannot wipe unrelated
+    files; anything else found there is left alone and named in a warning.
+
+    Args:
+        folder: The stage's shard folder.
+        prefix: Shard name prefix (``frames``, ``crops``).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(folder.iterdir()):
+        if entry.is_file() and entry.name.startswith(f"{prefix}-") and entry.suffix == ".tar":
+            entry.unlink()
+        else:
+            logger.warning("%s: unexpected entry %s left in place", folder, entry.name)
+
+
+class ShardSequence:
+    """Opens ``<prefix>-00000.tar``, ``-00001.tar``, ... as videos are added, N per shard.
+
+    Only videos that store something take a place, so no shard is empty.
+
+    Args:
+        folder: Shard folder.
+        prefix: Shard name prefix.
+        videos_per_shard: Videos per shard.
+    """
+
+    def __init__(self, folder: Path, prefix: str, videos_per_shard: int) -> None:
+        self.folder, self.prefix, self.per_shard = folder, prefix, videos_per_shard
+        self.n_videos = 0
+        self.writer: ShardWriter | None = None
+
+    def next_video(self) -> ShardWriter:
+        """The writer for the next video (a new shard every ``videos_per_shard`` videos)."""
+        name = shard_name(self.prefix, self.n_videos // self.per_shard)
+        self.n_videos += 1
+        if self.writer is None or self.writer.path.name != name:
+            self.close()
+            self.writer = ShardWriter(self.folder / name)
+        return self.writer
+
+    def close(self) -> None:
+        """Finish the open shard, if any."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def _extract_one(row: Any, params: ExtractParams, shards: ShardSequence) -> tuple[dict, list[dict]]:
+    """Extract one manifest row; returns its report row and its frame rows."""
+    report: dict = {"video_id": row.video_id}
+    if row.status == records.MISSING:
+        reason = row.reason or f"listed but not found: {row.path}"
+        return {**report, "status": records.MISSING, "reason": reason}, []
+    try:
+        info, frames = read_frames(Path(row.path), params.frames_per_video)
+    except VideoNotFoundError as exc:
+        return {**report, "status": records.MISSING, "reason": str(exc)}, []
+    except VideoReadError as exc:
+        return {**report, "status": records.UNREADABLE, "reason": str(exc)}, []
+    writer = shards.next_video()
+    frame_rows = []
+    for frame in frames:
+        member = f"{row.video_id}/{frame.frame_index:06d}.{params.image_format}"
+        writer.add(member, encode_image(frame.image, params.image_format))
+        h, w = frame.image.shape[:2]
+        frame_rows.append({
+            "video_id": row.video_id, "frame_index": frame.frame_index,
+            "timestamp_s": frame.timestamp_s, "width": w, "height": h,
+            "shard": writer.path.name, "member": member,
+        })
+    report.update(
+        status=records.OK, reason="", n_frames_total=info.n_frames,
+        n_frames_sampled=len(frames), fps=info.fps, width=info.width,
+        height=info.height, rotation=info.rotation,
+    )
+    return report, frame_rows
+
+
+def for_each_video(
+    manifest: pd.DataFrame,
+    shards: ShardSequence,
+    desc: str,
+    handle: Callable[[Any], tuple[dict, list[dict]]],
+) -> tuple[list[dict], list[dict]]:
+    """Run ``handle`` on every manifest row in ``video_id`` order, with a progress bar.
+
+    Args:
+        manifest: Rows of ``manifest.csv``.
+        shards: The shard sequence ``handle`` writes to; closed at the end, even on error.
+        desc: Progress bar label.
+        handle: Maps a row (namedtuple) to its report row and its table rows.
+
+    Returns:
+        ``(report rows, table rows)`` in ``video_id`` order.
+    """
+    report_rows: list[dict] = []
+    table_rows: list[dict] = []
+    manifest = manifest.sort_values("video_id", kind="stable")
+    try:
+        rows = manifest.itertuples(index=False)
+        for row in tqdm(rows, total=len(manifest), desc=desc, unit="video"):
+            report, rows = handle(row)
+            report_rows.append(report)
+            table_rows.extend(rows)
+    finally:
+        shards.close()
+    return report_rows, table_rows
+
+
+def extract_videos(
+    manifest: pd.DataFrame, params: ExtractParams, frames_dir: Path
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Sample the frames of every manifest video and store them in tar shards.
+
+    Videos are handled in ``video_id`` order, ``VIDEOS_PER_SHARD`` readable videos per
+    shard, members ``<video_id>/<frame_index:06d>.<png|jpg>``; an unreadable or missing
+    video gets a report row with the reason and the batch goes on.
+
+    Args:
+        manifest: Rows of ``manifest.csv``.
+        params: ``extract_frames`` params.
+        frames_dir: Folder for the frame shards (its old shards are replaced).
+
+    Returns:
+        ``(frames table, report)`` with ``records.FRAME_COLUMNS`` and
+        ``records.EXTRACT_REPORT_COLUMNS``, sorted by video id (and frame index).
+    """
+    prepare_shard_dir(frames_dir, SHARD_PREFIX)
+    shards = ShardSequence(frames_dir, SHARD_PREFIX, VIDEOS_PER_SHARD)
+    report_rows, frame_rows = for_each_video(
+        manifest, shards, "extract_frames", lambda row: _extract_one(row, params, shards)
+    )
+    frames_df = pd.DataFrame(frame_rows, columns=records.FRAME_COLUMNS)
+    report_df = pd.DataFrame(report_rows, columns=records.EXTRACT_REPORT_COLUMNS)
+    for col in ("n_frames_total", "n_frames_sampled", "width", "height", "rotation"):
+        report_df[col] = report_df[col].astype("Int64")  # blank, not NaN floats, for failures
+    return frames_df, report_df
+
+
+def log_status_summary(report: pd.DataFrame, stage: str, statuses: Sequence[str]) -> None:
+    """Log a line per status with its count, then every video that is not ok, with its reason.
+
+    Args:
+        report: A per-video report with ``video_id``, ``status`` and ``reason``.
+        stage: Name used as the log prefix.
+        statuses: The statuses this stage can give, in display order.
+    """
+    logger.info("%s: %d videos", stage, len(report))
+    for status in statuses:
+        rows = report[report["status"] == status]
+        level = logging.INFO if status == records.OK or rows.empty else logging.WARNING
+        logger.log(level, "%s: %d %s", stage, len(rows), status)
+        for row in rows.itertuples(index=False):
+            if status != records.OK:
+                logger.warning("%s:   %s %s: %s", stage, status, row.video_id, row.reason)

@@ -1,0 +1,178 @@
+"""Tests for deepfake_detector.video: sampling, bad files, stills, rotation."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import set_mp4_rotation, write_clip
+
+from deepfake_detector.config import ConfigError, from_mapping
+from deepfake_detector.video import (
+    ExtractParams,
+    VideoNotFoundError,
+    VideoReadError,
+    read_frames,
+    rotate_upright,
+    sample_indices,
+)
+
+
+def numbered_frames(n: int, width: int = 160, height: int = 120) -> list[np.ndarray]:
+    """Frames whose grey level encodes their index (6 levels apart, so n <= 42), with a red
+    marker in the top-left corner so that rotations are visible."""
+    frames = []
+    for i in range(n):
+        frame = np.full((height, width, 3), 6 * i, dtype=np.uint8)
+        frame[8:40, 8:56] = (255, 0, 0)
+        frames.append(frame)
+    return frames
+
+
+def grey_index(image: np.ndarray) -> int:
+    """Recover a numbered frame's index from its centre's grey level."""
+    h, w = image.shape[:2]
+    return int(round(float(image[h // 2 - 8 : h // 2 + 8, w // 2 - 8 : w // 2 + 8].mean()) / 6))
+
+
+@pytest.mark.parametrize(("available", "n"), [(100, 16), (301, 16), (17, 16), (2, 1)])
+def test_sample_indices_are_evenly_spaced(available: int, n: int) -> None:
+    idx = sample_indices(available, n)
+    assert len(idx) == n
+    assert idx[0] == 0
+    assert n == 1 or idx[-1] == available - 1
+    gaps = np.diff(idx)
+    assert gaps.size == 0 or gaps.max() - gaps.min() <= 1
+
+
+def test_sample_indices_short_video_gives_all_frames() -> None:
+    assert sample_indices(5, 16) == [0, 1, 2, 3, 4]
+    assert sample_indices(0, 16) == []
+
+
+def test_read_frames_returns_the_sampled_frames(tmp_path: Path) -> None:
+    path = write_clip(tmp_path / "numbered.mp4", numbered_frames(30), fps=10)
+    info, frames = read_frames(path, 8)
+    expected = sample_indices(30, 8)
+    assert [f.frame_index for f in frames] == expected
+    # The pixels are those of the sampled frames (sequential decoding is not off by one).
+    assert [grey_index(f.image) for f in frames] == expected
+    assert [f.timestamp_s for f in frames] == pytest.approx([i / 10 for i in expected])
+    assert (info.n_frames, info.fps, info.rotation) == (30, 10.0, 0)
+    assert (info.width, info.height) == (160, 120)
+    first = frames[0].image
+    assert first.dtype == np.uint8 and first.shape == (120, 160, 3)
+    assert first[20, 20, 0] > 200 and first[20, 20, 2] < 50, "frames must be RGB, not BGR"
+
+
+def test_truncated_stream_is_sampled_over_what_decodes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # MJPG/AVI keeps its header (40 frames declared) when the file is cut in half.
+    path = write_clip(tmp_path / "full.avi", numbered_frames(40), fps=10, fourcc="MJPG")
+    cut = tmp_path / "cut.avi"
+    data = path.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with caplog.at_level(logging.WARNING, logger="deepfake_detector.video"):
+        info, frames = read_frames(cut, 8)
+    assert 0 < info.n_frames < 40
+    expected = sample_indices(info.n_frames, 8)
+    assert [f.frame_index for f in frames] == expected
+    assert [grey_index(f.image) for f in frames[:-1]] == expected[:-1]  # last one may be partial
+    assert "truncated" in caplog.text and "cut.avi" in caplog.text
+
+
+def test_mp4_cut_in_half_is_a_clear_error(tmp_path: Path) -> None:
+    path = write_clip(tmp_path / "full.mp4", numbered_frames(30))
+    cut = tmp_path / "cut.mp4"
+    data = path.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])  # mp4v puts the index (moov) at the end: lost
+    with pytest.raises(VideoReadError, match=r"not a readable video.*cut\.mp4"):
+        read_frames(cut, 8)
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.mp4"
+    path.write_bytes(b"")
+    with pytest.raises(VideoReadError, match=r"empty file \(0 bytes\).*empty\.mp4"):
+        read_frames(path, 8)
+
+
+def test_text_renamed_mp4(tmp_path: Path) -> None:
+    path = tmp_path / "notes.mp4"
+    path.write_text("this is a text file, not a video\n" * 20)
+    with pytest.raises(VideoReadError, match=r"plain text.*notes\.mp4"):
+        read_frames(path, 8)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(VideoNotFoundError, match=r"file not found.*nowhere\.mp4"):
+        read_frames(tmp_path / "nowhere.mp4", 8)
+    assert issubclass(VideoNotFoundError, VideoReadError)
+
+
+def test_directory_is_not_a_video(tmp_path: Path) -> None:
+    with pytest.raises(VideoReadError, match="not a regular file"):
+        read_frames(tmp_path, 8)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_still_image_is_one_frame(tmp_path: Path, portrait: np.ndarray, suffix: str) -> None:
+    path = tmp_path / f"photo{suffix}"
+    cv2.imwrite(str(path), cv2.cvtColor(portrait, cv2.COLOR_RGB2BGR))
+    info, frames = read_frames(path, 16)
+    assert len(frames) == 1 and frames[0].frame_index == 0 and frames[0].timestamp_s == 0.0
+    assert frames[0].image.shape == portrait.shape
+    assert (info.n_frames, info.width, info.height) == (1, portrait.shape[1], portrait.shape[0])
+    if suffix == ".png":
+        assert np.array_equal(frames[0].image, portrait)
+
+
+def test_broken_image(tmp_path: Path) -> None:
+    path = tmp_path / "photo.jpg"
+    path.write_text("not an image")
+    with pytest.raises(VideoReadError, match=r"not a decodable image.*photo\.jpg"):
+        read_frames(path, 4)
+
+
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_rotation_metadata_is_applied_once(tmp_path: Path, degrees: int) -> None:
+    plain = write_clip(tmp_path / "plain.mp4", numbered_frames(10))
+    rotated = tmp_path / "rotated.mp4"
+    rotated.write_bytes(plain.read_bytes())
+    set_mp4_rotation(rotated, degrees)
+
+    _, stored = read_frames(plain, 3)
+    info, upright = read_frames(rotated, 3)
+    assert info.rotation == degrees
+    for s, u in zip(stored, upright):
+        # Same decoded pixels, turned exactly once (twice would be 180/0 degrees off).
+        assert np.array_equal(u.image, rotate_upright(s.image, degrees))
+    h, w = upright[0].image.shape[:2]
+    assert (info.width, info.height) == (w, h)
+    assert (w, h) == ((120, 160) if degrees in (90, 270) else (160, 120))
+
+
+def test_rotate_upright_turns_clockwise() -> None:
+    image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    assert rotate_upright(image, 0) is image
+    assert np.array_equal(rotate_upright(image, 90), np.rot90(image, k=-1))
+    assert np.array_equal(rotate_upright(image, 180), np.rot90(image, k=2))
+    assert np.array_equal(rotate_upright(image, 270), np.rot90(image, k=1))
+    assert np.array_equal(rotate_upright(image, -90), rotate_upright(image, 270))
+    with pytest.raises(ValueError, match="multiple of 90"):
+        rotate_upright(image, 45)
+
+
+def test_extract_params_validation() -> None:
+    params = from_mapping(ExtractParams, {"frames_per_video": 8, "image_format": "jpg"})
+    assert params == ExtractParams(8, "jpg")
+    with pytest.raises(ConfigError, match="frames_per_video"):
+        from_mapping(ExtractParams, {"frames_per_video": 0}, "extract_frames")
+    with pytest.raises(ConfigError, match="image_format"):
+        from_mapping(ExtractParams, {"image_format": "gif"}, "extract_frames")
+    with pytest.raises(ConfigError, match="extract_frames.fps"):
+        from_mapping(ExtractParams, {"fps": 5}, "extract_frames")
