@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import struct
 from pathlib import Path
 
 import cv2
@@ -92,6 +93,17 @@ def test_mp4_cut_in_half_is_a_clear_error(tmp_path: Path) -> None:
     cut.write_bytes(data[: len(data) // 2])  # mp4v puts the index (moov) at the end: lost
     with pytest.raises(VideoReadError, match=r"not a readable video.*cut\.mp4"):
         read_frames(cut, 8)
+
+
+def test_zero_decodable_frames(tmp_path: Path) -> None:
+    path = write_clip(tmp_path / "zeroed.mp4", numbered_frames(10))
+    data = bytearray(path.read_bytes())
+    at = data.find(b"mdat")  # keep the container, wipe every coded frame
+    size = struct.unpack(">I", data[at - 4 : at])[0]
+    data[at + 4 : at - 4 + size] = bytes(size - 8)
+    path.write_bytes(bytes(data))
+    with pytest.raises(VideoReadError, match=r"no decodable frame \(10 declared.*zeroed\.mp4"):
+        read_frames(path, 4)
 
 
 def test_empty_file(tmp_path: Path) -> None:
