@@ -16,6 +16,7 @@ from deepfake_detector.faces import (
     FaceDetector,
     _DetectionView,
     crop_face,
+    crop_window,
     detect_and_crop,
 )
 from deepfake_detector.video import read_frames
@@ -200,6 +201,7 @@ def test_crop_face_pads_outside_the_frame() -> None:
 def test_crop_face_margin_and_resize(portrait: np.ndarray) -> None:
     image = np.ascontiguousarray(portrait)
     box = (200.0, 150.0, 300.0, 250.0)  # 100 px square; margin 0.3 -> 160 px square
+    assert crop_window(box, 0.3) == (170, 120, 160)  # (left, top, side)
     exact = crop_face(image, box, margin=0.3, size=160)
     assert np.array_equal(exact, image[120:280, 170:330])
     for size in (64, 224):  # shrinking (INTER_AREA) and enlarging (INTER_LINEAR)

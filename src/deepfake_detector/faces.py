@@ -271,13 +271,36 @@ class FaceDetector:
         return results
 
 
+def crop_window(box: tuple[float, float, float, float], margin: float) -> tuple[int, int, int]:
+    """The square that :func:`crop_face` cuts: centred on the box, its side the box's longer
+    side enlarged by ``margin`` of it on each side.
+
+    Args:
+        box: ``(x1, y1, x2, y2)``, frame pixels.
+        margin: Fraction of the box size added on each side.
+
+    Returns:
+        ``(left, top, side)`` in frame pixels (may lie partly outside the frame).
+
+    Raises:
+        ValueError: On a negative margin.
+    """
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    x1, y1, x2, y2 = box
+    side = max(1, int(round(max(x2 - x1, y2 - y1) * (1.0 + 2.0 * margin))))
+    left = int(round((x1 + x2) / 2.0 - side / 2.0))
+    top = int(round((y1 + y2) / 2.0 - side / 2.0))
+    return left, top, side
+
+
 def crop_face(
     image: np.ndarray, box: tuple[float, float, float, float], margin: float, size: int
 ) -> np.ndarray:
     """Cut a square face crop from a full-resolution frame.
 
-    The square is centred on the box, its side the box's longer side enlarged by
-    ``margin`` of it on each side; parts outside the frame are black (0).
+    The square is :func:`crop_window`'s; parts outside the frame are black (0). It is
+    resized with INTER_AREA when shrinking, INTER_LINEAR when enlarging.
 
     Args:
         image: ``(H, W, 3)`` uint8 frame.
@@ -291,12 +314,9 @@ def crop_face(
     Raises:
         ValueError: On a negative margin or a size below 1.
     """
-    if margin < 0 or size < 1:
-        raise ValueError(f"need margin >= 0 and size >= 1, got margin={margin}, size={size}")
-    x1, y1, x2, y2 = box
-    side = max(1, int(round(max(x2 - x1, y2 - y1) * (1.0 + 2.0 * margin))))
-    left = int(round((x1 + x2) / 2.0 - side / 2.0))
-    top = int(round((y1 + y2) / 2.0 - side / 2.0))
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    left, top, side = crop_window(box, margin)
     h, w = image.shape[:2]
     square = np.zeros((side, side, image.shape[2]), dtype=image.dtype)
     sx0, sy0 = max(left, 0), max(top, 0)
