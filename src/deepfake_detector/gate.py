@@ -1,0 +1,427 @@
+"""CI metric gate: fresh metrics against committed ones, with a rule per metric.
+
+``dvc metrics diff`` shows changes but has no thresholds, and exits 0 even when a metrics
+file is missing or unreadable. This gate reads per-metric rules (``.ci/metric_rules.yaml``),
+compares the metrics in the working tree (a fresh ``dvc repro``) with the ones committed at
+a baseline revision (``git show REV:path``), prints a markdown table and fails on:
+
+* a drop beyond a rule's ``max_drop`` (absolute, in the rule's worse direction),
+* a value under its ``floor`` or over its ``ceiling``,
+* a metrics file that is missing or unreadable, on either side,
+* a metric that is absent, null, not a number, NaN or infinite, on either side.
+
+Usage::
+
+    python -m deepfake_detector.gate [--rules .ci/metric_rules.yaml] [--baseline-rev HEAD]
+        [--repo .] [--markdown-out PATH]
+
+Exit status: 0 when every rule passes, 1 when one fails, 2 on a usage error (unreadable
+rules file, unknown revision, not a git repository).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import yaml
+
+from .config import ConfigError, from_mapping
+from .logs import setup_logging
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RULES = Path(".ci/metric_rules.yaml")
+# Absolute slack on comparisons, so that 0.85 - 0.75 counts as a drop of 0.1, not 0.1000...01.
+EPS = 1e-9
+
+
+class GateError(Exception):
+    """A usage error: the gate cannot run at all (exit status 2)."""
+
+
+@dataclass(frozen=True)
+class MetricRule:
+    """One entry of the rules file.
+
+    Attributes:
+        file: Metrics file, relative to the repository root (JSON or YAML).
+        key: Dotted path into the file, e.g. ``video.auc``; keys that contain dots
+            themselves (``video_at_0.5.auc``) resolve too.
+        direction: ``higher`` or ``lower``: which way is better.
+        max_drop: Largest allowed change in the worse direction, absolute (0: must not get
+            worse at all); None: no comparison with the baseline.
+        floor: Smallest allowed current value, if any.
+        ceiling: Largest allowed current value, if any.
+    """
+
+    file: str
+    key: str
+    direction: Literal["higher", "lower"] = "higher"
+    max_drop: float | None = None
+    floor: float | None = None
+    ceiling: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.file or not self.key:
+            raise ValueError("file and key must be non-empty")
+        if self.max_drop is not None and not self.max_drop >= 0:
+            raise ValueError(f"max_drop must be >= 0, got {self.max_drop}")
+        if self.floor is not None and self.ceiling is not None and self.floor > self.ceiling:
+            raise ValueError(f"floor {self.floor} is above ceiling {self.ceiling}")
+        if self.max_drop is None and self.floor is None and self.ceiling is None:
+            raise ValueError(f"rule for {self.key} checks nothing: give max_drop, floor or ceiling")
+
+    def describe(self) -> str:
+        """The rule in a few words, for the table."""
+        parts = [f"{self.direction} is better"]
+        worse = "drop" if self.direction == "higher" else "rise"
+        if self.max_drop is not None:
+            parts.append(f"no {worse}" if self.max_drop == 0 else f"{worse} <= {self.max_drop:g}")
+        if self.floor is not None:
+            parts.append(f">= {self.floor:g}")
+        if self.ceiling is not None:
+            parts.append(f"<= {self.ceiling:g}")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """The verdict of one rule.
+
+    Attributes:
+        rule: The rule.
+        baseline: Baseline value, None when it could not be read.
+        current: Current value, None when it could not be read.
+        problems: Why it fails; empty when it passes.
+    """
+
+    rule: MetricRule
+    baseline: float | None
+    current: float | None
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when the rule passes."""
+        return not self.problems
+
+    @property
+    def change(self) -> float | None:
+        """``current - baseline``, when both are known."""
+        if self.baseline is None or self.current is None:
+            return None
+        return self.current - self.baseline
+
+
+# A loaded metrics file, or the reason it could not be loaded.
+Loaded = tuple[Any, str | None]
+
+
+def load_rules(path: Path) -> list[MetricRule]:
+    """Read and validate the rules file.
+
+    Args:
+        path: YAML file with a top-level ``rules:`` list of :class:`MetricRule` mappings.
+
+    Returns:
+        The rules, in file order.
+
+    Raises:
+        GateError: If the file is missing or malformed, a rule has an unknown key or a bad
+            value, or two rules name the same metric.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise GateError(f"cannot read rules file {path}: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("rules"), list) or not data["rules"]:
+        raise GateError(f"{path}: expected a non-empty top-level 'rules:' list")
+    rules: list[MetricRule] = []
+    for i, entry in enumerate(data["rules"]):
+        if not isinstance(entry, dict):
+            raise GateError(f"{path}: rules[{i}] must be a mapping, got {entry!r}")
+        try:
+            rules.append(from_mapping(MetricRule, entry, f"rules[{i}]"))
+        except ConfigError as exc:
+            raise GateError(f"{path}: {exc}") from exc
+    seen: set[tuple[str, str]] = set()
+    for rule in rules:
+        if (rule.file, rule.key) in seen:
+            raise GateError(f"{path}: two rules for {rule.file}:{rule.key}")
+        seen.add((rule.file, rule.key))
+    return rules
+
+
+def parse_metrics(text: str, name: str) -> Any:
+    """Parse a metrics file's text by its suffix (``.json``, ``.yaml``/``.yml``).
+
+    Raises:
+        ValueError: If the text does not parse or the suffix is unsupported.
+    """
+    suffix = Path(name).suffix.lower()
+    try:
+        if suffix == ".json":
+            return json.loads(text)
+        if suffix in (".yaml", ".yml"):
+            return yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"not valid {suffix[1:].upper()}: {exc}") from exc
+    raise ValueError(f"unsupported metrics format {suffix!r} (use .json or .yaml)")
+
+
+def read_current(repo: Path, file: str) -> Loaded:
+    """Load ``repo/file`` from the working tree.
+
+    Returns:
+        ``(data, None)``, or ``(None, reason)`` when missing or unreadable.
+    """
+    path = repo / file
+    if not path.is_file():
+        return None, f"{file} is missing from the working tree"
+    try:
+        return parse_metrics(path.read_text(encoding="utf-8"), file), None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return None, f"{file} is unreadable: {exc}"
+
+
+def read_baseline(repo: Path, rev: str, file: str) -> Loaded:
+    """Load ``file`` as committed at ``rev`` (``git show REV:file``).
+
+    Returns:
+        ``(data, None)``, or ``(None, reason)`` when absent at ``rev`` or unreadable.
+    """
+    proc = subprocess.run(
+        ["git", "-C", str(repo), "show", f"{rev}:{file}"], capture_output=True, check=False
+    )
+    if proc.returncode != 0:
+        detail = proc.stderr.decode(errors="replace").strip().splitlines()
+        return None, f"{file} is not committed at {rev} ({detail[-1] if detail else 'git show failed'})"
+    try:
+        return parse_metrics(proc.stdout.decode("utf-8"), file), None
+    except (UnicodeDecodeError, ValueError) as exc:
+        return None, f"{file} at {rev} is unreadable: {exc}"
+
+
+def lookup(data: Any, key: str) -> Any:
+    """Value at a dotted ``key`` in nested mappings; keys may contain dots themselves.
+
+    At each level the longest run of dotted parts that is a key wins, so
+    ``video_at_0.5.auc`` finds ``data["video_at_0.5"]["auc"]``.
+
+    Raises:
+        KeyError: If the path does not exist.
+    """
+    parts = key.split(".")
+
+    def walk(node: Any, rest: list[str]) -> Any:
+        if not rest:
+            return node
+        if isinstance(node, dict):
+            for n in range(len(rest), 0, -1):
+                head = ".".join(rest[:n])
+                if head in node:
+                    try:
+                        return walk(node[head], rest[n:])
+                    except KeyError:
+                        continue  # a shorter key may still lead somewhere
+        raise KeyError(key)
+
+    return walk(data, parts)
+
+
+def metric_value(loaded: Loaded, key: str, side: str) -> tuple[float | None, str | None]:
+    """A finite number at ``key`` in a loaded file, or the reason there is none.
+
+    Args:
+        loaded: ``(data, error)`` from :func:`read_current` / :func:`read_baseline`.
+        key: Dotted metric path.
+        side: ``baseline`` or ``current``, for messages.
+    """
+    data, error = loaded
+    if error is not None:
+        return None, error
+    try:
+        value = lookup(data, key)
+    except KeyError:
+        return None, f"{side} has no metric {key}"
+    if value is None:
+        return None, f"{side} {key} is null"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None, f"{side} {key} is not a number ({value!r})"
+    if not math.isfinite(value):
+        return None, f"{side} {key} is {value}"
+    return float(value), None
+
+
+def check_rule(rule: MetricRule, baseline: Loaded, current: Loaded) -> RuleResult:
+    """Apply one rule to the baseline and current metrics files.
+
+    Returns:
+        The verdict; every reason it fails is listed, not only the first.
+    """
+    problems: list[str] = []
+    cur, cur_err = metric_value(current, rule.key, "current")
+    base: float | None = None
+    if rule.max_drop is not None:
+        base, base_err = metric_value(baseline, rule.key, "baseline")
+        if base_err:
+            problems.append(base_err)
+    else:
+        # No comparison asked for: show the baseline when there is one, never fail on it.
+        base, _ = metric_value(baseline, rule.key, "baseline")
+    if cur_err:
+        problems.append(cur_err)
+    if cur is not None:
+        if rule.max_drop is not None and base is not None:
+            worse = base - cur if rule.direction == "higher" else cur - base
+            if worse > rule.max_drop + EPS:
+                word = "dropped" if rule.direction == "higher" else "rose"
+                problems.append(f"{word} by {_fmt(worse)}, allowed {rule.max_drop:g}")
+        if rule.floor is not None and cur < rule.floor - EPS:
+            problems.append(f"below floor {rule.floor:g}")
+        if rule.ceiling is not None and cur > rule.ceiling + EPS:
+            problems.append(f"above ceiling {rule.ceiling:g}")
+    return RuleResult(rule, base, cur, tuple(problems))
+
+
+def run_gate(
+    rules: Sequence[MetricRule],
+    baseline_loader: Callable[[str], Loaded],
+    current_loader: Callable[[str], Loaded],
+) -> list[RuleResult]:
+    """Check every rule, loading each metrics file once per side.
+
+    Args:
+        rules: The rules.
+        baseline_loader: ``file -> (data, error)`` for the baseline side.
+        current_loader: ``file -> (data, error)`` for the current side.
+
+    Returns:
+        One result per rule, in rule order.
+    """
+    baselines: dict[str, Loaded] = {}
+    currents: dict[str, Loaded] = {}
+    results = []
+    for rule in rules:
+        if rule.file not in baselines:
+            baselines[rule.file] = baseline_loader(rule.file)
+            currents[rule.file] = current_loader(rule.file)
+        results.append(check_rule(rule, baselines[rule.file], currents[rule.file]))
+    return results
+
+
+def to_markdown(results: Sequence[RuleResult], baseline_name: str) -> str:
+    """The results as a markdown table, with a verdict line above it.
+
+    Args:
+        results: From :func:`run_gate`.
+        baseline_name: How to name the baseline (e.g. ``HEAD``) in the header.
+    """
+    failed = sum(not r.ok for r in results)
+    several_files = len({r.rule.file for r in results}) > 1
+    verdict = (
+        f"**Metric gate: FAILED** ({failed} of {len(results)} rules)"
+        if failed
+        else f"**Metric gate: passed** ({len(results)} rules)"
+    )
+    lines = [
+        verdict,
+        "",
+        f"| metric | baseline ({_cell(baseline_name)}) | current | change | rule | status |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for r in results:
+        name = f"{r.rule.file}: {r.rule.key}" if several_files else r.rule.key
+        status = "pass" if r.ok else "**FAIL**: " + "; ".join(r.problems)
+        change = "" if r.change is None else _fmt(r.change, signed=True)
+        lines.append(
+            f"| {_cell(name)} | {_fmt(r.baseline)} | {_fmt(r.current)} | {change} "
+            f"| {_cell(r.rule.describe())} | {_cell(status)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(x: float | None, signed: bool = False) -> str:
+    if x is None:
+        return "n/a"
+    if float(x).is_integer() and abs(x) < 1e12:
+        return f"{int(x):+d}" if signed else str(int(x))
+    return f"{x:+.4f}" if signed else f"{x:.4f}"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _git_toplevel(path: Path) -> Path:
+    proc = subprocess.run(
+        ["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise GateError(f"{path} is not inside a git repository: {proc.stderr.strip()}")
+    return Path(proc.stdout.strip())
+
+
+def _check_rev(repo: Path, rev: str) -> None:
+    proc = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+        capture_output=True, text=True, check=False,
+    )
+    if proc.returncode != 0:
+        raise GateError(f"baseline revision {rev!r} is not a commit in {repo}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the gate from the command line.
+
+    Args:
+        argv: Arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        0 when every rule passes, 1 when one fails, 2 on a usage error.
+    """
+    ap = argparse.ArgumentParser(prog="python -m deepfake_detector.gate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rules", type=Path, default=DEFAULT_RULES, help="rules file, relative to --repo unless absolute")
+    ap.add_argument("--baseline-rev", default="HEAD", help="git revision holding the baseline metrics")
+    ap.add_argument("--repo", type=Path, default=Path("."), help="inside the git repository (its root is used)")
+    ap.add_argument("--markdown-out", type=Path, help="also append the table to this file (e.g. $GITHUB_STEP_SUMMARY)")
+    args = ap.parse_args(argv)
+    setup_logging()
+    try:
+        repo = _git_toplevel(args.repo)
+        _check_rev(repo, args.baseline_rev)
+        rules = load_rules(args.rules if args.rules.is_absolute() else repo / args.rules)
+    except GateError as exc:
+        logger.error("%s", exc)
+        return 2
+    results = run_gate(
+        rules,
+        baseline_loader=lambda f: read_baseline(repo, args.baseline_rev, f),
+        current_loader=lambda f: read_current(repo, f),
+    )
+    table = to_markdown(results, args.baseline_rev)
+    print(table, end="", flush=True)
+    if args.markdown_out is not None:
+        with args.markdown_out.open("a", encoding="utf-8") as fh:
+            fh.write(table)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        logger.error(
+            "metric gate failed: %d of %d rules (%s)",
+            len(failed), len(results), ", ".join(f"{r.rule.key}: {'; '.join(r.problems)}" for r in failed),
+        )
+        return 1
+    logger.info("metric gate passed: %d rules against %s", len(results), args.baseline_rev)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
