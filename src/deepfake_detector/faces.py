@@ -371,6 +371,9 @@ FACES_SCHEMA = pa.schema([
     ("y2", pa.float64()),
     ("det_prob", pa.float64()),
     ("landmarks", pa.list_(pa.float64())),
+    ("crop_left", pa.int64()),
+    ("crop_top", pa.int64()),
+    ("crop_side", pa.int64()),
     ("shard", pa.string()),
     ("member", pa.string()),
 ])
@@ -389,18 +392,24 @@ def _load_frames(rows: pd.DataFrame, reader: ShardReader) -> list[Frame]:
     ]
 
 
-def _store_crops(video_id: str, crops: list[FaceCrop], shards: ShardSequence) -> list[dict]:
-    """Write one video's crops as PNG shard members; returns their faces rows."""
+def _store_crops(video_id: str, crops: list[FaceCrop], shards: ShardSequence, margin: float) -> list[dict]:
+    """Write one video's crops as PNG shard members; returns their faces rows.
+
+    Each row records its crop window so later stages map frame coordinates (landmarks,
+    blend masks) into crop pixels without knowing this stage's margin.
+    """
     writer = shards.next_video()
     rows = []
     for c in crops:
         member = f"{video_id}/{c.frame_index:06d}_{c.face_index:02d}.png"
         writer.add(member, encode_image(c.crop, "png"))
         x1, y1, x2, y2 = c.face.box
+        left, top, side = crop_window(c.face.box, margin)
         rows.append({
             "video_id": video_id, "frame_index": c.frame_index, "face_index": c.face_index,
             "x1": x1, "y1": y1, "x2": x2, "y2": y2, "det_prob": c.face.prob,
             "landmarks": [float(v) for v in np.asarray(c.face.landmarks).reshape(-1)],
+            "crop_left": left, "crop_top": top, "crop_side": side,
             "shard": writer.path.name, "member": member,
         })
     return rows
@@ -435,7 +444,7 @@ def _crop_one(
         status=records.OK, reason="",
         frames_with_face=len({c.frame_index for c in crops}), faces_kept=len(crops),
     )
-    return report, _store_crops(row.video_id, crops, shards)
+    return report, _store_crops(row.video_id, crops, shards, params.margin)
 
 
 def crop_videos(

@@ -47,6 +47,7 @@ EXTRACT_REPORT_COLUMNS = [
 FACE_COLUMNS = [
     "video_id", "frame_index", "face_index", "x1", "y1", "x2", "y2",
     "det_prob", "landmarks",  # landmarks: flat list of 10 floats (5 x,y points), frame pixels
+    "crop_left", "crop_top", "crop_side",  # the square (frame pixels) the crop was cut from
     "shard", "member",
 ]
 

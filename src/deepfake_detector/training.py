@@ -35,6 +35,7 @@ from .engine import (
 )
 from .metrics import choose_threshold, roc_auc
 from .model import CheckpointMeta, build_model, save_checkpoint
+from .sbi import SbiCropDataset, SbiParams, with_sbi_twins
 from .transforms import AugmentParams, build_eval_transform, build_train_transform
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class TrainParams:
     seed: int = 0
     deterministic: bool = False
     augment: AugmentParams = field(default_factory=AugmentParams)
+    sbi: SbiParams = field(default_factory=SbiParams)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
@@ -120,22 +122,36 @@ def _run(p: TrainParams, rt: Runtime, manifest_path: Path, faces_path: Path, cro
     val_rows = faces[faces["split"] == "val"].reset_index(drop=True)
     # The guarantee the evaluation rests on: nothing from val/test reaches the optimiser.
     assert set(train_rows["split"]) <= {"train"}
+    if p.sbi.drop_real_fakes:
+        train_rows = train_rows[train_rows["y"] == 0].reset_index(drop=True)
+        val_rows = val_rows[val_rows["y"] == 0].reset_index(drop=True)
     if train_rows.empty or val_rows.empty:
         raise ValueError(f"need face crops in both train and val splits; got train={len(train_rows)} val={len(val_rows)}")
     n_fake = int(train_rows["y"].sum())
     n_real = len(train_rows) - n_fake
-    if n_fake == 0 or n_real == 0:
+    if n_real == 0 or (n_fake == 0 and not p.sbi.enabled):
         raise ValueError(f"train split has only one class (real={n_real}, fake={n_fake}) and SBI is off")
+    mode = "deepfakes" if not p.sbi.enabled else ("real + SBI" if n_fake == 0 else "mixed (deepfakes + SBI)")
     logger.info(
-        "train: %d crops of %d videos (real %d, fake %d); val: %d crops of %d videos; runtime %s",
-        len(train_rows), train_rows["video_id"].nunique(), n_real, n_fake,
+        "train [%s]: %d crops of %d videos (real %d, fake %d); val: %d crops of %d videos; runtime %s",
+        mode, len(train_rows), train_rows["video_id"].nunique(), n_real, n_fake,
         len(val_rows), val_rows["video_id"].nunique(), rt.describe(),
     )
 
     model, init_used = build_model(p.arch, p.init, p.require_pretrained)
     model = prepare_model(model, rt)
-    train_ds = CropDataset(train_rows, crops_dir, build_train_transform(p.input_size, p.augment))
-    val_ds = CropDataset(val_rows, crops_dir, build_eval_transform(p.input_size))
+    train_tf = build_train_transform(p.input_size, p.augment)
+    eval_tf = build_eval_transform(p.input_size)
+    train_ds: CropDataset | SbiCropDataset
+    if p.sbi.enabled:
+        # Both reals and self-blended fakes then get the same augmentation (JPEG included).
+        train_ds = SbiCropDataset(train_rows, crops_dir, train_tf, p.sbi, p.seed, mode="train")
+        val_rows = with_sbi_twins(val_rows)
+        val_ds: CropDataset | SbiCropDataset = SbiCropDataset(val_rows, crops_dir, eval_tf, p.sbi, p.seed, mode="fixed")
+        n_fake, n_real = n_fake + p.sbi.fake_share * n_real, (1 - p.sbi.fake_share) * n_real  # expected per epoch
+    else:
+        train_ds = CropDataset(train_rows, crops_dir, train_tf)
+        val_ds = CropDataset(val_rows, crops_dir, eval_tf)
 
     generator = torch.Generator().manual_seed(p.seed)
     sampler: Any = None
@@ -144,6 +160,8 @@ def _run(p: TrainParams, rt: Runtime, manifest_path: Path, faces_path: Path, cro
             raise ValueError("train.balance: sampler is not supported with torchrun; use pos_weight")
         sampler = DistributedSampler(train_ds, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=p.seed)
     elif p.balance == "sampler":
+        if p.sbi.enabled:
+            raise ValueError("train.balance: sampler cannot see SBI labels (drawn on the fly); use pos_weight")
         weights = np.where(train_rows["y"] == 1, 0.5 / n_fake, 0.5 / n_real)
         sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), len(weights), generator=generator)
     loader = DataLoader(
@@ -170,6 +188,8 @@ def _run(p: TrainParams, rt: Runtime, manifest_path: Path, faces_path: Path, cro
     for epoch in range(1, p.epochs + 1):
         if isinstance(sampler, DistributedSampler):
             sampler.set_epoch(epoch)
+        if isinstance(train_ds, SbiCropDataset):
+            train_ds.set_epoch(epoch)
         stats = train_one_epoch(model, loader, optimizer, loss_fn, rt, scheduler, desc=f"epoch {epoch}/{p.epochs}")
         val_logits = predict_logits(model, val_ds, rt, batch_size=max(64, p.batch_size), desc="val")
         vauc, vscores, vlabels = _video_auc(val_rows, val_logits, p.val_aggregation)
