@@ -159,18 +159,11 @@ def _load_calibration(path: Path | None, meta: CheckpointMeta) -> Calibration:
 ExplainFn = Callable[..., Path]
 
 
-def _load_explainer() -> tuple[ExplainFn, Any] | None:
-    """``(explain_video, GradcamParams())`` when the explain module is there, else None."""
-    try:
-        module = importlib.import_module(EXPLAIN_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name != EXPLAIN_MODULE:
-            raise  # the module exists but one of its own imports is missing: a real error
-        return None
-    fn, params_cls = getattr(module, "explain_video", None), getattr(module, "GradcamParams", None)
-    if fn is None or params_cls is None:
-        return None
-    return fn, params_cls()
+def _load_explainer() -> tuple[ExplainFn, Any]:
+    """``(explain_video, GradcamParams())``, imported only for ``--explain``: Grad-CAM pulls in
+    pytorch_grad_cam and matplotlib, which plain prediction does not need."""
+    module = importlib.import_module(EXPLAIN_MODULE)
+    return module.explain_video, module.GradcamParams()
 
 
 def _explain_dir(root: Path, path: Path, used: set[str]) -> Path:
@@ -215,12 +208,7 @@ def _predict(args: argparse.Namespace) -> int:
     paths = find_media(args.inputs)
     if not paths:
         raise UsageError("no video or image files to judge in: " + " ".join(str(p) for p in args.inputs))
-    explainer = None
-    if args.explain is not None:
-        explainer = _load_explainer()
-        if explainer is None:
-            print("--explain is not available yet (deepfake_detector.explain.explain_video is missing); "
-                  "continuing without Grad-CAM", file=sys.stderr)
+    explainer = _load_explainer() if args.explain is not None else None
 
     rt = setup_runtime("auto")
     detector = FaceDetector(crop_params)  # built once: MTCNN set-up is not free

@@ -38,7 +38,7 @@ from .aggregate import AGGREGATORS, AggregateParams, sigmoid, video_scores
 from .data import ArrayDataset, CropDataset, load_face_table
 from .engine import Runtime, predict_logits, prepare_model, setup_runtime
 from .evaluation import video_status
-from .faces import CropParams, FaceDetector, detect_and_crop
+from .faces import CropParams, FaceDetector, crop_window, detect_and_crop
 from .metrics import binary_metrics, choose_threshold, roc_auc
 from .model import CheckpointMeta, load_model
 from .transforms import build_eval_transform
@@ -65,7 +65,8 @@ PREDICTION_COLUMNS = [
 
 # Columns of the per-face table that predict_paths yields (and explain consumes).
 FACE_SCORE_COLUMNS = [
-    "video_id", "frame_index", "face_index", "x1", "y1", "x2", "y2", "det_prob", "logit", "prob_fake",
+    "video_id", "frame_index", "face_index", "x1", "y1", "x2", "y2", "det_prob",
+    "crop_left", "crop_top", "crop_side", "logit", "prob_fake",
 ]
 
 
@@ -525,6 +526,8 @@ def _predict_one(
         "face_index": [c.face_index for c in crops],
         **{k: [c.face.box[i] for c in crops] for i, k in enumerate(("x1", "y1", "x2", "y2"))},
         "det_prob": [c.face.prob for c in crops],
+        # the crop windows, so Grad-CAM maps frames to crops exactly as they were cut
+        **dict(zip(("crop_left", "crop_top", "crop_side"), zip(*(crop_window(c.face.box, crop_params.margin) for c in crops)))),
         "logit": logits.astype(np.float64),
         "prob_fake": sigmoid(logits),
     }, columns=FACE_SCORE_COLUMNS)
