@@ -32,8 +32,8 @@ import torch
 from facenet_pytorch import MTCNN
 
 from deepfake_detector import records
-from deepfake_detector.shards import ShardReader, encode_image
-from deepfake_detector.video import Frame, ShardSequence, for_each_video, prepare_shard_dir
+from deepfake_detector.shards import ShardReader, ShardSequence, encode_image, prepare_shard_dir
+from deepfake_detector.video import Frame, for_each_video
 
 logger = logging.getLogger(__name__)
 

@@ -15,12 +15,15 @@ Example:
 from __future__ import annotations
 
 import io
+import logging
 import tarfile
 import threading
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 _FIXED_MTIME = 0
 
@@ -128,3 +131,54 @@ def encode_image(rgb: np.ndarray, fmt: str = "png", jpeg_quality: int = 95) -> b
 def shard_name(prefix: str, index: int) -> str:
     """Stable shard file name, e.g. ``crops-00003.tar``."""
     return f"{prefix}-{index:05d}.tar"
+
+
+def prepare_shard_dir(folder: Path, prefix: str) -> None:
+    """Create ``folder`` and delete the ``<prefix>-*.tar`` shards a previous run left there.
+
+    Only this stage's own shards are removed, so a mistyped path cannot wipe unrelated
+    files; anything else found there is left alone and named in a warning.
+
+    Args:
+        folder: The stage's shard folder.
+        prefix: Shard name prefix (``frames``, ``crops``).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(folder.iterdir()):
+        if entry.is_file() and entry.name.startswith(f"{prefix}-") and entry.suffix == ".tar":
+            entry.unlink()
+        else:
+            logger.warning("%s: unexpected entry %s left in place", folder, entry.name)
+
+
+class ShardSequence:
+    """Opens ``<prefix>-00000.tar``, ``-00001.tar``, ... as videos are added, N per shard.
+
+    Only videos that store something take a place, so no shard is empty.
+
+    Args:
+        folder: Shard folder.
+        prefix: Shard name prefix.
+        videos_per_shard: Videos per shard.
+    """
+
+    def __init__(self, folder: Path, prefix: str, videos_per_shard: int) -> None:
+        self.folder, self.prefix, self.per_shard = folder, prefix, videos_per_shard
+        self.n_videos = 0
+        self.writer: ShardWriter | None = None
+
+    def next_video(self) -> ShardWriter:
+        """The writer for the next video (a new shard every ``videos_per_shard`` videos)."""
+        name = shard_name(self.prefix, self.n_videos // self.per_shard)
+        self.n_videos += 1
+        if self.writer is None or self.writer.path.name != name:
+            self.close()
+            self.writer = ShardWriter(self.folder / name)
+        return self.writer
+
+    def close(self) -> None:
+        """Finish the open shard, if any."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

@@ -23,7 +23,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from deepfake_detector import records
-from deepfake_detector.shards import ShardWriter, encode_image, shard_name
+from deepfake_detector.shards import ShardSequence, encode_image, prepare_shard_dir
 
 logger = logging.getLogger(__name__)
 
@@ -308,57 +308,6 @@ def read_frames(path: Path, n: int) -> tuple[VideoInfo, list[Frame]]:
 # Frame shards hold this many videos each (crop shards take theirs from params).
 VIDEOS_PER_SHARD = 64
 SHARD_PREFIX = "frames"
-
-
-def prepare_shard_dir(folder: Path, prefix: str) -> None:
-    """Create ``folder`` and delete the ``<prefix>-*.tar`` shards a previous run left there.
-
-    Only this stage's own shards are removed, so a mistyped path cannot wipe unrelated
-    files; anything else found there is left alone and named in a warning.
-
-    Args:
-        folder: The stage's shard folder.
-        prefix: Shard name prefix (``frames``, ``crops``).
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for entry in sorted(folder.iterdir()):
-        if entry.is_file() and entry.name.startswith(f"{prefix}-") and entry.suffix == ".tar":
-            entry.unlink()
-        else:
-            logger.warning("%s: unexpected entry %s left in place", folder, entry.name)
-
-
-class ShardSequence:
-    """Opens ``<prefix>-00000.tar``, ``-00001.tar``, ... as videos are added, N per shard.
-
-    Only videos that store something take a place, so no shard is empty.
-
-    Args:
-        folder: Shard folder.
-        prefix: Shard name prefix.
-        videos_per_shard: Videos per shard.
-    """
-
-    def __init__(self, folder: Path, prefix: str, videos_per_shard: int) -> None:
-        self.folder, self.prefix, self.per_shard = folder, prefix, videos_per_shard
-        self.n_videos = 0
-        self.writer: ShardWriter | None = None
-
-    def next_video(self) -> ShardWriter:
-        """The writer for the next video (a new shard every ``videos_per_shard`` videos)."""
-        name = shard_name(self.prefix, self.n_videos // self.per_shard)
-        self.n_videos += 1
-        if self.writer is None or self.writer.path.name != name:
-            self.close()
-            self.writer = ShardWriter(self.folder / name)
-        return self.writer
-
-    def close(self) -> None:
-        """Finish the open shard, if any."""
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
 
 
 def _extract_one(row: Any, params: ExtractParams, shards: ShardSequence) -> tuple[dict, list[dict]]:
