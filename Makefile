@@ -4,10 +4,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Extras installed by `make setup` (see pyproject.toml [project.optional-dependencies]).
+EXTRAS ?= test,s3
 export PATH := $(abspath $(BIN)):$(PATH)
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: demo setup test test-fast repro bench clean-venv
+.PHONY: demo setup test test-fast lock lock-check repro bench clean-venv
 
 demo: setup
 	$(BIN)/dvc repro
@@ -15,13 +17,10 @@ demo: setup
 
 setup: $(STAMP)
 
-# Reinstall when the pins change; `pip install -e .` makes the package importable
-# (no PYTHONPATH tricks) and puts the `deepfake-detector` command on PATH.
-$(STAMP): requirements.txt pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+# uv installs exactly what uv.lock pins (with the PyTorch build that suits this machine),
+# then the package itself in editable mode: no PYTHONPATH tricks, `deepfake-detector` on PATH.
+$(STAMP): uv.lock pyproject.toml tools/install.py
+	$(PYTHON) tools/install.py --venv $(VENV) --extras $(EXTRAS)
 	touch $@
 
 test: setup
@@ -29,6 +28,14 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
+
+# After editing the dependencies in pyproject.toml: re-resolve and write uv.lock.
+lock:
+	$(PYTHON) tools/install.py --lock
+
+# Fails when uv.lock does not satisfy pyproject.toml (someone edited the deps without `make lock`).
+lock-check:
+	$(PYTHON) tools/install.py --check-lock
 
 bench: setup
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

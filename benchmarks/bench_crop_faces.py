@@ -7,7 +7,7 @@ Usage:
 Without ``--video`` it uses the FF++ c23 720p sample from ``../shared/data`` when present,
 else a synthetic 1280x720 clip of a moving real portrait. Timings alternate between the
 two detectors and report medians, because another process on the same cores can slow
-either one (PERFORMANCE.md): the ratio is the figure to quote.
+either one (docs/performance.md): the ratio is the figure to quote.
 """
 
 from __future__ import annotations

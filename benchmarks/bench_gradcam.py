@@ -5,7 +5,7 @@ Usage:
 
 Random-init ResNet-18 with the one-logit head on random crops (timings do not depend on
 the weights). The two variants alternate and medians are reported, because another
-process on the same cores can slow either one (PERFORMANCE.md): the ratio is the figure
+process on the same cores can slow either one (docs/performance.md): the ratio is the figure
 to quote. Also checks that both give the same maps.
 """
 

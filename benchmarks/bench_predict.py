@@ -15,7 +15,7 @@ Without ``--video`` it uses the FF++ c23 720p sample from ``../shared/data`` whe
 else a synthetic 10 s 1280x720 clip of a moving real portrait. The model is
 ``models/model.pt`` when present, else a random-init ResNet-18 checkpoint (speed does not
 depend on the weights). The three alternate within each repeat and medians are reported,
-because another process on the same cores slows every method (PERFORMANCE.md): the ratios
+because another process on the same cores slows every method (docs/performance.md): the ratios
 are the figures to quote.
 """
 

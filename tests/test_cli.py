@@ -191,3 +191,32 @@ def test_real_ffpp_clip(checkpoint: Path, tmp_path: Path) -> None:
     assert _run([str(clip), "--model", str(checkpoint), "--frames", "2", "--json", str(out)]) == 0
     row = json.loads(out.read_text())["videos"][0]
     assert row["n_frames_sampled"] == 2 and row["n_frames_with_face"] == 2 and row["prob_fake"] is not None
+
+
+def test_json_to_stdout_and_rows_printed_as_reached(checkpoint: Path, media: dict[str, Path], capsys: pytest.CaptureFixture,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--json -` writes the JSON (only) to stdout; each file's table row is out before the next file is judged."""
+    real_predict_paths = predict.predict_paths
+    seen_before_next: list[str] = []
+
+    def spying_predict_paths(paths, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        for i, pred in enumerate(real_predict_paths(paths, *args, **kwargs)):
+            if i == 1:
+                seen_before_next.append(capsys.readouterr().err)
+            yield pred
+
+    monkeypatch.setattr(cli, "predict_paths", spying_predict_paths)
+    assert _run([str(media["corrupt"]), str(media["noise"]), "--model", str(checkpoint), "--frames", "2", "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)  # nothing but the JSON on stdout
+    assert [Path(r["video_path"]).name for r in payload["videos"]] == ["corrupt.mp4", "a_noise.mp4"]
+    assert not Path("-").exists()
+    assert str(media["corrupt"]) in seen_before_next[0] and "unreadable" in seen_before_next[0]
+    assert str(media["noise"]) not in seen_before_next[0] and str(media["noise"]) in captured.err
+
+
+def test_version(capsys: pytest.CaptureFixture) -> None:
+    from deepfake_detector import __version__
+
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"deepfake-detector {__version__}"

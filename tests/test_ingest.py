@@ -504,3 +504,29 @@ def test_ingest_writes_report_with_leakage_entry(tmp_path):
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["n_videos"] == len(manifest) == 9
     assert report["leakage_check"]["n_groups"] == manifest["group"].nunique() == 3
+
+
+def test_replaced_file_changes_only_its_signature(tmp_path):
+    """A file replaced under the same name changes its manifest row, so DVC reruns what
+    depends on the manifest; the other rows stay byte-identical."""
+    root = tmp_path / "ds"
+    _touch(root, "real/a.mp4", "real/b.mp4", "fake/c.mp4")
+    (root / "real" / "big.mp4").write_bytes(bytes(range(256)) * 2000)  # > 3 signature chunks
+    manifest_path, report = tmp_path / "m.csv", tmp_path / "r.json"
+    params = _params(SourceParams(format="folder", root=str(root)))
+    ingest(params, manifest_path, report)
+    before = records.read_manifest(manifest_path).set_index("video_id")
+    assert (before["signature"].str.len() == 32).all()
+    assert before["size_bytes"].astype(int).min() > 0
+
+    (root / "real" / "a.mp4").write_bytes(b"\x00other")  # same size, other content
+    big = bytearray((root / "real" / "big.mp4").read_bytes())
+    big[len(big) // 2] ^= 0xFF  # one byte in the middle of a large file
+    (root / "real" / "big.mp4").write_bytes(bytes(big))
+    ingest(params, manifest_path, report)
+    after = records.read_manifest(manifest_path).set_index("video_id")
+
+    changed = sorted(after.index[after["signature"] != before["signature"]])
+    assert changed == sorted(i for i in after.index if i.endswith(("-a", "-big")))
+    unchanged = [i for i in after.index if i not in changed]
+    assert (after.loc[unchanged] == before.loc[unchanged]).all().all()

@@ -1,3 +1,3 @@
 """deepfake-detector: video-level deepfake detection as a reproducible DVC pipeline."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

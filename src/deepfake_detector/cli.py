@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import pandas as pd
-from tqdm import tqdm
 
-from . import records
+from . import __version__, records
 from .config import ConfigError, load_section
 from .engine import setup_runtime
 from .faces import CropParams, FaceDetector
@@ -60,6 +59,8 @@ DEFAULT_FRAMES = 16
 VIDEO_SUFFIXES = (".avi", ".flv", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".webm", ".wmv")
 MEDIA_SUFFIXES = VIDEO_SUFFIXES + IMAGE_SUFFIXES
 EXPLAIN_MODULE = "deepfake_detector.explain"
+# `--json -` / `--csv -`: write to standard output instead of a file named "-".
+STDOUT = Path("-")
 
 
 class UsageError(Exception):
@@ -99,6 +100,7 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser (``predict`` sub-command)."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details (INFO) to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("predict", help="judge video or image files", description="Judge video or image files: fake, real, uncertain, no_face or unreadable.")
@@ -106,8 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=None, help=f"checkpoint (default {DEFAULT_MODEL}, the pipeline's)")
     p.add_argument("--frames", type=_positive_int, default=None, help=f"frames sampled per video (default: the checkpoint's config, else {DEFAULT_FRAMES})")
     out = p.add_mutually_exclusive_group()
-    out.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the results as JSON")
-    out.add_argument("--csv", type=Path, default=None, metavar="OUT", help="also write the results as CSV (video_predictions.csv columns)")
+    out.add_argument("--json", type=Path, default=None, metavar="OUT",
+                     help="also write the results as JSON (- for stdout; the table then goes to stderr)")
+    out.add_argument("--csv", type=Path, default=None, metavar="OUT",
+                     help="also write the results as CSV, video_predictions.csv columns (- for stdout)")
     p.add_argument("--explain", type=Path, default=None, metavar="DIR", help="write a Grad-CAM report per judged video under DIR")
     p.add_argument("--params", type=Path, default=None, help="use this file's crop_faces and predict_videos sections (default: built-in defaults)")
     p.add_argument("--calibration", type=Path, default=None,
@@ -180,24 +184,34 @@ def _fmt_prob(v: VideoVerdict) -> str:
     return "-" if v.prob_fake is None else f"{v.prob_fake:.3f}"
 
 
-def format_table(verdicts: Sequence[VideoVerdict], header: Sequence[str]) -> str:
-    """A plain-text table of verdicts (one line per file) under ``header`` lines."""
-    cols = ["VERDICT", "P(FAKE)", "FACES", "FRAMES", "FILE", "REASON"]
-    rows = [
-        [v.verdict, _fmt_prob(v), str(v.n_faces), f"{v.n_frames_with_face}/{v.n_frames_sampled}", v.video_path,
-         v.reason if v.verdict in (NO_FACE, UNREADABLE, "uncertain") else ""]
-        for v in verdicts
-    ]
-    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
-    right = {1, 2, 3}
+# Column widths of the verdict table, fixed so that each row can be printed as soon as its
+# file is judged (the file name and the reason take what they need at the end of the line).
+TABLE_COLUMNS = (("VERDICT", 10), ("P(FAKE)", 7), ("FACES", 5), ("FRAMES", 7), ("FILE", 0), ("REASON", 0))
 
-    def line(cells: Sequence[str]) -> str:
-        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells[:-1], widths[:-1]))]
-        return "  ".join(parts + [cells[-1]]).rstrip()
 
+def _table_line(cells: Sequence[str]) -> str:
+    parts = []
+    for i, (cell, (_, width)) in enumerate(zip(cells, TABLE_COLUMNS)):
+        parts.append(cell.rjust(width) if i in (1, 2, 3) else cell.ljust(width))
+    return "  ".join(parts).rstrip()
+
+
+def table_header() -> str:
+    """The verdict table's column titles."""
+    return _table_line([name for name, _ in TABLE_COLUMNS])
+
+
+def table_row(v: VideoVerdict) -> str:
+    """One file's line of the verdict table (the reason only where there is no plain verdict)."""
+    reason = v.reason if v.verdict in (NO_FACE, UNREADABLE, "uncertain") else ""
+    return _table_line([v.verdict, _fmt_prob(v), str(v.n_faces), f"{v.n_frames_with_face}/{v.n_frames_sampled}",
+                        v.video_path, reason])
+
+
+def table_footer(verdicts: Sequence[VideoVerdict]) -> str:
+    """Counts of each verdict."""
     counts = summarize(verdicts)
-    footer = f"{len(verdicts)} file(s): " + ", ".join(f"{n} {v}" for v, n in counts.items())
-    return "\n".join([*header, line(cols), *(line(r) for r in rows), footer])
+    return f"{len(verdicts)} file(s): " + ", ".join(f"{n} {v}" for v, n in counts.items())
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -214,22 +228,26 @@ def _predict(args: argparse.Namespace) -> int:
     detector = FaceDetector(crop_params)  # built once: MTCNN set-up is not free
     results = predict_paths(paths, model, meta, detector, crop_params, params, n_frames,
                             keep_frames=explainer is not None, calibration=calibration, runtime=rt)
-    verdicts: list[VideoVerdict] = []
-    reports: dict[int, str] = {}
-    used_dirs: set[str] = set()
-    for i, pred in enumerate(tqdm(results, total=len(paths), desc="predict", unit="file", file=sys.stderr)):
-        verdicts.append(pred.verdict)
-        if explainer is not None and pred.verdict.prob_fake is not None:
-            reports[i] = _run_explain(explainer, model, meta, pred, _explain_dir(args.explain, paths[i], used_dirs))
-
+    # With `--json -` or `--csv -` the data owns stdout, so the human-readable table goes to stderr.
+    table = sys.stderr if STDOUT in (args.json, args.csv) else sys.stdout
     header = [
         f"model: {model_path} ({meta.arch}, input {meta.input_size} px, weights {meta.weights_sha256[:12]})",
         f"aggregation: {calibration.aggregation}, threshold {calibration.threshold:.3f} (from {calibration.source}), "
         f"abstain band +/-{params.abstain_band:g}, {n_frames} frames per video, runtime {rt.describe()}",
+        table_header(),
     ]
-    print(format_table(verdicts, header))
+    print("\n".join(header), file=table, flush=True)
+    verdicts: list[VideoVerdict] = []
+    reports: dict[int, str] = {}
+    used_dirs: set[str] = set()
+    for i, pred in enumerate(results):
+        verdicts.append(pred.verdict)
+        print(table_row(pred.verdict), file=table, flush=True)  # each verdict as soon as it is reached
+        if explainer is not None and pred.verdict.prob_fake is not None:
+            reports[i] = _run_explain(explainer, model, meta, pred, _explain_dir(args.explain, paths[i], used_dirs))
+    print(table_footer(verdicts), file=table)
     for i, report in sorted(reports.items()):
-        print(f"Grad-CAM {verdicts[i].video_path}: {report}")
+        print(f"Grad-CAM {verdicts[i].video_path}: {report}", file=table)
 
     rows = [v.to_row() for v in verdicts]
     if args.json is not None:
@@ -241,10 +259,18 @@ def _predict(args: argparse.Namespace) -> int:
             "calibration": calibration.source, "abstain_band": params.abstain_band,
             "frames_per_video": n_frames, "verdicts": summarize(verdicts), "videos": rows,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        text = json.dumps(payload, indent=2) + "\n"
+        if args.json == STDOUT:
+            sys.stdout.write(text)
+        else:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(text)
     if args.csv is not None:
-        records.write_csv(pd.DataFrame(rows, columns=PREDICTION_COLUMNS), args.csv, PREDICTION_COLUMNS)
+        df = pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
+        if args.csv == STDOUT:
+            df.to_csv(sys.stdout, index=False, lineterminator="\n")
+        else:
+            records.write_csv(df, args.csv, PREDICTION_COLUMNS)
     return 0
 
 

@@ -1,7 +1,7 @@
 """Device set-up, seeding, and the two plain loops: train_one_epoch and predict_logits.
 
 CPU by default with bf16 autocast + channels_last where the CPU has native bf16
-(PERFORMANCE.md: 2x a fp32 step); CUDA with AMP automatically when present. Under
+(docs/performance.md: 2x a fp32 step); CUDA with AMP automatically when present. Under
 ``torchrun`` (WORLD_SIZE > 1) the same code runs DistributedDataParallel: gloo on
 CPU, nccl on GPU.
 """

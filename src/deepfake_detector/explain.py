@@ -85,7 +85,7 @@ class GradcamParams:
             recorded crop window (the CLI's per-face table; faces.parquet records it).
             Checked against the frames at run time.
         detach_head: Cut the autograd graph at the target layer so backward covers only the
-            head (same maps, ~3x faster; PERFORMANCE.md).
+            head (same maps, ~3x faster; docs/performance.md).
     """
 
     split: str = "test"

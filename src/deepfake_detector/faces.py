@@ -2,7 +2,7 @@
 
 MTCNN's cost is per-pixel overhead, so it runs on a copy of each frame whose long side
 is ``detect_long_side`` (3-4x cheaper at 720p with about the same hit rate, see
-PERFORMANCE.md); copies of equal size go through MTCNN in one batched call. Boxes and
+docs/performance.md); copies of equal size go through MTCNN in one batched call. Boxes and
 landmarks are mapped back to full-resolution pixels by :class:`_DetectionView`, the only
 place that scales in either direction, and crops are always cut from the full-resolution
 frame. Frames where the small copy found no face are re-detected at full resolution,

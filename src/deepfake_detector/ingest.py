@@ -918,10 +918,18 @@ def _assign_source(
             problems.append({"file": _given(source, entry.rel_path), "kind": ID_COLLISION,
                              "reason": f"id {base} already used; this video is {video_id}"})
         used.add(video_id)
+        size, signature = "", ""
+        if entry.status == records.OK:
+            try:
+                size_n, signature = records.file_signature(Path(source.root) / entry.rel_path)
+                size = str(size_n)
+            except OSError as exc:  # reported by extract_frames, which reads the file anyway
+                logger.warning("%s: no content signature (%s)", _given(source, entry.rel_path), exc)
         rows.append({
             "video_id": video_id, "path": _given(source, entry.rel_path), "label": entry.label,
             "split": group_split[group], "group": group, "source": source.format,
             "manipulation": entry.manipulation, "status": entry.status, "reason": entry.reason,
+            "size_bytes": size, "signature": signature,
         })
     kinds = Counter(p["kind"] for p in scan.problems)
     largest = max(sizes.values(), default=0)

@@ -3,7 +3,7 @@
 Decoding is sequential: every frame is ``grab()``-ed (demux + decode) and only the
 sampled ones are ``retrieve()``-d (colour conversion). Seeking to each sampled frame
 re-decodes from the previous keyframe every time, which costs about 10x more on
-typical deepfake-dataset files (one keyframe every 250 frames; see PERFORMANCE.md).
+typical deepfake-dataset files (one keyframe every 250 frames; see docs/performance.md).
 
 Example:
     >>> info, frames = read_frames(Path("clip.mp4"), 16)  # doctest: +SKIP

@@ -1,0 +1,212 @@
+"""Create or update ``.venv`` from ``uv.lock``, with the right PyTorch build for this machine.
+
+Run by ``make setup`` with the system Python (standard library only). Steps:
+
+1. Find ``uv`` (on PATH, else bootstrap the pinned version into ``.uv/`` with pip).
+2. Pick the PyTorch build: CPU-only machines get the CPU wheels from PyTorch's own index
+   (about 1 GB less to download than PyPI's CUDA build, and a 1.4 GB venv instead of
+   6 GB); machines with an NVIDIA driver get a CUDA build matching it. Where PyTorch's
+   index cannot be reached, PyPI's wheel is used: on Linux x86_64 that is the CUDA build,
+   which runs on the CPU all the same but fills about 6 GB; this is said loudly.
+3. Export the locked closure (the CUDA runtime packages left out for a CPU build) and
+   ``uv pip sync`` it into ``.venv``, so the environment holds exactly the lock.
+4. Install this package in editable mode (``deepfake-detector`` on PATH).
+
+Usage:
+    python3 tools/install.py [--extras test,s3] [--torch auto|cpu|pypi] [--venv .venv]
+    python3 tools/install.py --lock          # re-resolve uv.lock after editing pyproject.toml
+    python3 tools/install.py --check-lock    # fail when uv.lock is out of date with pyproject.toml
+
+The ``--torch`` choice can also come from ``$DFD_TORCH``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tomllib
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+UV_VERSION = "0.13.9"
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu/torch/"
+# Packages that make up the PyTorch family: with a CPU build they come from PyTorch's index.
+TORCH_FAMILY = ("torch", "torchvision")
+
+
+def say(message: str) -> None:
+    print(f"[setup] {message}", flush=True)
+
+
+def run(cmd: list[str], **kwargs) -> None:
+    say("$ " + " ".join(cmd))
+    subprocess.run(cmd, check=True, **kwargs)
+
+
+def find_uv() -> str:
+    """The ``uv`` to use: on PATH, else the pinned version installed into ``.uv/`` by pip."""
+    local = ROOT / ".uv" / "bin" / "uv"
+    if local.is_file():
+        return str(local)
+    found = shutil.which("uv")
+    if found:
+        return found
+    say(f"uv not found: installing uv=={UV_VERSION} into .uv/ with pip")
+    run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "--target", str(ROOT / ".uv"), f"uv=={UV_VERSION}"])
+    return str(local)
+
+
+def has_nvidia_gpu() -> bool:
+    """True when an NVIDIA driver answers (``nvidia-smi -L`` lists a GPU)."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return False
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and "GPU" in out.stdout
+
+
+def reachable(url: str, timeout: float = 6.0) -> bool:
+    """True when ``url`` answers an HTTP request within ``timeout`` seconds."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+            return True
+    except urllib.error.HTTPError as exc:  # the server answered: the index is there
+        return exc.code < 500
+    except (OSError, ValueError):
+        return False
+
+
+def choose_torch(requested: str) -> tuple[str, str | None]:
+    """Decide where PyTorch comes from.
+
+    Returns:
+        ``(kind, torch_backend)``: kind is ``cpu``, ``cuda`` or ``pypi``; torch_backend is
+        the value for ``uv pip sync --torch-backend`` (None: PyPI's wheels as locked).
+    """
+    linux_x86 = sys.platform == "linux" and platform.machine() in ("x86_64", "AMD64")
+    if requested == "pypi":
+        return "pypi", None
+    if requested == "cpu" or (requested == "auto" and not has_nvidia_gpu()):
+        if not linux_x86:
+            return "pypi", None  # PyPI's torch for macOS, Windows and Linux aarch64 is the CPU build
+        if reachable(TORCH_CPU_INDEX):
+            return "cpu", "cpu"
+        if requested == "cpu":
+            raise SystemExit(f"--torch cpu: PyTorch's CPU index {TORCH_CPU_INDEX} cannot be reached")
+        say("!" * 78)
+        say(f"PyTorch's CPU wheel index ({TORCH_CPU_INDEX}) cannot be reached from this machine.")
+        say("Falling back to PyPI's torch, which on Linux x86_64 is the CUDA build: it runs on the")
+        say("CPU all the same, but downloads about 3 GB and fills about 6 GB in .venv (a CPU build")
+        say("needs about 1.4 GB). Re-run `make setup` where the index is reachable to slim it down.")
+        say("!" * 78)
+        return "pypi", None
+    # An NVIDIA GPU: PyTorch's index picks the CUDA build that matches the driver.
+    if reachable(TORCH_CPU_INDEX):
+        return "cuda", "auto"
+    say("NVIDIA GPU found; PyTorch's index is unreachable, so PyPI's default CUDA build is used.")
+    return "cuda", None
+
+
+def cuda_only_packages(lock: dict) -> set[str]:
+    """Packages in the lock that only PyTorch's Linux (CUDA) wheel needs.
+
+    They are torch's dependencies marked ``sys_platform == 'linux'`` (the CUDA runtime,
+    triton) and what only they depend on; a CPU build of torch needs none of them.
+    """
+    packages = {p["name"]: p for p in lock["package"]}
+    deps = {name: [d["name"] for d in p.get("dependencies", [])] for name, p in packages.items()}
+    for name, p in packages.items():
+        for extra_deps in p.get("optional-dependencies", {}).values():
+            deps[name] += [d["name"] for d in extra_deps]
+
+    def closure(roots: list[str]) -> set[str]:
+        seen: set[str] = set()
+        todo = list(roots)
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo.extend(deps.get(name, []))
+        return seen
+
+    torch_deps = packages["torch"].get("dependencies", [])
+    gpu_roots = [d["name"] for d in torch_deps if "sys_platform == 'linux'" in d.get("marker", "")]
+    gpu = closure(gpu_roots)
+    # Anything reachable without passing through those roots stays (e.g. nvidia-ml-py,
+    # which dvclive uses to read GPU stats, and is not part of torch).
+    others = [n for n in packages if n not in gpu and n != "torch"]
+    needed_elsewhere: set[str] = set()
+    for name in others:
+        needed_elsewhere |= {d for d in deps.get(name, []) if d in gpu}
+    return gpu - closure(sorted(needed_elsewhere))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--venv", type=Path, default=ROOT / ".venv")
+    ap.add_argument("--extras", default="test,s3", help="comma-separated extras of pyproject.toml")
+    ap.add_argument("--torch", choices=("auto", "cpu", "pypi"), default=os.environ.get("DFD_TORCH", "auto"))
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--lock", action="store_true", help="re-resolve uv.lock from pyproject.toml, then stop")
+    mode.add_argument("--check-lock", action="store_true",
+                      help="exit 1 when uv.lock does not satisfy pyproject.toml (no network needed), then stop")
+    args = ap.parse_args(argv)
+
+    uv = find_uv()
+    if args.lock:
+        run([uv, "lock"], cwd=ROOT)
+        return 0
+    if args.check_lock:
+        check = subprocess.run([uv, "lock", "--check", "--offline"], cwd=ROOT)
+        if check.returncode != 0:
+            say("uv.lock is out of date with the dependencies declared in pyproject.toml: "
+                "run `make lock` and commit uv.lock")
+        return check.returncode
+    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(args.venv)}
+    kind, backend = choose_torch(args.torch)
+    say(f"PyTorch build: {kind}" + (f" (uv --torch-backend {backend})" if backend else " (PyPI, as locked)"))
+
+    python = args.venv / "bin" / "python"
+    if not python.exists():
+        run([uv, "venv", "--quiet", "--python", sys.executable, str(args.venv)], env=env)
+
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    export = [uv, "export", "--frozen", "--quiet", "--format", "requirements-txt", "--no-emit-project",
+              "--no-header", "--no-annotate"]
+    for extra in filter(None, args.extras.split(",")):
+        export += ["--extra", extra.strip()]
+    if kind == "cpu":
+        for name in sorted(cuda_only_packages(lock)):
+            export += ["--no-emit-package", name]
+        # PyTorch's CPU wheels have other hashes than PyPI's CUDA wheels in the lock.
+        export += ["--no-hashes"]
+    requirements = args.venv / "requirements.lock.txt"
+    run(export + ["-o", str(requirements)], env=env, cwd=ROOT)
+
+    sync = [uv, "pip", "sync", "--quiet", "--python", str(python), str(requirements)]
+    if backend:
+        sync += ["--torch-backend", backend]
+    run(sync, env=env, cwd=ROOT)
+    run([uv, "pip", "install", "--quiet", "--python", str(python), "--no-deps", "-e", str(ROOT)], env=env)
+
+    probe = ("import torch, torchvision; print(f'torch {torch.__version__} (CUDA build: '"
+             "f'{torch.version.cuda or \"no\"}, GPU available: {torch.cuda.is_available()}), '"
+             "f'torchvision {torchvision.__version__}')")
+    run([str(python), "-c", probe])
+    size = sum(f.stat().st_size for f in args.venv.rglob("*") if f.is_file() and not f.is_symlink())
+    say(f"{args.venv} ready: {size / 2**30:.1f} GiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
