@@ -7,6 +7,9 @@
 # When $GITHUB_STEP_SUMMARY is set, the table is appended to it as well.
 # Needs `dvc` and the package's `python` on PATH (the project's .venv/bin).
 set -euo pipefail
+# The gate is found next to this script, not in the repository being gated (the current
+# directory's checkout), so that this checkout's gate can judge another clone too.
+gate="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tools/gate.py"
 cd "$(git rev-parse --show-toplevel)"
 
 repro=1
@@ -24,4 +27,4 @@ extra=()
 if [[ -n "${GITHUB_STEP_SUMMARY:-}" ]]; then
   extra+=(--markdown-out "$GITHUB_STEP_SUMMARY")
 fi
-exec python -m deepfake_detector.gate "${extra[@]}" "$@"
+exec python "$gate" "${extra[@]}" "$@"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from deepfake_detector.gate import GateError, MetricRule, check_rule, load_rules, lookup, main
+from tools.gate import GateError, MetricRule, check_rule, load_rules, lookup, main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -226,15 +226,48 @@ def test_repository_rules_file_is_valid() -> None:
                 assert isinstance(lookup(data, rule.key), (int, float)), rule.key
 
 
-def test_module_entry_point(repo: Path) -> None:
+def test_script_entry_point(repo: Path) -> None:
     _write(repo, _with(**{"video.auc": 0.5}))
     proc = subprocess.run(
-        [sys.executable, "-m", "deepfake_detector.gate", "--repo", str(repo)],
+        [sys.executable, str(REPO / "tools" / "gate.py"), "--repo", str(repo)],
         capture_output=True, text=True, check=False,
     )
     assert proc.returncode == 1
     assert "| video.auc | 0.9000 | 0.5000 | -0.4000 |" in proc.stdout
     assert "metric gate failed" in proc.stderr
+
+
+# Runs a tools/ script with every import of deepfake_detector made to fail, so that a CI
+# tool that quietly depends on the runtime package it judges is caught here.
+WITHOUT_PACKAGE = """\
+import runpy
+import sys
+
+
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "deepfake_detector":
+            raise ImportError(f"{name} is blocked: CI tools must not import the package")
+
+
+sys.meta_path.insert(0, Block())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def _without_package(script: str, *args: str, cwd: Path | None = None,
+                     env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT_PACKAGE, str(REPO / "tools" / script), *args],
+        cwd=cwd, env=env, capture_output=True, text=True, check=False,
+    )
+
+
+def test_gate_runs_without_the_package(repo: Path) -> None:
+    proc = _without_package("gate.py", "--repo", str(repo))
+    assert proc.returncode == 0, proc.stderr
+    assert "Metric gate: passed" in proc.stdout
 
 
 def test_gate_sh_runs_gate_without_repro(repo: Path) -> None:
@@ -248,7 +281,7 @@ def test_gate_sh_runs_gate_without_repro(repo: Path) -> None:
     assert "| coverage.scored | 12 | 10 | -2 |" in proc.stdout
 
 
-# -- .ci/check_lock.sh ---------------------------------------------------------------------
+# -- tools/check_lock.py -------------------------------------------------------------------
 
 GEN = """\
 import sys
@@ -287,7 +320,7 @@ def _dvc(repo: Path, *args: str) -> None:
 
 
 def _check_lock(repo: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(REPO / ".ci" / "check_lock.sh")], cwd=repo, env=_lock_env(),
+    return subprocess.run([sys.executable, str(REPO / "tools" / "check_lock.py")], cwd=repo, env=_lock_env(),
                           capture_output=True, text=True, check=False)
 
 
@@ -329,6 +362,13 @@ def test_check_lock_on_fresh_clone(lock_origin: Path, tmp_path: Path) -> None:
 
     _git(clone, "checkout", "--", "gen.py")
     assert _check_lock(clone).returncode == 0
+
+
+def test_check_lock_runs_without_the_package(lock_origin: Path, tmp_path: Path) -> None:
+    clone = _clone(lock_origin, tmp_path / "clone")
+    proc = _without_package("check_lock.py", cwd=clone, env=_lock_env())
+    assert proc.returncode == 0, proc.stderr
+    assert "dvc.lock is up to date" in proc.stdout
 
 
 def test_check_lock_names_changed_params(lock_origin: Path, tmp_path: Path) -> None:
