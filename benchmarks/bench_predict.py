@@ -3,7 +3,7 @@
 Usage:
     python benchmarks/bench_predict.py [--video PATH] [--frames 32] [--repeats 2] [--threads 2]
 
-(a) ``predict`` as shipped: :func:`predict.predict_paths` on the clip with the model and
+(a) ``predict`` as shipped: :func:`judge.judge_paths` on the clip with the model and
     the face detector loaded beforehand (a warm CLI): sequential decoding of the sampled
     frames, MTCNN on downscaled batched copies, one batched classification.
 (b) the seed project's naive method: every 15th frame decoded by ``cv2.read()``, MTCNN on
@@ -35,9 +35,12 @@ import torch
 from deepfake_detector.config import load_section
 from deepfake_detector.data import ArrayDataset
 from deepfake_detector.engine import predict_logits, setup_runtime
-from deepfake_detector.faces import CropParams, FaceDetector, crop_face, detect_and_crop
+from deepfake_detector.aggregate import AggregateParams
+from deepfake_detector.calibration import Calibration, Detector
+from deepfake_detector.faces import CropParams, FaceDetector, detect_and_crop
+from deepfake_detector.imaging import crop_face
+from deepfake_detector.judge import judge_paths
 from deepfake_detector.model import CheckpointError, CheckpointMeta, build_model, load_model, save_checkpoint
-from deepfake_detector.predict import PredictParams, predict_paths
 from deepfake_detector.transforms import build_eval_transform
 from deepfake_detector.video import read_frames
 
@@ -111,7 +114,8 @@ def main(argv: list[str] | None = None) -> None:
         model, meta = load_model(model_path)
         naive_model, _ = load_model(model_path)  # plain fp32, contiguous: the seed's set-up
         crop_params = load_section(CropParams, "crop_faces", args.params) if args.params else CropParams()
-        params = PredictParams()
+        calibration = Calibration(weights_sha256=meta.weights_sha256, frames_per_video=args.frames, crop=crop_params,
+                                  aggregation="mean", aggregate=AggregateParams(), threshold=0.5, abstain_band=0.05)
         rt = setup_runtime("auto")
         detector = FaceDetector(crop_params)
         # The seed's MTCNN: default settings whatever --params says (min_face_size 20).
@@ -119,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         transform = build_eval_transform(meta.input_size, tuple(meta.mean), tuple(meta.std))
 
         def shipped() -> object:
-            return next(predict_paths([video], model, meta, detector, crop_params, params, args.frames, runtime=rt))
+            return next(judge_paths([video], Detector(model, meta, calibration), detector, runtime=rt))
 
         def lower_bound(boxes: list[tuple[int, tuple[float, ...]]]) -> None:
             _, frames = read_frames(video, args.frames)

@@ -15,22 +15,24 @@ import pytest
 import torch
 from conftest import SHARED_DATA, noise_frames, portrait_frames, write_clip
 
-from deepfake_detector import cli, predict
+from test_calibrate import make_calibration
+from test_predict import save_detector
+
+from deepfake_detector import cli, judge, records
+from deepfake_detector.calibration import load_detector
 from deepfake_detector.data import CropDataset
 from deepfake_detector.engine import predict_logits, setup_runtime
-from deepfake_detector.faces import CropParams, FaceDetector
-from deepfake_detector.model import CheckpointMeta, build_model, load_model, save_checkpoint
-from deepfake_detector.shards import ShardWriter, encode_image, shard_name
+from deepfake_detector.imaging import encode_image
+from deepfake_detector.model import CheckpointMeta, build_model, save_checkpoint
+from deepfake_detector.shards import ShardWriter, shard_name
 from deepfake_detector.transforms import build_eval_transform
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model, _ = build_model("resnet18", "random")
-    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    save_checkpoint(path, model, CheckpointMeta(arch="resnet18", init="random", input_size=32, threshold=0.4, aggregation="mean_logit"))
-    return path
+    """A calibrated random-init detector: 2 frames per video, threshold 0.4, mean_logit."""
+    path = tmp_path_factory.mktemp("ckpt") / "detector.pt"
+    return save_detector(path, make_calibration(threshold=0.4, aggregation="mean_logit", frames=2))
 
 
 @pytest.fixture(scope="module")
@@ -58,17 +60,17 @@ def json_run(checkpoint: Path, media: dict[str, Path], tmp_path_factory: pytest.
     root = tmp_path_factory.mktemp("json_run")
     calls = []
 
-    def explain_video(model, meta, verdict, faces, crops, frames, out_dir, params):  # noqa: ANN001, ANN202
+    def build_explanation(model, meta, verdict, faces, crops, frames, out_dir, params):  # noqa: ANN001, ANN202
         calls.append({"verdict": verdict, "faces": faces, "crops": crops, "frames": frames, "out_dir": out_dir, "params": params})
         out_dir.mkdir(parents=True)
         (out_dir / "report.html").write_text("<html></html>")
-        return out_dir / "report.html"
+        return types.SimpleNamespace(report=out_dir / "report.html")
 
     fake = types.ModuleType("deepfake_detector.explain")
-    fake.explain_video = explain_video
-    fake.GradcamParams = lambda: "gradcam-defaults"
+    fake.build_explanation = build_explanation
+    fake.ExplainParams = lambda: "explain-defaults"
     out = root / "out.json"
-    args = [str(media["good"]), str(media["corrupt"]), str(media["dir"]), "--model", str(checkpoint), "--frames", "2",
+    args = [str(media["good"]), str(media["corrupt"]), str(media["dir"]), "--model", str(checkpoint),
             "--json", str(out), "--explain", str(root / "cam")]
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(sys.modules, "deepfake_detector.explain", fake)
@@ -91,9 +93,10 @@ def test_predict_json_one_row_per_file(json_run: dict, media: dict[str, Path]) -
     assert image["verdict"] in ("fake", "real", "uncertain") and image["n_frames_sampled"] == 1 and image["n_faces"] >= 1
     assert noise["verdict"] == "no_face" and noise["prob_fake"] is None and noise["prob_real"] is None
     assert payload["verdicts"]["unreadable"] == 1 and sum(payload["verdicts"].values()) == 4
-    assert payload["threshold"] == 0.4 and payload["calibration"] == "checkpoint"
+    assert payload["threshold"] == 0.4 and payload["calibration"]["aggregation"] == "mean_logit"
+    assert payload["frames_per_video"] == 2  # the detector's calibration, not a CLI default
     table = json_run["table"]
-    assert "from checkpoint" in table and "4 file(s)" in table
+    assert "calibration: aggregation mean_logit, threshold 0.400" in table and "4 file(s)" in table
     assert all(str(p) in table for p in (media["good"], media["corrupt"], media["image"], media["noise"]))
 
 
@@ -101,7 +104,7 @@ def test_predict_csv_has_the_pipeline_columns(checkpoint: Path, media: dict[str,
     out = tmp_path / "out.csv"
     assert _run([str(media["corrupt"]), str(media["image"]), "--model", str(checkpoint), "--csv", str(out)]) == 0
     df = pd.read_csv(out)
-    assert list(df.columns) == predict.PREDICTION_COLUMNS and len(df) == 2
+    assert list(df.columns) == records.PREDICTION_COLUMNS and len(df) == 2
     assert df.loc[0, "verdict"] == "unreadable" and pd.isna(df.loc[0, "prob_fake"]) and df.loc[0, "pred_class"] == "unreadable"
     assert df.loc[1, "pred_class"] in ("fake", "real") and df.loc[1, "prob_fake"] + df.loc[1, "prob_real"] == pytest.approx(1.0)
 
@@ -112,37 +115,29 @@ def test_usage_errors_exit_2(checkpoint: Path, media: dict[str, Path], tmp_path:
     torch.save({"weights": torch.zeros(3)}, not_a_model)
     assert _run([str(media["good"]), "--model", str(not_a_model)]) == 2
     assert "not a deepfake-detector checkpoint" in capsys.readouterr().err
+    uncalibrated = tmp_path / "model.pt"  # what the train stage writes: not yet a detector
+    save_checkpoint(uncalibrated, build_model("resnet18", "random")[0], CheckpointMeta(arch="resnet18", init="random", input_size=32))
+    assert _run([str(media["good"]), "--model", str(uncalibrated)]) == 2
+    assert "without calibration" in capsys.readouterr().err
     assert _run([str(media["good"]), "--model", str(checkpoint), "--frames", "0"]) == 2
     assert _run([str(media["good"]), "--json", "a.json", "--csv", "a.csv"]) == 2
     assert cli.main([]) == 2
-    monkeypatch.chdir(tmp_path)  # no models/model.pt here
+    monkeypatch.chdir(tmp_path)  # no models/detector.pt here
     assert _run([str(media["good"])]) == 2
     err = capsys.readouterr().err
-    assert "models/model.pt" in err and "make demo" in err and "dvc repro" in err
+    assert "models/detector.pt" in err and "make demo" in err and "dvc repro" in err
     empty = tmp_path / "empty"
     empty.mkdir()
     assert _run([str(empty), "--model", str(checkpoint)]) == 2
     assert "no video or image files" in capsys.readouterr().err
 
 
-def test_calibration_from_the_pipeline_is_used_only_for_its_model(checkpoint: Path, media: dict[str, Path], tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    _, meta = load_model(checkpoint)
-    monkeypatch.chdir(tmp_path)
-    metrics = tmp_path / "outputs" / "predict_metrics.json"
-    metrics.parent.mkdir()
-    metrics.write_text(json.dumps({"chosen": {"aggregation": "max_face_mean", "threshold": 0.61, "weights_sha256": meta.weights_sha256}}))
-    out = tmp_path / "o.json"
-    assert _run([str(media["image"]), "--model", str(checkpoint), "--json", str(out)]) == 0
-    payload = json.loads(out.read_text())
-    assert (payload["aggregation"], payload["threshold"]) == ("max_face_mean", 0.61)
-    assert payload["videos"][0]["aggregation"] == "max_face_mean" and "outputs/predict_metrics.json" in capsys.readouterr().out
-    # Made for other weights: the default file is ignored (with a warning), an explicit one refused.
-    metrics.write_text(json.dumps({"chosen": {"aggregation": "max_face_mean", "threshold": 0.61, "weights_sha256": "0" * 64}}))
-    assert _run([str(media["image"]), "--model", str(checkpoint), "--json", str(out)]) == 0
-    assert json.loads(out.read_text())["calibration"] == "checkpoint"
-    assert _run([str(media["image"]), "--model", str(checkpoint), "--calibration", str(metrics)]) == 2
-    assert "other weights" in capsys.readouterr().err
+def test_output_paths_are_checked_before_any_work(checkpoint: Path, media: dict[str, Path], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    judged: list[Path] = []
+    monkeypatch.setattr(cli, "judge_paths", lambda paths, *a, **k: judged.extend(paths) or iter(()))
+    assert _run([str(media["good"]), "--model", str(checkpoint), "--json", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err and not judged
 
 
 def test_explain_gets_aligned_faces_crops_and_frames(json_run: dict, media: dict[str, Path]) -> None:
@@ -150,9 +145,9 @@ def test_explain_gets_aligned_faces_crops_and_frames(json_run: dict, media: dict
     # Only the files with scored faces are explained (not the unreadable or faceless ones).
     assert [Path(c["verdict"].video_path).name for c in calls] == ["good.mp4", "b_face.JPG"]
     c = calls[0]
-    assert c["out_dir"] == json_run["cam"] / "good" and c["params"] == "gradcam-defaults"
+    assert c["out_dir"] == json_run["cam"] / "good" and c["params"] == "explain-defaults"
     assert len(c["faces"]) == len(c["crops"]) >= 2
-    assert {"frame_index", "face_index", "x1", "y1", "x2", "y2", "logit", "prob_fake"} <= set(c["faces"].columns)
+    assert list(c["faces"].columns) == records.SCORED_FACE_COLUMNS
     assert set(c["faces"]["frame_index"]) <= set(c["frames"]) and len(c["frames"]) == 2
     assert all(f.dtype == np.uint8 and f.shape == (240, 320, 3) for f in c["frames"].values())
     assert all(cr.dtype == np.uint8 and cr.shape == (224, 224, 3) for cr in c["crops"])
@@ -163,17 +158,17 @@ def test_explain_gets_aligned_faces_crops_and_frames(json_run: dict, media: dict
 
 def test_cli_scores_crops_like_the_pipeline(checkpoint: Path, media: dict[str, Path], tmp_path: Path) -> None:
     """The CLI's face logits equal what the pipeline computes from the same crops stored in a shard."""
-    model, meta = load_model(checkpoint)
-    params = CropParams()
-    pred = next(predict.predict_paths([media["image"]], model, meta, FaceDetector(params), params, predict.PredictParams(), 2))
+    detector = load_detector(checkpoint)
+    pred = next(judge.judge_paths([media["image"]], detector))
     assert pred.crops
     shard = shard_name("crops", 0)
     with ShardWriter(tmp_path / shard) as w:
         for i, crop in enumerate(pred.crops):
             w.add(f"v/{i:02d}.png", encode_image(crop))
     rows = pd.DataFrame({"shard": shard, "member": [f"v/{i:02d}.png" for i in range(len(pred.crops))]})
+    meta = detector.meta
     ds = CropDataset(rows, tmp_path, build_eval_transform(meta.input_size, tuple(meta.mean), tuple(meta.std)))
-    pipeline = predict_logits(model, ds, setup_runtime("auto"))
+    pipeline = predict_logits(detector.model, ds, setup_runtime("auto"))
     np.testing.assert_allclose(pred.faces["logit"].to_numpy(), pipeline, rtol=1e-3, atol=1e-3)
 
 
@@ -188,7 +183,7 @@ def test_real_ffpp_clip(checkpoint: Path, tmp_path: Path) -> None:
     if not clip.is_file():
         pytest.skip(f"real sample clip not found: {clip}")
     out = tmp_path / "o.json"
-    assert _run([str(clip), "--model", str(checkpoint), "--frames", "2", "--json", str(out)]) == 0
+    assert _run([str(clip), "--model", str(checkpoint), "--json", str(out)]) == 0
     row = json.loads(out.read_text())["videos"][0]
     assert row["n_frames_sampled"] == 2 and row["n_frames_with_face"] == 2 and row["prob_fake"] is not None
 
@@ -196,17 +191,17 @@ def test_real_ffpp_clip(checkpoint: Path, tmp_path: Path) -> None:
 def test_json_to_stdout_and_rows_printed_as_reached(checkpoint: Path, media: dict[str, Path], capsys: pytest.CaptureFixture,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """`--json -` writes the JSON (only) to stdout; each file's table row is out before the next file is judged."""
-    real_predict_paths = predict.predict_paths
+    real_judge_paths = cli.judge_paths
     seen_before_next: list[str] = []
 
-    def spying_predict_paths(paths, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        for i, pred in enumerate(real_predict_paths(paths, *args, **kwargs)):
+    def spying_judge_paths(paths, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        for i, pred in enumerate(real_judge_paths(paths, *args, **kwargs)):
             if i == 1:
                 seen_before_next.append(capsys.readouterr().err)
             yield pred
 
-    monkeypatch.setattr(cli, "predict_paths", spying_predict_paths)
-    assert _run([str(media["corrupt"]), str(media["noise"]), "--model", str(checkpoint), "--frames", "2", "--json", "-"]) == 0
+    monkeypatch.setattr(cli, "judge_paths", spying_judge_paths)
+    assert _run([str(media["corrupt"]), str(media["noise"]), "--model", str(checkpoint), "--json", "-"]) == 0
     captured = capsys.readouterr()
     payload = json.loads(captured.out)  # nothing but the JSON on stdout
     assert [Path(r["video_path"]).name for r in payload["videos"]] == ["corrupt.mp4", "a_noise.mp4"]
@@ -220,3 +215,35 @@ def test_version(capsys: pytest.CaptureFixture) -> None:
 
     assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"deepfake-detector {__version__}"
+
+
+def test_cli_and_pipeline_give_the_same_verdict_on_a_real_clip(checkpoint: Path, tmp_path: Path) -> None:
+    """The same real video through the stages (extract_frames -> crop_faces -> calibrate's
+    scoring -> predict_videos' rule) and through the CLI's path: same faces, score, verdict."""
+    from deepfake_detector.calibrate import score_faces
+    from deepfake_detector.crop_faces import crop_videos
+    from deepfake_detector.data import load_face_table
+    from deepfake_detector.extract_frames import ExtractParams, extract_videos
+    from deepfake_detector.predict_videos import manifest_verdict
+
+    clip = SHARED_DATA / "real_talking" / "spectre__samples__MEAD__M003_level_1_happy_024.mp4"
+    if not clip.is_file():
+        pytest.skip(f"real sample clip not found: {clip} (expected ../shared/data next to the repo)")
+    detector = load_detector(checkpoint)
+    cal = detector.calibration
+    manifest = pd.DataFrame([{"video_id": "clip", "path": str(clip), "label": "real", "split": "test", "group": "g",
+                              "source": "folder", "manipulation": "original", "status": "ok", "reason": ""}])
+    frames, extract = extract_videos(manifest, ExtractParams(frames_per_video=cal.frames_per_video), tmp_path / "frames")
+    faces, report = crop_videos(manifest, frames, extract.astype(str), tmp_path / "frames", tmp_path / "crops", cal.crop)
+    records.write_faces(faces, tmp_path / "faces.parquet")
+    records.write_manifest(manifest, tmp_path / "manifest.csv")
+    rows = load_face_table(tmp_path / "faces.parquet", records.read_manifest(tmp_path / "manifest.csv"))
+    scores = score_faces(detector.model, detector.meta, rows, tmp_path / "crops", batch_size=8)
+    prob = float(judge.video_scores(scores, cal.aggregation, cal.aggregate).iloc[0])
+    pipeline = manifest_verdict(next(manifest.itertuples()), report.loc[0, "status"], "", len(frames), scores, prob, cal)
+
+    cli_pred = next(judge.judge_paths([clip], detector))
+    assert report.loc[0, "status"] == "ok" and cli_pred.verdict.n_faces == len(scores) > 0
+    np.testing.assert_allclose(cli_pred.faces["logit"].to_numpy(), scores["logit"].to_numpy(), rtol=1e-4, atol=1e-4)
+    assert cli_pred.verdict.prob_fake == pytest.approx(pipeline.prob_fake, abs=1e-5)
+    assert (cli_pred.verdict.verdict, cli_pred.verdict.n_frames_sampled) == (pipeline.verdict, pipeline.n_frames_sampled)

@@ -171,7 +171,6 @@ def test_main_prints_and_exits(tmp_path: Path, capsys: pytest.CaptureFixture) ->
 # -- the repository's own pipeline ----------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="dvc.yaml deps are completed by the layout change of issue 11")
 def test_repository_dvc_yaml_lists_every_imported_module() -> None:
     assert missing_deps(REPO / "dvc.yaml", REPO) == {}
 

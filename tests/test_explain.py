@@ -18,19 +18,22 @@ from torch import nn
 
 from deepfake_detector import records
 from deepfake_detector.config import ConfigError, from_mapping
+from test_calibrate import make_calibration
+from test_predict import save_detector
+
 from deepfake_detector.explain import (
-    GradcamParams,
+    ExplainParams,
+    build_explanation,
     cam_mass_share,
-    cut_window,
     explain_crops,
-    explain_video,
     face_window,
     mask_in_crop,
     select_frames,
 )
-from deepfake_detector.faces import FACES_SCHEMA, crop_face, crop_window
-from deepfake_detector.model import CheckpointMeta, build_model, save_checkpoint, weights_hash
-from deepfake_detector.shards import ShardWriter, encode_image, shard_name
+from deepfake_detector.gradcam import GradcamParams
+from deepfake_detector.imaging import crop_face, crop_window, cut_window, encode_image
+from deepfake_detector.model import CheckpointMeta, build_model, weights_hash
+from deepfake_detector.shards import ShardWriter, shard_name
 from deepfake_detector.stages import gradcam as gradcam_stage
 from deepfake_detector.transforms import build_eval_transform
 
@@ -92,7 +95,7 @@ def test_cam_peaks_in_the_region_the_model_looks_at(name: str, detach_head: bool
     torch.manual_seed(1)
     quadrant = QUADRANTS[name]
     model = RegionNet(quadrant).eval()
-    cams, _ = explain_crops(model, _meta(), _crops(4), target_layer=model.features, detach_head=detach_head)
+    cams = explain_crops(model, _meta(), _crops(4), target_layer=model.features, detach_head=detach_head)
     assert cams.shape == (4, H, W)
     inside = np.zeros((H, W), bool)
     inside[quadrant] = True
@@ -106,18 +109,17 @@ def test_target_is_the_raw_fake_logit(resnet: nn.Module) -> None:
     out = torch.tensor([[2.5], [-3.0]])
     # How BaseCAM applies targets: one per image, on that image's (1,) output row.
     assert [float(ClassifierOutputTarget(0)(o)) for o in out] == [2.5, -3.0]
+    # The default target layer is the architecture's last block before pooling.
     crops = _crops(3)
-    _, logits = explain_crops(resnet, _meta(), crops)
-    t = build_eval_transform(INPUT)
-    with torch.no_grad():
-        direct = resnet(torch.stack([t(c) for c in crops]))[:, 0].numpy()
-    np.testing.assert_allclose(logits, direct, rtol=1e-4, atol=1e-5)  # logits, not probabilities
+    default = explain_crops(resnet, _meta(), crops)
+    explicit = explain_crops(resnet, _meta(), crops, target_layer=resnet.layer4[-1])
+    np.testing.assert_allclose(default, explicit, atol=1e-6)
 
 
 def test_detached_head_gives_the_same_maps(resnet: nn.Module) -> None:
     crops = _crops(3, seed=3)
-    fast, _ = explain_crops(resnet, _meta(), crops, batch_size=2, detach_head=True)
-    full, _ = explain_crops(resnet, _meta(), crops, batch_size=2, detach_head=False)
+    fast = explain_crops(resnet, _meta(), crops, batch_size=2, detach_head=True)
+    full = explain_crops(resnet, _meta(), crops, batch_size=2, detach_head=False)
     np.testing.assert_allclose(fast, full, atol=1e-5)
 
 
@@ -152,12 +154,12 @@ def _rss_mb() -> float:
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc for RSS")
 def test_memory_stays_flat_over_many_videos(resnet: nn.Module, tmp_path: Path) -> None:
     faces, crops = _video_faces(6, seed=5)
-    params = GradcamParams(top_k=1, batch_size=4)
+    params = ExplainParams(top_k=1, batch_size=4)
     for i in range(2):  # warm-up: allocator pools, matplotlib font cache
-        explain_video(resnet, _meta(), _verdict(f"w{i}"), faces, crops, None, tmp_path / f"w{i}", params)
+        build_explanation(resnet, _meta(), _verdict(f"w{i}"), faces, crops, None, tmp_path / f"w{i}", params)
     start, tensors = _rss_mb(), _live_tensors()
     for i in range(6):
-        explain_video(resnet, _meta(), _verdict(f"v{i}"), faces, crops, None, tmp_path / f"v{i}", params)
+        build_explanation(resnet, _meta(), _verdict(f"v{i}"), faces, crops, None, tmp_path / f"v{i}", params)
     assert _live_tensors() <= tensors  # nothing (activations, gradients, outputs) is kept per video
     grown = _rss_mb() - start
     # A retained autograd graph or pyplot figure per video would add several MB each.
@@ -176,13 +178,10 @@ def test_cutting_at_the_window_is_the_crop(box: tuple[float, float, float, float
     np.testing.assert_array_equal(cut_window(frame, crop_window(box, margin), size), crop_face(frame, box, margin, size))
 
 
-def test_face_window_prefers_the_recorded_window() -> None:
-    row = pd.Series({"x1": 40.0, "y1": 40.0, "x2": 80.0, "y2": 80.0, "crop_left": 5, "crop_top": 7, "crop_side": 99})
-    assert face_window(row, 0.3) == (5, 7, 99)
-    assert face_window(row.drop(["crop_left", "crop_top", "crop_side"]), 0.25) == (30, 30, 60)
-    partial = row.copy()
-    partial["crop_left"] = np.nan  # an incomplete window is not used
-    assert face_window(partial, 0.25) == (30, 30, 60)
+def test_face_window_is_the_recorded_window() -> None:
+    row = next(pd.DataFrame([{"x1": 40.0, "y1": 40.0, "x2": 80.0, "y2": 80.0, "crop_left": 5, "crop_top": 7,
+                              "crop_side": 99}]).itertuples())
+    assert face_window(row) == (5, 7, 99)
 
 
 def test_mask_lands_in_crop_coordinates() -> None:
@@ -227,7 +226,7 @@ def test_select_frames_high_and_low_are_disjoint_and_ordered() -> None:
 
 
 def test_params_validate() -> None:
-    assert from_mapping(GradcamParams, {"split": "val", "top_k": 2}, "gradcam").top_k == 2
+    assert from_mapping(GradcamParams, {"split": "val", "top_k": 2}, "gradcam").explain().top_k == 2
     with pytest.raises(ConfigError, match="gradcam.topk"):
         from_mapping(GradcamParams, {"topk": 2}, "gradcam")
     with pytest.raises(ConfigError, match="alpha"):
@@ -250,8 +249,10 @@ def _verdict(video_id: str, verdict: str = "fake", prob: float = 0.8) -> pd.Seri
 def _video_faces(n: int, seed: int = 0, size: int = 48) -> tuple[pd.DataFrame, list[np.ndarray]]:
     rng = np.random.default_rng(seed)
     logits = rng.normal(size=n)
+    left, top, side = crop_window((10.0, 10.0, 40.0, 40.0), 0.3)
     faces = pd.DataFrame({
-        "frame_index": np.arange(n) * 5, "face_index": 0, "x1": 10.0, "y1": 10.0, "x2": 40.0, "y2": 40.0,
+        "video_id": "v", "frame_index": np.arange(n) * 5, "face_index": 0, "x1": 10.0, "y1": 10.0, "x2": 40.0, "y2": 40.0,
+        "det_prob": 0.99, "crop_left": left, "crop_top": top, "crop_side": side,
         "logit": logits, "prob_fake": 1 / (1 + np.exp(-logits)),
     })
     return faces, _crops(n, size, seed)
@@ -269,7 +270,7 @@ def _assert_self_contained(html: str) -> None:
 def test_explain_video_without_frames(resnet: nn.Module, tmp_path: Path) -> None:
     faces, crops = _video_faces(5)
     out = tmp_path / "v1"
-    report = explain_video(resnet, _meta(), _verdict("v1"), faces, crops, None, out, GradcamParams(top_k=2))
+    report = build_explanation(resnet, _meta(), _verdict("v1"), faces, crops, None, out, ExplainParams(top_k=2)).report
     assert report == out / "report.html"
     html = report.read_text()
     _assert_self_contained(html)
@@ -278,30 +279,35 @@ def test_explain_video_without_frames(resnet: nn.Module, tmp_path: Path) -> None
     assert montage is not None and montage.shape[1] == 2 * 48  # top_k tiles per row
     assert not list(out.glob("frame_*"))
     with pytest.raises(ValueError, match="2 crops"):
-        explain_video(resnet, _meta(), _verdict("v1"), faces, crops[:2], None, out, GradcamParams())
+        build_explanation(resnet, _meta(), _verdict("v1"), faces, crops[:2], None, out, ExplainParams())
+    with pytest.raises(ValueError, match="crop_side"):
+        build_explanation(resnet, _meta(), _verdict("v1"), faces.drop(columns=["crop_side"]), crops, None, out, ExplainParams())
 
 
 def test_explain_video_with_the_cli_verdict_and_frames(resnet: nn.Module, tmp_path: Path) -> None:
-    predict = pytest.importorskip("deepfake_detector.predict", reason="predict.py (VideoVerdict) not present")
     rng = np.random.default_rng(2)
     frames = {i * 3: rng.integers(0, 256, (90, 120, 3), dtype=np.uint8) for i in range(4)}
     boxes = {fi: (30.0 + fi, 20.0, 70.0 + fi, 62.0) for fi in frames}
     crops = [crop_face(frames[fi], boxes[fi], 0.3, 48) for fi in frames]
+    windows = [crop_window(boxes[fi], 0.3) for fi in frames]
     logits = rng.normal(size=len(frames))
-    faces = pd.DataFrame({"frame_index": list(frames), "face_index": 0,
+    faces = pd.DataFrame({"video_id": "clip.mp4", "frame_index": list(frames), "face_index": 0,
                           **{k: [boxes[fi][i] for fi in frames] for i, k in enumerate(("x1", "y1", "x2", "y2"))},
+                          "det_prob": 0.99, **{k: [w[i] for w in windows] for i, k in enumerate(records.CROP_WINDOW_COLUMNS)},
                           "logit": logits, "prob_fake": 1 / (1 + np.exp(-logits))})
-    verdict = predict.VideoVerdict(video_id="clip.mp4", video_path="clip.mp4", true_label=None, split=None,
+    verdict = records.VideoVerdict(video_id="clip.mp4", video_path="clip.mp4", true_label=None, split=None,
                                    verdict="uncertain", reason="0.52 is within 0.05 of 0.50", prob_fake=0.52,
                                    threshold=0.5, aggregation="mean", n_frames_sampled=4, n_frames_with_face=4, n_faces=4)
-    report = explain_video(resnet, _meta(), verdict, faces, crops, frames, tmp_path / "clip", GradcamParams(top_k=2))
+    report = build_explanation(resnet, _meta(), verdict, faces, crops, frames, tmp_path / "clip", ExplainParams(top_k=2)).report
     html = report.read_text()
     _assert_self_contained(html)
     assert "uncertain" in html and "within 0.05" in html and "unknown" in html  # true label None
+    assert "layer4[-1]" in html  # the method names the architecture's target layer
     overlays = sorted((tmp_path / "clip").glob("frame_*.jpg"))
     assert len(overlays) == 4 and cv2.imread(str(overlays[0])).shape[:2] == (90, 120)
-    # No recorded window and a margin other than the crops': caught against the frames, never drawn.
-    report = explain_video(resnet, _meta(), verdict, faces, crops, frames, tmp_path / "wrong", GradcamParams(top_k=2, crop_margin=0.1))
+    # A window that is not the one the crops were cut at: caught against the frames, never drawn.
+    shifted = faces.assign(crop_left=faces["crop_left"] + 9)
+    report = build_explanation(resnet, _meta(), verdict, shifted, crops, frames, tmp_path / "wrong", ExplainParams(top_k=2)).report
     assert "the crops do not match their frames" in report.read_text()
     assert not list((tmp_path / "wrong").glob("frame_*.jpg"))
 
@@ -361,26 +367,21 @@ def _make_stage_set(root: Path) -> dict[str, Path]:
                     x1, y1, x2, y2 = (int(v) for v in box)
                     poly = [[x1 + 4, y1 + 4], [x2 - 4, y1 + 4], [x2 - 4, y2 - 12], [x1 + 4, y2 - 12]]
                     masks.append({"file": f"{vid}.mp4", "frame_index": f, "polygon": json.dumps(poly)})
-    records.write_csv(pd.DataFrame(manifest), root / "manifest.csv", records.MANIFEST_COLUMNS)
-    pred_cols = ["video_path", "true_label", "pred_class", "prob_fake", "prob_real", "video_id", "verdict", "reason",
-                 "n_frames_sampled", "n_frames_with_face", "n_faces", "aggregation", "threshold", "split"]
-    records.write_csv(pd.DataFrame(preds), root / "video_predictions.csv", pred_cols)
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    pq.write_table(pa.Table.from_pylist(faces, schema=FACES_SCHEMA), root / "faces.parquet")
-    records.write_csv(pd.DataFrame(frames_rows), root / "frames.csv", records.FRAME_COLUMNS)
+    records.write_manifest(pd.DataFrame(manifest), root / "manifest.csv")
+    records.write_predictions(pd.DataFrame(preds), root / "video_predictions.csv")
+    records.write_faces(faces, root / "faces.parquet")
+    scores = pd.DataFrame(faces)[records.FACE_KEY].assign(split="test", logit=rng.normal(size=len(faces)))
+    records.write_face_scores(scores, root / "face_scores.parquet")
+    records.write_frames(pd.DataFrame(frames_rows), root / "frames.csv")
     pd.DataFrame(masks).to_csv(sample / "masks.csv", index=False)
-    torch.manual_seed(0)
-    model, _ = build_model("resnet18", init="random")
-    save_checkpoint(root / "model.pt", model, _meta())
+    save_detector(root / "detector.pt", make_calibration(), input_size=INPUT)
     return {"root": root, "masks": sample / "masks.csv"}
 
 
 def _stage_args(root: Path, params: Path, masks: Path | None) -> list[str]:
-    args = ["--params", str(params), "--model", str(root / "model.pt"), "--manifest", str(root / "manifest.csv"),
+    args = ["--params", str(params), "--detector", str(root / "detector.pt"), "--manifest", str(root / "manifest.csv"),
             "--predictions", str(root / "video_predictions.csv"), "--faces", str(root / "faces.parquet"),
-            "--crops-dir", str(root / "crops"), "--frames-dir", str(root / "frames"),
+            "--scores", str(root / "face_scores.parquet"), "--crops-dir", str(root / "crops"), "--frames-dir", str(root / "frames"),
             "--frames-table", str(root / "frames.csv"), "--out-dir", str(root / "gradcam"),
             "--metrics", str(root / "gradcam_metrics.json")]
     return args + (["--masks", str(masks)] if masks else [])
@@ -428,13 +429,41 @@ def test_stage_writes_reports_index_and_metrics(tmp_path: Path) -> None:
     assert not list(out.glob("v2")) and not list(out.glob("v4"))
 
 
-def test_stage_without_masks_uses_recorded_windows(tmp_path: Path) -> None:
+def test_stage_without_masks(tmp_path: Path) -> None:
     d = _make_stage_set(tmp_path)
     root = d["root"]
-    # A wrong fallback margin changes nothing: faces.parquet records each crop's window.
-    gradcam_stage.main(_stage_args(root, _params(root, max_videos=1, crop_margin=0.05), None))
+    gradcam_stage.main(_stage_args(root, _params(root, max_videos=1), None))
     metrics = json.loads((root / "gradcam_metrics.json").read_text())
     (vid,) = metrics["per_video"]
     assert metrics["faithfulness"]["videos_with_mask"] == 0 and metrics["faithfulness"]["masks_file"] is None
     assert "no manipulation mask" in metrics["per_video"][vid]["faithfulness_note"]
     assert len(list((root / "gradcam" / vid).glob("frame_*.jpg"))) == 4
+
+
+def test_stage_reads_cached_scores_and_only_the_explained_crops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No crop is scored again, and only the crops of the explained frames are read."""
+    from deepfake_detector import engine, gradcam
+    from deepfake_detector.shards import ShardReader
+
+    d = _make_stage_set(tmp_path)
+    root = d["root"]
+
+    def no_scoring(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the gradcam stage must not score crops: they are in face_scores.parquet")
+
+    monkeypatch.setattr(engine, "predict_logits", no_scoring)
+    read: list[str] = []
+    real_read_image = ShardReader.read_image
+
+    def counting(self, shard, member):  # noqa: ANN001, ANN202
+        read.append(f"{self.root.name}/{member}")
+        return real_read_image(self, shard, member)
+
+    monkeypatch.setattr(gradcam.ShardReader, "read_image", counting)
+    gradcam_stage.main(_stage_args(root, _params(root, max_videos=2, top_k=1), d["masks"]))
+    crops_read = [r for r in read if r.startswith("crops/")]
+    # 2 videos x (1 high + 1 low frame): 4 crops, not the 16 crops of the explained videos' faces.
+    assert len(crops_read) == 4 and len(set(crops_read)) == 4
+    scores = records.read_face_scores(root / "face_scores.parquet").set_index(records.FACE_KEY)["logit"]
+    metrics = json.loads((root / "gradcam_metrics.json").read_text())
+    assert len(metrics["per_video"]) == 2 and len(scores) == 16

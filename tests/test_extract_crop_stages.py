@@ -13,7 +13,8 @@ import yaml
 from conftest import noise_frames, portrait_frames, write_clip
 
 from deepfake_detector import records
-from deepfake_detector.faces import CropParams, crop_videos
+from deepfake_detector.crop_faces import crop_videos
+from deepfake_detector.faces import CropParams
 from deepfake_detector.shards import ShardReader
 from deepfake_detector.stages import crop_faces, extract_frames
 

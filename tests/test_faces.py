@@ -11,14 +11,8 @@ import pytest
 from conftest import SHARED_DATA, noise_frames, portrait_frames
 
 from deepfake_detector.config import ConfigError, from_mapping, load_section
-from deepfake_detector.faces import (
-    CropParams,
-    FaceDetector,
-    _DetectionView,
-    crop_face,
-    crop_window,
-    detect_and_crop,
-)
+from deepfake_detector.faces import CropParams, FaceDetector, _DetectionView, detect_and_crop
+from deepfake_detector.imaging import crop_face, crop_window
 from deepfake_detector.video import read_frames
 
 REPO = Path(__file__).resolve().parents[1]

@@ -36,7 +36,7 @@ TINY_PARAMS = {
     "extract_frames": {"frames_per_video": 3},
     "crop_faces": {"detect_long_side": 128, "crop_size": 64, "full_res_retry": False},
     "train": {"init": "random", "input_size": 32, "epochs": 1, "batch_size": 8, "num_workers": 0},
-    "predict_videos": {"batch_size": 16},
+    "calibrate": {"batch_size": 16},
     "gradcam": {"max_videos": 2, "top_k": 1, "batch_size": 8},
 }
 PIPELINE_TIMEOUT_S = 1800

@@ -13,9 +13,9 @@ import yaml
 from PIL import Image
 
 from deepfake_detector import records
-from deepfake_detector.faces import crop_face, crop_window
+from deepfake_detector.imaging import crop_face, crop_window, encode_image
 from deepfake_detector.sbi import SbiCropDataset, SbiParams, crop_landmarks, with_sbi_twins
-from deepfake_detector.shards import ShardWriter, encode_image, shard_name
+from deepfake_detector.shards import ShardWriter, shard_name
 from deepfake_detector.stages import train as train_stage
 
 # Grace Hopper's face in matplotlib's sample portrait (512x600): box and MTCNN landmarks,
@@ -49,7 +49,7 @@ def real_crop_set(root: Path, n_videos: int, size: int = 96) -> tuple[pd.DataFra
                              "det_prob": 0.99, "landmarks": (LANDMARKS + [dx, 0]).reshape(-1).tolist(),
                              "crop_left": left, "crop_top": top, "crop_side": side, "shard": shard_name("crops", 0), "member": member})
     faces = pd.DataFrame(rows)
-    faces.to_parquet(root / "faces.parquet", index=False)
+    records.write_faces(faces, root / "faces.parquet")
     records.write_csv(pd.DataFrame(manifest), root / "manifest.csv", records.MANIFEST_COLUMNS)
     return faces.assign(y=0), root / "crops"
 

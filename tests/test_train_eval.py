@@ -1,4 +1,4 @@
-"""train / evaluate on a tiny synthetic crop set (no MTCNN, no network)."""
+"""train / calibrate / evaluate on a tiny synthetic crop set (no MTCNN, no network)."""
 
 from __future__ import annotations
 
@@ -17,11 +17,14 @@ import torch
 import yaml
 
 from deepfake_detector import records
-from deepfake_detector.model import CheckpointError, build_model, load_model, save_checkpoint, CheckpointMeta
-from deepfake_detector.shards import ShardWriter, encode_image, shard_name
+from deepfake_detector import train as train_mod
+from deepfake_detector.calibration import load_detector
+from deepfake_detector.imaging import encode_image
+from deepfake_detector.model import CheckpointError, CheckpointMeta, build_model, load_model, save_checkpoint
+from deepfake_detector.shards import ShardWriter, shard_name
+from deepfake_detector.stages import calibrate as calibrate_stage
 from deepfake_detector.stages import evaluate as evaluate_stage
 from deepfake_detector.stages import train as train_stage
-from deepfake_detector import training
 
 TINY_TRAIN = {
     "init": "random", "input_size": 32, "epochs": 2, "batch_size": 8, "lr": 1e-3, "patience": 2,
@@ -55,18 +58,25 @@ def make_crop_set(root: Path, n_videos: int = 18, frames: int = 4, size: int = 4
                 member = f"{vid}/{f:06d}_00.png"
                 w.add(member, encode_image(img))
                 faces.append({"video_id": vid, "frame_index": f, "face_index": 0, "x1": 0.0, "y1": 0.0, "x2": 10.0, "y2": 10.0,
-                              "det_prob": 0.99, "landmarks": [0.0] * 10, "shard": shard_name("crops", 0), "member": member})
+                              "det_prob": 0.99, "landmarks": [0.0] * 10, "crop_left": 0, "crop_top": 0, "crop_side": size,
+                              "shard": shard_name("crops", 0), "member": member})
     # groups g0..g8 pair videos (2i, 2i+1): make sure pairs never straddle splits in this fixture
     manifest = pd.DataFrame(rows)
     records.write_csv(manifest, root / "manifest.csv", records.MANIFEST_COLUMNS)
-    pd.DataFrame(faces).to_parquet(root / "faces.parquet", index=False)
+    records.write_faces(faces, root / "faces.parquet")
     records.write_csv(pd.DataFrame(report), root / "detection_report.csv", records.DETECTION_REPORT_COLUMNS)
     return {"manifest": root / "manifest.csv", "faces": root / "faces.parquet", "crops": crops_dir, "report": root / "detection_report.csv"}
 
 
-def write_params(path: Path, train: dict) -> Path:
-    path.write_text(yaml.safe_dump({"train": train}))
+def write_params(path: Path, train: dict, **sections: dict) -> Path:
+    path.write_text(yaml.safe_dump({"train": train, **sections}))
     return path
+
+
+def calibrate_args(d: dict[str, Path], root: Path, params: Path, model: Path) -> list[str]:
+    return ["--params", str(params), "--model", str(model), "--manifest", str(d["manifest"]), "--faces", str(d["faces"]),
+            "--crops-dir", str(d["crops"]), "--detector-out", str(root / "detector.pt"),
+            "--scores-out", str(root / "face_scores.parquet"), "--report", str(root / "calibration.json")]
 
 
 def train_args(d: dict[str, Path], root: Path, params: Path) -> list[str]:
@@ -80,31 +90,64 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = make_crop_set(root)
     params = write_params(root / "params.yaml", TINY_TRAIN)
     train_stage.main(train_args(d, root, params))
-    return {**d, "root": root, "model": root / "model.pt"}
+    calibrate_stage.main(calibrate_args(d, root, params, root / "model.pt"))
+    return {**d, "root": root, "model": root / "model.pt", "detector": root / "detector.pt",
+            "scores": root / "face_scores.parquet"}
 
 
 def test_checkpoint_describes_itself_and_loads_weights_only(trained: dict[str, Path]) -> None:
     raw = torch.load(trained["model"], map_location="cpu", weights_only=True)
-    for key in ("model", "arch", "init", "input_size", "mean", "std", "label_map", "threshold", "epoch", "val_metrics", "weights_sha256", "config"):
+    for key in ("model", "arch", "init", "input_size", "mean", "std", "label_map", "epoch", "val_metrics",
+                "weights_sha256", "content_sha256", "config", "calibration"):
         assert key in raw, key
     assert raw["label_map"] == {"real": 0, "fake": 1}
     assert raw["init"] == "random" and raw["input_size"] == 32
+    assert raw["calibration"] is None  # training does not calibrate; the calibrate stage does
     model, meta = load_model(trained["model"])
     assert not model.training and meta.weights_sha256 == raw["weights_sha256"]
     live = json.loads((trained["root"] / "live" / "metrics.json").read_text())
-    assert live["init_used"] == "random" and "threshold" in live
+    assert live["init_used"] == "random" and "best_epoch" in live and "threshold" not in live
+    with pytest.raises(CheckpointError, match="without calibration"):
+        load_detector(trained["model"])
+
+
+def test_calibrate_makes_a_detector_from_the_same_weights(trained: dict[str, Path]) -> None:
+    detector = load_detector(trained["detector"])
+    _, meta = load_model(trained["model"])
+    cal = detector.calibration
+    assert detector.meta.weights_sha256 == meta.weights_sha256 == cal.weights_sha256
+    assert cal.frames_per_video == 16 and cal.crop.margin == 0.3  # params defaults, recorded
+    assert 0.0 <= cal.threshold <= 1.0 and cal.aggregation in ("mean", "mean_logit", "confident", "max_face_mean")
+    scores = records.read_face_scores(trained["scores"])
+    faces = records.read_faces(trained["faces"])
+    # Every face of every split scored exactly once.
+    assert len(scores) == len(faces) and not scores.duplicated(records.FACE_KEY).any()
+    assert set(scores["split"]) == {"train", "val", "test"}
+    report = json.loads((trained["root"] / "calibration.json").read_text())
+    assert report["calibration"] == cal.to_dict() and set(report["aggregations"]) == {"mean", "mean_logit", "confident", "max_face_mean"}
+
+
+def test_edited_checkpoint_settings_are_refused(trained: dict[str, Path], tmp_path: Path) -> None:
+    """The hash covers what inference uses, not only the weights."""
+    for key, value in (("input_size", 64), ("calibration", {"threshold": 0.01})):
+        payload = torch.load(trained["detector"], weights_only=True)
+        payload[key] = value if key != "calibration" else {**payload["calibration"], **value}
+        edited = tmp_path / f"edited_{key}.pt"
+        torch.save(payload, edited)
+        with pytest.raises(CheckpointError, match="content_sha256"):
+            load_model(edited)
 
 
 def test_no_test_or_val_video_reaches_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     d = make_crop_set(tmp_path)
     seen: list[list[str]] = []
 
-    class SpyDataset(training.CropDataset):
+    class SpyDataset(train_mod.CropDataset):
         def __init__(self, rows, crops_dir, transform):  # noqa: ANN001
             super().__init__(rows, crops_dir, transform)
             seen.append(list(rows["video_id"]))
 
-    monkeypatch.setattr(training, "CropDataset", SpyDataset)
+    monkeypatch.setattr(train_mod, "CropDataset", SpyDataset)
     train_stage.main(train_args(d, tmp_path, write_params(tmp_path / "p.yaml", {**TINY_TRAIN, "epochs": 1})))
     manifest = records.read_manifest(d["manifest"])
     train_videos = set(seen[0])  # the first dataset built is the training set
@@ -157,10 +200,14 @@ def test_imagenet_unavailable_falls_back_or_fails(monkeypatch: pytest.MonkeyPatc
 
 def test_evaluate_counts_unscored_videos(trained: dict[str, Path]) -> None:
     root = trained["root"]
-    evaluate_stage.main(["--model", str(trained["model"]), "--manifest", str(trained["manifest"]), "--faces", str(trained["faces"]),
-                         "--crops-dir", str(trained["crops"]), "--detection-report", str(trained["report"]),
+    evaluate_stage.main(["--detector", str(trained["detector"]), "--manifest", str(trained["manifest"]),
+                         "--scores", str(trained["scores"]), "--detection-report", str(trained["report"]),
                          "--metrics", str(root / "metrics.json"), "--plots-dir", str(root / "plots")])
     m = json.loads((root / "metrics.json").read_text())
+    cal = load_detector(trained["detector"]).calibration
+    # Judged with the detector's own calibration, not with defaults.
+    assert m["checkpoint"]["threshold"] == cal.threshold and m["checkpoint"]["aggregation"] == cal.aggregation
+    assert m["video"]["threshold"] == cal.threshold
     cov = m["coverage"]
     assert cov["test_videos"] == 4 and cov["scored"] == 3 and cov["no_face"] == 1
     assert m["video"]["n"] == 3 and m["frame"]["n"] == 12

@@ -12,8 +12,8 @@ import pytest
 from conftest import set_mp4_rotation, write_clip
 
 from deepfake_detector.config import ConfigError, from_mapping
+from deepfake_detector.extract_frames import ExtractParams
 from deepfake_detector.video import (
-    ExtractParams,
     VideoNotFoundError,
     VideoReadError,
     read_frames,

@@ -15,10 +15,12 @@ from typing import Any, TypeVar
 
 import yaml
 
+from .errors import InputError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """Raised when params do not match the dataclass that declares them."""
 
 

@@ -28,7 +28,7 @@ def load_face_table(faces_path: Path, manifest: pd.DataFrame, splits: Sequence[s
     Returns:
         One row per face crop with ``y`` (1 = fake), sorted by video, frame, face.
     """
-    faces = pd.read_parquet(faces_path)
+    faces = records.read_faces(faces_path)
     meta = manifest[["video_id", "label", "split", "group", "source", "manipulation"]]
     df = faces.merge(meta, on="video_id", how="inner", validate="many_to_one")
     if len(df) != len(faces):

@@ -20,20 +20,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from facenet_pytorch import MTCNN
 
-from deepfake_detector import records
-from deepfake_detector.shards import ShardReader, ShardSequence, encode_image, prepare_shard_dir
-from deepfake_detector.video import Frame, for_each_video
+from .imaging import Window, crop_window, cut_window
+from .video import Frame
 
 logger = logging.getLogger(__name__)
 
@@ -116,13 +110,27 @@ class FaceCrop:
         frame_index: The frame's index in its video.
         face_index: Rank of the face in its frame, 0 = largest.
         face: The detection, full-resolution pixels.
+        window: The square ``(left, top, side)`` in frame pixels the crop was cut from;
+            recorded so later steps map frame coordinates into crop pixels exactly.
         crop: ``(crop_size, crop_size, 3)`` RGB uint8 (not normalised).
     """
 
     frame_index: int
     face_index: int
     face: Face
+    window: Window
     crop: np.ndarray
+
+    def record(self) -> dict:
+        """The detection fields of this crop's ``faces.parquet`` row (all but video and shard)."""
+        x1, y1, x2, y2 = self.face.box
+        left, top, side = self.window
+        return {
+            "frame_index": self.frame_index, "face_index": self.face_index,
+            "x1": x1, "y1": y1, "x2": x2, "y2": y2, "det_prob": self.face.prob,
+            "landmarks": [float(v) for v in np.asarray(self.face.landmarks).reshape(-1)],
+            "crop_left": left, "crop_top": top, "crop_side": side,
+        }
 
 
 @dataclass(frozen=True, eq=False)
@@ -271,64 +279,6 @@ class FaceDetector:
         return results
 
 
-def crop_window(box: tuple[float, float, float, float], margin: float) -> tuple[int, int, int]:
-    """The square that :func:`crop_face` cuts: centred on the box, its side the box's longer
-    side enlarged by ``margin`` of it on each side.
-
-    Args:
-        box: ``(x1, y1, x2, y2)``, frame pixels.
-        margin: Fraction of the box size added on each side.
-
-    Returns:
-        ``(left, top, side)`` in frame pixels (may lie partly outside the frame).
-
-    Raises:
-        ValueError: On a negative margin.
-    """
-    if margin < 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
-    x1, y1, x2, y2 = box
-    side = max(1, int(round(max(x2 - x1, y2 - y1) * (1.0 + 2.0 * margin))))
-    left = int(round((x1 + x2) / 2.0 - side / 2.0))
-    top = int(round((y1 + y2) / 2.0 - side / 2.0))
-    return left, top, side
-
-
-def crop_face(
-    image: np.ndarray, box: tuple[float, float, float, float], margin: float, size: int
-) -> np.ndarray:
-    """Cut a square face crop from a full-resolution frame.
-
-    The square is :func:`crop_window`'s; parts outside the frame are black (0). It is
-    resized with INTER_AREA when shrinking, INTER_LINEAR when enlarging.
-
-    Args:
-        image: ``(H, W, 3)`` uint8 frame.
-        box: ``(x1, y1, x2, y2)`` in the frame's pixels.
-        margin: Fraction of the box size added on each side.
-        size: Output side, px.
-
-    Returns:
-        ``(size, size, 3)`` uint8 crop (values as in ``image``).
-
-    Raises:
-        ValueError: On a negative margin or a size below 1.
-    """
-    if size < 1:
-        raise ValueError(f"size must be >= 1, got {size}")
-    left, top, side = crop_window(box, margin)
-    h, w = image.shape[:2]
-    square = np.zeros((side, side, image.shape[2]), dtype=image.dtype)
-    sx0, sy0 = max(left, 0), max(top, 0)
-    sx1, sy1 = min(left + side, w), min(top + side, h)
-    if sx1 > sx0 and sy1 > sy0:
-        square[sy0 - top : sy1 - top, sx0 - left : sx1 - left] = image[sy0:sy1, sx0:sx1]
-    if side == size:
-        return square
-    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    return cv2.resize(square, (size, size), interpolation=interpolation)
-
-
 def detect_and_crop(
     frames: list[Frame], detector: FaceDetector, params: CropParams
 ) -> list[FaceCrop]:
@@ -344,176 +294,9 @@ def detect_and_crop(
         Crops ordered by frame, then face rank; empty when no frame has a face.
     """
     faces_per_frame = detector.detect([f.image for f in frames])
-    return [
-        FaceCrop(
-            frame_index=frame.frame_index,
-            face_index=k,
-            face=face,
-            crop=crop_face(frame.image, face.box, params.margin, params.crop_size),
-        )
-        for frame, faces in zip(frames, faces_per_frame)
-        for k, face in enumerate(faces)
-    ]
-
-
-# --- Batch cropping for the crop_faces stage -------------------------------------
-
-SHARD_PREFIX = "crops"
-
-# faces.parquet column types, in records.FACE_COLUMNS order.
-FACES_SCHEMA = pa.schema([
-    ("video_id", pa.string()),
-    ("frame_index", pa.int64()),
-    ("face_index", pa.int64()),
-    ("x1", pa.float64()),
-    ("y1", pa.float64()),
-    ("x2", pa.float64()),
-    ("y2", pa.float64()),
-    ("det_prob", pa.float64()),
-    ("landmarks", pa.list_(pa.float64())),
-    ("crop_left", pa.int64()),
-    ("crop_top", pa.int64()),
-    ("crop_side", pa.int64()),
-    ("shard", pa.string()),
-    ("member", pa.string()),
-])
-assert FACES_SCHEMA.names == records.FACE_COLUMNS, "FACES_SCHEMA out of step with records"
-
-
-def _load_frames(rows: pd.DataFrame, reader: ShardReader) -> list[Frame]:
-    """Decode one video's frames from the frame shards, in frame order."""
-    return [
-        Frame(
-            frame_index=int(r.frame_index),
-            timestamp_s=float(r.timestamp_s),
-            image=reader.read_image(r.shard, r.member),
-        )
-        for r in rows.sort_values("frame_index").itertuples(index=False)
-    ]
-
-
-def _store_crops(video_id: str, crops: list[FaceCrop], shards: ShardSequence, margin: float) -> list[dict]:
-    """Write one video's crops as PNG shard members; returns their faces rows.
-
-    Each row records its crop window so later stages map frame coordinates (landmarks,
-    blend masks) into crop pixels without knowing this stage's margin.
-    """
-    writer = shards.next_video()
-    rows = []
-    for c in crops:
-        member = f"{video_id}/{c.frame_index:06d}_{c.face_index:02d}.png"
-        writer.add(member, encode_image(c.crop, "png"))
-        x1, y1, x2, y2 = c.face.box
-        left, top, side = crop_window(c.face.box, margin)
-        rows.append({
-            "video_id": video_id, "frame_index": c.frame_index, "face_index": c.face_index,
-            "x1": x1, "y1": y1, "x2": x2, "y2": y2, "det_prob": c.face.prob,
-            "landmarks": [float(v) for v in np.asarray(c.face.landmarks).reshape(-1)],
-            "crop_left": left, "crop_top": top, "crop_side": side,
-            "shard": writer.path.name, "member": member,
-        })
-    return rows
-
-
-def _crop_one(
-    row: Any,
-    extract: pd.DataFrame,
-    frames_by_video: dict[str, pd.DataFrame],
-    reader: ShardReader,
-    detector: FaceDetector,
-    shards: ShardSequence,
-) -> tuple[dict, list[dict]]:
-    """Detect and crop one manifest video; returns its report row and its faces rows."""
-    params = detector.params
-    report: dict = {"video_id": row.video_id, "label": row.label, "split": row.split,
-                    "frames_sampled": 0, "frames_with_face": 0, "faces_kept": 0}
-    status, reason = extract.at[row.video_id, "status"], extract.at[row.video_id, "reason"]
-    video_frames = frames_by_video.get(row.video_id)
-    if status == records.OK and video_frames is None:
-        status, reason = records.UNREADABLE, f"no frames of {row.video_id} in the frames table"
-    if status != records.OK:
-        return {**report, "status": status, "reason": reason}, []
-    frames = _load_frames(video_frames, reader)
-    crops = detect_and_crop(frames, detector, params)
-    report["frames_sampled"] = len(frames)
-    if not crops:
-        reason = (f"no face with probability >= {params.prob_threshold} in any of "
-                  f"{len(frames)} sampled frames of {row.path}")
-        return {**report, "status": records.NO_FACE, "reason": reason}, []
-    report.update(
-        status=records.OK, reason="",
-        frames_with_face=len({c.frame_index for c in crops}), faces_kept=len(crops),
-    )
-    return report, _store_crops(row.video_id, crops, shards, params.margin)
-
-
-def crop_videos(
-    manifest: pd.DataFrame,
-    frames_table: pd.DataFrame,
-    extract_report: pd.DataFrame,
-    frames_dir: Path,
-    crops_dir: Path,
-    params: CropParams,
-    detector: FaceDetector | None = None,
-) -> tuple[pa.Table, pd.DataFrame]:
-    """Detect and crop the faces of every manifest video's extracted frames.
-
-    Videos are handled in ``video_id`` order; the crops of ``videos_per_shard`` videos
-    with faces go to each ``crops-NNNNN.tar`` (members
-    ``<video_id>/<frame_index:06d>_<face_index:02d>.png``). Videos that extract_frames
-    could not read keep its status and reason.
-
-    Args:
-        manifest: Rows of ``manifest.csv`` (for labels and splits).
-        frames_table: ``frames.csv`` rows.
-        extract_report: ``extract_report.csv`` rows.
-        frames_dir: Folder of the frame shards.
-        crops_dir: Folder for the crop shards (its old shards are replaced).
-        params: ``crop_faces`` params.
-        detector: A detector built with ``params`` to reuse; built here when None.
-
-    Returns:
-        ``(faces, report)``: the faces table (``FACES_SCHEMA``, sorted by video, frame,
-        face) and the detection report (``records.DETECTION_REPORT_COLUMNS``, one row per
-        manifest video).
-
-    Raises:
-        ValueError: If a manifest video has no row in the extract report (stale inputs),
-            or ``detector`` was built with other params.
-    """
-    extract = extract_report.set_index("video_id")
-    absent = sorted(set(manifest["video_id"]) - set(extract.index))
-    if absent:
-        raise ValueError(
-            f"{len(absent)} manifest video(s) missing from the extract report, e.g. "
-            f"{absent[:5]}: re-run extract_frames"
-        )
-    detector = detector or FaceDetector(params)
-    if detector.params != params:
-        raise ValueError("detector was built with other crop params than the ones given")
-    logger.info(
-        "MTCNN on %s, detection copies with long side %d",
-        detector.device, params.detect_long_side,
-    )
-    frames_by_video = {vid: rows for vid, rows in frames_table.groupby("video_id", sort=True)}
-    reader = ShardReader(frames_dir)
-    prepare_shard_dir(crops_dir, SHARD_PREFIX)
-    shards = ShardSequence(crops_dir, SHARD_PREFIX, params.videos_per_shard)
-    report_rows, face_rows = for_each_video(
-        manifest, shards, "crop_faces",
-        lambda row: _crop_one(row, extract, frames_by_video, reader, detector, shards),
-    )
-    faces = pa.Table.from_pylist(face_rows, schema=FACES_SCHEMA)
-    return faces, pd.DataFrame(report_rows, columns=records.DETECTION_REPORT_COLUMNS)
-
-
-def write_faces(faces: pa.Table, path: Path) -> None:
-    """Write the faces table as Parquet, deterministically (no pandas index, zstd).
-
-    Args:
-        faces: Table with ``FACES_SCHEMA``.
-        path: Output file (parent folders are made).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(faces, path, compression="zstd")
+    crops = []
+    for frame, faces in zip(frames, faces_per_frame):
+        for k, face in enumerate(faces):
+            window = crop_window(face.box, params.margin)
+            crops.append(FaceCrop(frame.frame_index, k, face, window, cut_window(frame.image, window, params.crop_size)))
+    return crops

@@ -36,19 +36,14 @@ from typing import Any, Callable, Literal, Mapping
 import numpy as np
 import pandas as pd
 
-from deepfake_detector import config, records
+from . import config, records
+from .errors import InputError
 
 logger = logging.getLogger(__name__)
 
 Format = Literal["sample", "folder", "ffpp", "dfdc", "celebdf"]
 Label = Literal["real", "fake"]
 Split = Literal["train", "val", "test"]
-
-# Case-insensitive; images are accepted because a folder of stills is a valid (one-frame) input.
-MEDIA_EXTENSIONS = frozenset({
-    ".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
-    ".jpg", ".jpeg", ".png", ".bmp", ".webp",
-})
 
 # When forced splits disagree inside one group, the group follows the first of these:
 # a video officially held out for testing must never be trained on.
@@ -65,7 +60,7 @@ SPLIT_CONFLICT = "split_conflict"  # one group forced into several splits
 ID_COLLISION = "id_collision"  # two files mapped to one video_id; a suffix was added
 
 
-class IngestError(ValueError):
+class IngestError(InputError):
     """A dataset or index file that cannot be ingested at all; the message names the file."""
 
 
@@ -200,7 +195,8 @@ def _list_files(root: Path) -> list[str]:
 
 
 def _is_media(rel: str) -> bool:
-    return PurePosixPath(rel).suffix.lower() in MEDIA_EXTENSIONS
+    # Case-insensitive; images are accepted because a folder of stills is a valid (one-frame) input.
+    return records.is_media_name(rel)
 
 
 def _clean_rel(value: str) -> tuple[str | None, str]:
@@ -1066,5 +1062,5 @@ def ingest(params: IngestParams, manifest_path: Path, report_path: Path) -> pd.D
     leak = report["leakage_check"]
     if leak["groups_in_multiple_splits"]:
         raise IngestError(f"groups in more than one split: {leak['groups'][:5]} (see {report_path})")
-    records.write_csv(manifest, Path(manifest_path), records.MANIFEST_COLUMNS)
+    records.write_manifest(manifest, Path(manifest_path))
     return manifest

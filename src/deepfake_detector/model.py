@@ -3,15 +3,17 @@
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it
 loads with ``torch.load(..., weights_only=True)``: a checkpoint from a stranger
 cannot run code. It carries everything inference needs (arch, input size,
-normalisation, label map, threshold, aggregation) and a hash of its weights.
+normalisation, label map and, once calibrated, the calibration) and hashes of its weights
+and of its whole content.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +21,20 @@ import torch
 from torch import nn
 from torchvision import models
 
+from .errors import InputError
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "deepfake-detector/checkpoint-v1"
+CHECKPOINT_FORMAT = "deepfake-detector/checkpoint-v2"
 LABEL_MAP = {"real": 0, "fake": 1}
 ARCHS = {"resnet18": (models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1)}
+# Grad-CAM's target per architecture: the last block before pooling (submodule name, and
+# how to say it to people).
+CAM_LAYERS = {"resnet18": ("layer4.1", "layer4[-1] (last ResNet block)")}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """Raised when a file is not a usable deepfake-detector checkpoint."""
 
 
@@ -96,6 +102,18 @@ def build_model(arch: str = "resnet18", init: str = "imagenet", require_pretrain
     return model, init_used
 
 
+def cam_target_layer(model: nn.Module, arch: str) -> tuple[nn.Module, str]:
+    """The layer whose activations Grad-CAM weighs for ``arch``, and its description.
+
+    Raises:
+        ValueError: Unknown arch.
+    """
+    if arch not in CAM_LAYERS:
+        raise ValueError(f"no Grad-CAM target layer known for arch {arch!r}; known: {sorted(CAM_LAYERS)}")
+    name, description = CAM_LAYERS[arch]
+    return model.get_submodule(name), description
+
+
 def weights_hash(state_dict: dict[str, torch.Tensor]) -> str:
     """SHA-256 over parameter names and bytes, in key order: identifies the weights."""
     h = hashlib.sha256()
@@ -109,7 +127,22 @@ def weights_hash(state_dict: dict[str, torch.Tensor]) -> str:
 
 @dataclass
 class CheckpointMeta:
-    """What a checkpoint says about itself (everything but the weights)."""
+    """What a checkpoint says about itself (everything but the weights).
+
+    Attributes:
+        arch: Architecture name (a key of :data:`ARCHS`).
+        init: The initialisation training actually started from.
+        input_size: Side of the square model input, px.
+        mean: Per-channel normalisation mean of the eval transform.
+        std: Per-channel normalisation std of the eval transform.
+        label_map: Class indices (the model's one logit is the ``fake`` one).
+        epoch: The selected epoch.
+        val_metrics: Validation figures of that epoch.
+        config: The training params.
+        weights_sha256: :func:`weights_hash` of the weights.
+        calibration: How scores become verdicts (``calibration.Calibration`` as a dict);
+            None until the calibrate stage has made the checkpoint a detector.
+    """
 
     arch: str
     init: str
@@ -117,28 +150,41 @@ class CheckpointMeta:
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     label_map: dict[str, int] = field(default_factory=lambda: dict(LABEL_MAP))
-    threshold: float = 0.5
-    aggregation: str = "mean"
     epoch: int = 0
     val_metrics: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     weights_sha256: str = ""
+    calibration: dict[str, Any] | None = None
+
+    def content_hash(self) -> str:
+        """SHA-256 of everything inference uses: this meta (canonical JSON) and the weights' hash.
+
+        An edited ``input_size`` or threshold changes it as surely as edited weights do.
+        """
+        fields = {k: v for k, v in asdict(self).items()}
+        text = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
 _META_KEYS = set(CheckpointMeta.__dataclass_fields__)
 
 
 def save_checkpoint(path: Path, model: nn.Module, meta: CheckpointMeta) -> CheckpointMeta:
-    """Write a self-describing checkpoint; returns the meta with its weights hash filled in."""
+    """Write a self-describing checkpoint; returns the meta with its weights hash filled in.
+
+    The file also carries ``content_sha256`` (:meth:`CheckpointMeta.content_hash`), which
+    :func:`load_model` checks. It is written under a temporary name and renamed, so a
+    half-written checkpoint never stands under the real name.
+    """
     module = model.module if hasattr(model, "module") else model  # unwrap DDP
     state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-    meta.weights_sha256 = weights_hash(state)
+    meta = replace(meta, weights_sha256=weights_hash(state))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": CHECKPOINT_FORMAT, "model": state, **meta.__dict__}
+    payload = {"format": CHECKPOINT_FORMAT, "model": state, **asdict(meta), "content_sha256": meta.content_hash()}
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, tmp)
-    tmp.replace(path)  # never leave a half-written checkpoint under the real name
+    tmp.replace(path)
     return meta
 
 
@@ -154,7 +200,8 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Modul
 
     Raises:
         CheckpointError: If the file is missing, not loadable with ``weights_only=True``
-            (e.g. an arbitrary pickle), not our format, or its weights do not match its hash.
+            (e.g. an arbitrary pickle), not our format, or its weights or meta do not
+            match its hashes.
     """
     path = Path(path)
     if not path.is_file():
@@ -167,11 +214,15 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Modul
             f"{str(exc).splitlines()[0][:200]})"
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a deepfake-detector checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
+        found = payload.get("format") if isinstance(payload, dict) else None
+        hint = f" (it is {found!r}: re-run train and calibrate)" if found else ""
+        raise CheckpointError(f"{path}: not a deepfake-detector checkpoint (no '{CHECKPOINT_FORMAT}' format tag){hint}")
     meta = CheckpointMeta(**{k: payload[k] for k in _META_KEYS if k in payload})
     state = payload["model"]
-    if meta.weights_sha256 and weights_hash(state) != meta.weights_sha256:
+    if weights_hash(state) != meta.weights_sha256:
         raise CheckpointError(f"{path}: weights do not match the checkpoint's sha256 (corrupt or edited)")
+    if payload.get("content_sha256") != meta.content_hash():
+        raise CheckpointError(f"{path}: settings do not match the checkpoint's content_sha256 (corrupt or edited)")
     model, _ = build_model(meta.arch, init="random")
     model.load_state_dict(state)
     model.to(device).eval()

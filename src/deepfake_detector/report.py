@@ -23,7 +23,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .shards import encode_image
+from .imaging import encode_image
 
 INDEX_FILE = "index.html"
 REPORT_FILE = "report.html"

@@ -20,8 +20,9 @@ import tarfile
 import threading
 from pathlib import Path
 
-import cv2
 import numpy as np
+
+from .imaging import decode_image
 
 logger = logging.getLogger(__name__)
 
@@ -107,25 +108,7 @@ class ShardReader:
 
     def read_image(self, shard: str, member: str) -> np.ndarray:
         """Decode one image member to an RGB uint8 array ``(H, W, 3)``."""
-        buf = np.frombuffer(self.read(shard, member), dtype=np.uint8)
-        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ValueError(f"cannot decode {member} in {self.root / shard}")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def encode_image(rgb: np.ndarray, fmt: str = "png", jpeg_quality: int = 95) -> bytes:
-    """Encode an RGB uint8 image; PNG is lossless so no new compression traces are added."""
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    if fmt == "png":
-        ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    elif fmt == "jpg":
-        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
-    else:
-        raise ValueError(f"unknown image format {fmt!r} (png or jpg)")
-    if not ok:
-        raise ValueError("image encoding failed")
-    return buf.tobytes()
+        return decode_image(self.read(shard, member), f"{member} in {self.root / shard}")
 
 
 def shard_name(prefix: str, index: int) -> str:

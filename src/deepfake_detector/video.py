@@ -15,20 +15,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
 
 import cv2
 import numpy as np
-import pandas as pd
-from tqdm import tqdm
 
-from deepfake_detector import records
-from deepfake_detector.shards import ShardSequence, encode_image, prepare_shard_dir
+from . import records
 
 logger = logging.getLogger(__name__)
 
-# Suffixes read as a single still frame (users ask to score photos too).
-IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".webp")
 # Used for timestamps when a container reports no frame rate.
 FALLBACK_FPS = 25.0
 
@@ -39,26 +33,6 @@ class VideoReadError(Exception):
 
 class VideoNotFoundError(VideoReadError):
     """The file does not exist (a "listed but missing" video, not a broken one)."""
-
-
-@dataclass(frozen=True)
-class ExtractParams:
-    """Params section ``extract_frames``.
-
-    Attributes:
-        frames_per_video: Frames sampled evenly over each video's decodable frames.
-        image_format: ``png`` (lossless: keeps the forensic traces; default) or ``jpg``
-            (quality 95).
-    """
-
-    frames_per_video: int = 16
-    image_format: Literal["png", "jpg"] = "png"
-
-    def __post_init__(self) -> None:
-        if self.frames_per_video < 1:
-            raise ValueError(f"frames_per_video must be >= 1, got {self.frames_per_video}")
-        if self.image_format not in ("png", "jpg"):
-            raise ValueError(f"image_format must be png or jpg, got {self.image_format!r}")
 
 
 @dataclass(frozen=True)
@@ -236,7 +210,7 @@ def read_frames(path: Path, n: int) -> tuple[VideoInfo, list[Frame]]:
     again over the frames that did decode, so it still spans the whole readable part.
 
     Args:
-        path: Video file (anything FFmpeg reads) or still image (``IMAGE_SUFFIXES``).
+        path: Video file (anything FFmpeg reads) or still image (``records.IMAGE_SUFFIXES``).
         n: Number of frames wanted (fewer when the video is shorter).
 
     Returns:
@@ -251,7 +225,7 @@ def read_frames(path: Path, n: int) -> tuple[VideoInfo, list[Frame]]:
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     _check_file(path)
-    if path.suffix.lower() in IMAGE_SUFFIXES:
+    if path.suffix.lower() in records.IMAGE_SUFFIXES:
         return _read_still(path)
 
     try:
@@ -301,120 +275,3 @@ def read_frames(path: Path, n: int) -> tuple[VideoInfo, list[Frame]]:
         path=path, n_frames=n_decoded, fps=fps, width=w, height=h, rotation=cap.rotation
     )
     return info, frames
-
-
-# --- Batch extraction for the extract_frames stage -------------------------------
-
-# Frame shards hold this many videos each (crop shards take theirs from params).
-VIDEOS_PER_SHARD = 64
-SHARD_PREFIX = "frames"
-
-
-def _extract_one(row: Any, params: ExtractParams, shards: ShardSequence) -> tuple[dict, list[dict]]:
-    """Extract one manifest row; returns its report row and its frame rows."""
-    report: dict = {"video_id": row.video_id}
-    if row.status == records.MISSING:
-        reason = row.reason or f"listed but not found: {row.path}"
-        return {**report, "status": records.MISSING, "reason": reason}, []
-    try:
-        info, frames = read_frames(Path(row.path), params.frames_per_video)
-    except VideoNotFoundError as exc:
-        return {**report, "status": records.MISSING, "reason": str(exc)}, []
-    except VideoReadError as exc:
-        return {**report, "status": records.UNREADABLE, "reason": str(exc)}, []
-    writer = shards.next_video()
-    frame_rows = []
-    for frame in frames:
-        member = f"{row.video_id}/{frame.frame_index:06d}.{params.image_format}"
-        writer.add(member, encode_image(frame.image, params.image_format))
-        h, w = frame.image.shape[:2]
-        frame_rows.append({
-            "video_id": row.video_id, "frame_index": frame.frame_index,
-            "timestamp_s": frame.timestamp_s, "width": w, "height": h,
-            "shard": writer.path.name, "member": member,
-        })
-    report.update(
-        status=records.OK, reason="", n_frames_total=info.n_frames,
-        n_frames_sampled=len(frames), fps=info.fps, width=info.width,
-        height=info.height, rotation=info.rotation,
-    )
-    return report, frame_rows
-
-
-def for_each_video(
-    manifest: pd.DataFrame,
-    shards: ShardSequence,
-    desc: str,
-    handle: Callable[[Any], tuple[dict, list[dict]]],
-) -> tuple[list[dict], list[dict]]:
-    """Run ``handle`` on every manifest row in ``video_id`` order, with a progress bar.
-
-    Args:
-        manifest: Rows of ``manifest.csv``.
-        shards: The shard sequence ``handle`` writes to; closed at the end, even on error.
-        desc: Progress bar label.
-        handle: Maps a row (namedtuple) to its report row and its table rows.
-
-    Returns:
-        ``(report rows, table rows)`` in ``video_id`` order.
-    """
-    report_rows: list[dict] = []
-    table_rows: list[dict] = []
-    manifest = manifest.sort_values("video_id", kind="stable")
-    try:
-        rows = manifest.itertuples(index=False)
-        for row in tqdm(rows, total=len(manifest), desc=desc, unit="video"):
-            report, rows = handle(row)
-            report_rows.append(report)
-            table_rows.extend(rows)
-    finally:
-        shards.close()
-    return report_rows, table_rows
-
-
-def extract_videos(
-    manifest: pd.DataFrame, params: ExtractParams, frames_dir: Path
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Sample the frames of every manifest video and store them in tar shards.
-
-    Videos are handled in ``video_id`` order, ``VIDEOS_PER_SHARD`` readable videos per
-    shard, members ``<video_id>/<frame_index:06d>.<png|jpg>``; an unreadable or missing
-    video gets a report row with the reason and the batch goes on.
-
-    Args:
-        manifest: Rows of ``manifest.csv``.
-        params: ``extract_frames`` params.
-        frames_dir: Folder for the frame shards (its old shards are replaced).
-
-    Returns:
-        ``(frames table, report)`` with ``records.FRAME_COLUMNS`` and
-        ``records.EXTRACT_REPORT_COLUMNS``, sorted by video id (and frame index).
-    """
-    prepare_shard_dir(frames_dir, SHARD_PREFIX)
-    shards = ShardSequence(frames_dir, SHARD_PREFIX, VIDEOS_PER_SHARD)
-    report_rows, frame_rows = for_each_video(
-        manifest, shards, "extract_frames", lambda row: _extract_one(row, params, shards)
-    )
-    frames_df = pd.DataFrame(frame_rows, columns=records.FRAME_COLUMNS)
-    report_df = pd.DataFrame(report_rows, columns=records.EXTRACT_REPORT_COLUMNS)
-    for col in ("n_frames_total", "n_frames_sampled", "width", "height", "rotation"):
-        report_df[col] = report_df[col].astype("Int64")  # blank, not NaN floats, for failures
-    return frames_df, report_df
-
-
-def log_status_summary(report: pd.DataFrame, stage: str, statuses: Sequence[str]) -> None:
-    """Log a line per status with its count, then every video that is not ok, with its reason.
-
-    Args:
-        report: A per-video report with ``video_id``, ``status`` and ``reason``.
-        stage: Name used as the log prefix.
-        statuses: The statuses this stage can give, in display order.
-    """
-    logger.info("%s: %d videos", stage, len(report))
-    for status in statuses:
-        rows = report[report["status"] == status]
-        level = logging.INFO if status == records.OK or rows.empty else logging.WARNING
-        logger.log(level, "%s: %d %s", stage, len(rows), status)
-        for row in rows.itertuples(index=False):
-            if status != records.OK:
-                logger.warning("%s:   %s %s: %s", stage, status, row.video_id, row.reason)

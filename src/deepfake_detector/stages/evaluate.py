@@ -1,27 +1,28 @@
-"""DVC stage ``evaluate``: frame- and video-level metrics on the test split."""
+"""DVC stage ``evaluate``: frame- and video-level metrics on the test split.
+
+The detector carries its own calibration, so this stage has no params of its own.
+"""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from ..logs import setup_logging
-from ..evaluation import run_evaluation
+from ..evaluate import run_evaluation
+from . import stage_parser, stage_run
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Parse paths and evaluate (the checkpoint carries its own threshold and preprocessing)."""
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", type=Path, required=True)
-    ap.add_argument("--manifest", type=Path, required=True)
-    ap.add_argument("--faces", type=Path, required=True)
-    ap.add_argument("--crops-dir", type=Path, required=True)
-    ap.add_argument("--detection-report", type=Path, required=True)
-    ap.add_argument("--metrics", type=Path, required=True)
-    ap.add_argument("--plots-dir", type=Path, required=True)
-    args = ap.parse_args(argv)
-    setup_logging()
-    run_evaluation(args.model, args.manifest, args.faces, args.crops_dir, args.detection_report, args.metrics, args.plots_dir)
+    """Parse paths and evaluate."""
+    parser = stage_parser(__doc__, params=False)
+    parser.add_argument("--detector", type=Path, required=True)
+    parser.add_argument("--manifest", type=Path, required=True)
+    parser.add_argument("--scores", type=Path, required=True)
+    parser.add_argument("--detection-report", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--plots-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    with stage_run("evaluate", args.verbose):
+        run_evaluation(args.detector, args.manifest, args.scores, args.detection_report, args.metrics, args.plots_dir)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ import pandas as pd
 import skimage.data
 from tqdm import tqdm
 
-from deepfake_detector import blend, records
+from . import blend, records
 
 logger = logging.getLogger(__name__)
 
