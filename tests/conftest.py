@@ -6,6 +6,8 @@ portrait that ships with matplotlib (Grace Hopper), moved a little from frame to
 
 from __future__ import annotations
 
+import os
+import shutil
 import struct
 from pathlib import Path
 
@@ -82,6 +84,21 @@ def set_mp4_rotation(path: Path, degrees: int) -> None:
     offset = at + 4 + 4 + (20 if version == 0 else 32) + 8 + 8
     data[offset : offset + 36] = struct.pack(">9i", *matrices[degrees % 360])
     path.write_bytes(bytes(data))
+
+
+def unprivileged() -> list[str]:
+    """A command prefix that runs a subprocess without the power to ignore file permissions.
+
+    As root, permission bits do not apply, so an unreadable file would be read: run under
+    ``setpriv`` (util-linux) without CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH. Skips the test
+    when that is not possible.
+    """
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root and setpriv (util-linux) is not installed: cannot test unreadable files")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all"]
 
 
 @pytest.fixture(scope="session")

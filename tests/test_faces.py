@@ -138,6 +138,27 @@ def test_full_resolution_retry_only_where_the_copy_found_nothing(retry: bool, mo
         assert found == [[], [], [], []]
 
 
+def test_mtcnn_never_sees_more_than_the_pixel_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The full-resolution retry of a frame above MAX_DETECT_PIXELS runs on a copy of that size
+    (on a 12000x12000 image it took 8 GB), found faces mapped back to full-resolution pixels."""
+    from deepfake_detector import faces
+
+    monkeypatch.setattr(faces, "MAX_DETECT_PIXELS", 400_000, raising=False)  # raising=False: also runs on old code
+    det = FaceDetector(CropParams(), device="cpu")
+
+    def found_on_the_retry(shape: tuple[int, ...]) -> tuple:
+        if shape[1:3] == (474, 843):
+            return np.array([[100.0, 100, 200, 200]]), np.array([0.99]), np.zeros((1, 5, 2))
+        return _none(shape)
+
+    fake = _FakeMTCNN(found_on_the_retry)
+    monkeypatch.setattr(det, "_run", fake)
+    (found,) = det.detect([np.zeros((720, 1280, 3), np.uint8)])
+    assert fake.calls == [(1, 360, 640, 3), (1, 474, 843, 3)]  # not (1, 720, 1280, 3)
+    assert all(h * w <= 400_000 for _, h, w, _ in fake.calls)
+    assert found[0].box == pytest.approx((100 * 1280 / 843, 100 * 720 / 474, 200 * 1280 / 843, 200 * 720 / 474))
+
+
 def test_selection_and_scaling(monkeypatch) -> None:
     params = CropParams(prob_threshold=0.9, min_face_ratio=0.5, max_faces_per_frame=2)
     det = FaceDetector(params, device="cpu")

@@ -16,6 +16,7 @@ from deepfake_detector.extract_frames import ExtractParams
 from deepfake_detector.video import (
     VideoNotFoundError,
     VideoReadError,
+    check_readable,
     read_frames,
     rotate_upright,
     sample_indices,
@@ -127,7 +128,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_directory_is_not_a_video(tmp_path: Path) -> None:
-    with pytest.raises(VideoReadError, match="not a regular file"):
+    with pytest.raises(VideoReadError, match=r"not a regular file \(a folder\)"):
         read_frames(tmp_path, 8)
 
 
@@ -145,9 +146,71 @@ def test_still_image_is_one_frame(tmp_path: Path, portrait: np.ndarray, suffix: 
 
 def test_broken_image(tmp_path: Path) -> None:
     path = tmp_path / "photo.jpg"
-    path.write_text("not an image")
+    path.write_bytes(bytes(range(256)) * 4)
     with pytest.raises(VideoReadError, match=r"not a decodable image.*photo\.jpg"):
         read_frames(path, 4)
+    path.write_text("not an image")
+    with pytest.raises(VideoReadError, match=r"plain text.*photo\.jpg"):
+        read_frames(path, 4)
+
+
+def test_content_not_suffix_decides_how_a_file_is_read(tmp_path: Path, portrait: np.ndarray) -> None:
+    """A video named .jpg is read as a video, a JPEG named .mp4 as a still image."""
+    clip = write_clip(tmp_path / "clip.mp4", numbered_frames(10))
+    as_jpg = tmp_path / "clip.jpg"
+    as_jpg.write_bytes(clip.read_bytes())
+    info, frames = read_frames(as_jpg, 4)
+    assert (info.kind, info.n_frames, len(frames)) == ("video", 10, 4)
+    ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(portrait, cv2.COLOR_RGB2BGR))
+    as_mp4 = tmp_path / "photo.mp4"
+    as_mp4.write_bytes(jpg.tobytes())
+    info, frames = read_frames(as_mp4, 4)
+    assert (info.kind, info.n_frames_expected, len(frames)) == ("image", 1, 1)
+
+
+def test_decode_errors_are_counted_and_described(tmp_path: Path) -> None:
+    """Frames that fail mid-stream and a stream cut short count as decode errors; a whole clip has none."""
+    whole = write_clip(tmp_path / "whole.mp4", numbered_frames(40))
+    info, _ = read_frames(whole, 8)
+    assert (info.decode_errors, info.notes, info.n_frames_expected) == (0, (), 8)
+    data = bytearray(whole.read_bytes())
+    for i in range(len(data) // 2, len(data) // 2 + 2000):
+        data[i] ^= 0xFF
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(bytes(data))
+    info, frames = read_frames(corrupt, 8)
+    assert info.decode_errors >= 1 and "failed to decode mid-stream" in info.notes[0]
+    avi = write_clip(tmp_path / "full.avi", numbered_frames(40), fourcc="MJPG")
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(avi.read_bytes()[: avi.stat().st_size // 2])
+    info, frames = read_frames(cut, 8)
+    assert info.decode_errors == 40 - info.n_frames > 0 and len(frames) == info.n_frames_expected == 8
+    assert "ends after" in info.notes[0]
+
+
+def test_truncated_jpeg_is_decoded_but_counted(tmp_path: Path, portrait: np.ndarray) -> None:
+    ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(portrait, cv2.COLOR_RGB2BGR))
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(jpg.tobytes()[: len(jpg) // 2])
+    info, frames = read_frames(path, 4)
+    assert len(frames) == 1 and info.decode_errors == 1 and "truncated JPEG" in info.notes[0]
+
+
+def test_decoding_is_bounded(tmp_path: Path) -> None:
+    path = write_clip(tmp_path / "long.mp4", numbered_frames(30))
+    info, frames = read_frames(path, 4, max_frames=10)
+    assert info.n_frames == 10 and [f.frame_index for f in frames] == sample_indices(10, 4)
+    assert info.decode_errors == 0 and "only the first 10 of 30 frames decoded" in info.notes[0]
+
+
+def test_check_readable_refuses_what_read_frames_refuses(tmp_path: Path) -> None:
+    good = write_clip(tmp_path / "good.mp4", numbered_frames(5))
+    assert check_readable(good).kind == "video"
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(bytes(range(256)) * 64)
+    for call in (check_readable, lambda p: read_frames(p, 2)):
+        with pytest.raises(VideoReadError, match=r"not a readable video.*bad\.mp4"):
+            call(bad)
 
 
 @pytest.mark.parametrize("degrees", [90, 180, 270])

@@ -6,7 +6,9 @@ docs/performance.md); copies of equal size go through MTCNN in one batched call.
 landmarks are mapped back to full-resolution pixels by :class:`_DetectionView`, the only
 place that scales in either direction, and crops are always cut from the full-resolution
 frame. Frames where the small copy found no face are re-detected at full resolution,
-which recovers small, dark faces cheaply because it concerns few frames.
+which recovers small, dark faces cheaply because it concerns few frames. MTCNN never sees
+more than :data:`MAX_DETECT_PIXELS` pixels: its memory grows with them (8 GB for one
+144 Mpx image), so the "full-resolution" retry of a larger frame runs on a copy that size.
 
 "No face" is an empty list, never an exception.
 
@@ -34,6 +36,8 @@ logger = logging.getLogger(__name__)
 # MTCNN builds an empty image pyramid and crashes on images smaller than this (or than
 # min_face_size) on their short side, so such images are never passed to it.
 MIN_DETECT_SIDE = 20
+# The most pixels MTCNN is given at once per image (a 4K UHD frame: about 0.5 GB for MTCNN).
+MAX_DETECT_PIXELS = 3840 * 2160
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,15 @@ class _DetectionView:
         return boxes / [self.sx, self.sy, self.sx, self.sy], points / [self.sx, self.sy]
 
 
+def _bounded_long_side(image: np.ndarray, long_side: int | None) -> int | None:
+    """``long_side`` (None: full size), lowered so the detection copy has at most MAX_DETECT_PIXELS."""
+    h, w = image.shape[:2]
+    if h * w <= MAX_DETECT_PIXELS:
+        return long_side
+    budget = int(max(h, w) * (MAX_DETECT_PIXELS / (h * w)) ** 0.5)
+    return budget if long_side is None else min(long_side, budget)
+
+
 def _detectable(image: np.ndarray, min_face_size: int) -> bool:
     return min(image.shape[:2]) >= max(MIN_DETECT_SIDE, min_face_size)
 
@@ -255,7 +268,7 @@ class FaceDetector:
                 raise ValueError(
                     f"image {i}: expected (H, W, 3) uint8, got {img.shape} {img.dtype}"
                 )
-        views = [_DetectionView.of(img, p.detect_long_side) for img in images]
+        views = [_DetectionView.of(img, _bounded_long_side(img, p.detect_long_side)) for img in images]
         results: list[list[Face]] = [[] for _ in images]
 
         groups: dict[tuple[int, ...], list[int]] = {}
@@ -275,7 +288,9 @@ class FaceDetector:
             for i, view in enumerate(views):
                 # Full-resolution frames are run one by one: batching them is slower.
                 if not results[i] and view.is_scaled and _detectable(images[i], p.min_face_size):
-                    (results[i],) = self._detect_views([_DetectionView.of(images[i], None)])
+                    retry = _DetectionView.of(images[i], _bounded_long_side(images[i], None))
+                    if retry.image.shape != view.image.shape:
+                        (results[i],) = self._detect_views([retry])
         return results
 
 

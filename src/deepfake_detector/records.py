@@ -50,6 +50,9 @@ VERDICTS = (FAKE, REAL, UNCERTAIN, NO_FACE, UNREADABLE)
 SCORED_VERDICTS = (FAKE, REAL, UNCERTAIN)
 
 LABELS = {"real": 0, "fake": 1}
+
+# What a file is decoded as, from its content (not its suffix): a still image is a one-frame video.
+KIND_VIDEO, KIND_IMAGE = "video", "image"
 SPLITS = ("train", "val", "test")
 
 # File suffixes read as media, case-insensitively. Still images are one-frame videos
@@ -84,12 +87,19 @@ MANIFEST_COLUMNS = [
 # data/frames.csv, written by extract_frames. One row per sampled, decoded frame.
 FRAME_COLUMNS = ["video_id", "frame_index", "timestamp_s", "width", "height", "shard", "member"]
 
-# outputs/extract_report.csv: one row per manifest video.
+# outputs/extract_report.csv: one row per manifest video. ``reason`` also describes what
+# went wrong while decoding a video whose status is ok (frames that failed, an early end).
 EXTRACT_REPORT_COLUMNS = [
-    "video_id", "status", "reason", "n_frames_total", "n_frames_sampled",
+    "video_id", "status", "reason",
+    "kind",  # video | image (from the content, not the suffix)
+    "n_frames_total",  # frames in the stream (decoded to its end, or to the decoding limit)
+    "n_frames_expected",  # frames a complete file gives for the sample: min(frames_per_video, count); 1 for an image
+    "n_frames_sampled",  # frames actually decoded for the sample
+    "decode_errors",  # frames that failed to decode or are missing from an early end; 1 for a truncated image
     "fps", "width", "height", "rotation",
 ]
-_EXTRACT_INT_COLUMNS = ("n_frames_total", "n_frames_sampled", "width", "height", "rotation")
+_EXTRACT_INT_COLUMNS = ("n_frames_total", "n_frames_expected", "n_frames_sampled", "decode_errors", "width", "height",
+                        "rotation")
 
 # data/faces.parquet, written by crop_faces. One row per kept face crop.
 FACES_SCHEMA = pa.schema([
@@ -113,10 +123,11 @@ FACE_COLUMNS = FACES_SCHEMA.names
 FACE_KEY = ["video_id", "frame_index", "face_index"]
 CROP_WINDOW_COLUMNS = ["crop_left", "crop_top", "crop_side"]
 
-# outputs/detection_report.csv: one row per manifest video.
+# outputs/detection_report.csv: one row per manifest video (kind, frames_expected and
+# decode_errors carried over from the extract report, so a verdict can weigh the evidence).
 DETECTION_REPORT_COLUMNS = [
-    "video_id", "label", "split", "status", "reason",
-    "frames_sampled", "frames_with_face", "faces_kept",
+    "video_id", "label", "split", "status", "reason", "kind",
+    "frames_expected", "frames_sampled", "decode_errors", "frames_with_face", "faces_kept",
 ]
 
 # data/face_scores.parquet, written by calibrate: the fake logit of every face crop of
@@ -138,7 +149,7 @@ SCORED_FACE_COLUMNS = [*FACE_KEY, "x1", "y1", "x2", "y2", "det_prob", *CROP_WIND
 PREDICTION_COLUMNS = [
     "video_path", "true_label", "pred_class", "prob_fake", "prob_real",
     "video_id", "split", "verdict", "reason",
-    "n_frames_sampled", "n_frames_with_face", "n_faces", "aggregation", "threshold",
+    "n_frames_expected", "n_frames_sampled", "decode_errors", "n_frames_with_face", "n_faces", "aggregation", "threshold",
 ]
 _PREDICTION_TEXT_COLUMNS = ["video_path", "true_label", "pred_class", "video_id", "split", "verdict", "reason", "aggregation"]
 
@@ -321,9 +332,12 @@ class VideoVerdict:
         verdict: One of :data:`VERDICTS`.
         reason: Why, in words (the score against the threshold, or what went wrong).
         prob_fake: Aggregated fake probability; None when the video was not scored.
-        threshold: Decision threshold in use.
-        aggregation: Aggregation in use.
+        threshold: Decision threshold in use (None when no detector was needed: the CLI
+            loads one only for the first file that decodes).
+        aggregation: Aggregation in use (None likewise).
+        n_frames_expected: Frames a complete file gives for the sample (1 for an image).
         n_frames_sampled: Frames decoded and searched for faces.
+        decode_errors: Frames that failed to decode or are missing (1 for a truncated image).
         n_frames_with_face: Sampled frames with at least one kept face.
         n_faces: Face crops scored.
     """
@@ -335,9 +349,11 @@ class VideoVerdict:
     verdict: str
     reason: str
     prob_fake: float | None
-    threshold: float
-    aggregation: str
+    threshold: float | None
+    aggregation: str | None
+    n_frames_expected: int = 0
     n_frames_sampled: int = 0
+    decode_errors: int = 0
     n_frames_with_face: int = 0
     n_faces: int = 0
 
@@ -345,7 +361,7 @@ class VideoVerdict:
     def pred_class(self) -> str:
         """``fake``/``real`` by the threshold alone when scored (also for ``uncertain``,
         which ``verdict`` flags), else the verdict (``no_face``/``unreadable``)."""
-        if self.prob_fake is None:
+        if self.prob_fake is None or self.threshold is None:
             return self.verdict
         return FAKE if self.prob_fake >= self.threshold else REAL
 

@@ -5,6 +5,14 @@ sampled ones are ``retrieve()``-d (colour conversion). Seeking to each sampled f
 re-decodes from the previous keyframe every time, which costs about 10x more on
 typical deepfake-dataset files (one keyframe every 250 frames; see docs/performance.md).
 
+Every file is first looked at by :func:`media.probe` (entry type, permissions, format from
+the content, image size against :data:`media.MAX_PIXELS`), so the decoders only ever see
+regular, readable files of a recognised kind and bounded size. Decoding is bounded too (at
+most :data:`MAX_FRAMES_DECODED` frames), and what went wrong while decoding (frames that
+fail mid-stream, a stream that ends early, a truncated image) is counted in
+:attr:`VideoInfo.decode_errors` and described in :attr:`VideoInfo.notes`, so a damaged
+file is never judged as if it were whole.
+
 Example:
     >>> info, frames = read_frames(Path("clip.mp4"), 16)  # doctest: +SKIP
     >>> frames[0].image.shape  # (H, W, 3) RGB uint8, upright  # doctest: +SKIP
@@ -13,26 +21,34 @@ Example:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from . import records
+from .media import IMAGE, Probe, VideoNotFoundError, VideoReadError, check_pixels, describe_unopenable, image_damage, probe
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["Frame", "VideoInfo", "VideoNotFoundError", "VideoReadError", "check_readable", "read_frames",
+           "rotate_upright", "sample_indices"]
+
 # Used for timestamps when a container reports no frame rate.
 FALLBACK_FPS = 25.0
-
-
-class VideoReadError(Exception):
-    """A file could not be read as a video; ``str(exc)`` is a human reason naming the file."""
-
-
-class VideoNotFoundError(VideoReadError):
-    """The file does not exist (a "listed but missing" video, not a broken one)."""
+# Decoding stops after this many frames (30 minutes at 30 fps): a longer video is sampled
+# over its first MAX_FRAMES_DECODED frames, and its notes say so.
+MAX_FRAMES_DECODED = 54_000
+# This many failed frames in a row end the stream (a failure followed by good frames is
+# corrupt data, counted as a decode error; failures to the end are a truncated stream).
+MAX_FAILED_RUN = 25
+# Containers whose frame count FFmpeg reads from an index; for the others (Matroska, WebM,
+# FLV, ...) it is estimated from the duration and the frame rate.
+EXACT_COUNT_FORMATS = ("iso-bmff", "avi")
+# A stream that ends at most this many frames before an exact count is not damage (edit
+# lists can drop a frame or two); for an estimated count, at most this share of it.
+EXACT_COUNT_SLACK = 2
+ESTIMATED_COUNT_SLACK = 0.1
 
 
 @dataclass(frozen=True)
@@ -49,6 +65,12 @@ class VideoInfo:
         height: Height of the upright frames, px.
         rotation: Clockwise rotation (0, 90, 180, 270) from the container's display
             matrix; already applied to the returned frames.
+        kind: ``video`` or ``image`` (from the content, not the suffix).
+        n_frames_expected: Frames a complete file would have given for the sample:
+            ``min(n, frame count)`` for a video, 1 for an image.
+        decode_errors: Frames that failed to decode or are missing from a stream that ends
+            early, plus sampled frames that would not convert; 1 for a truncated image.
+        notes: What went wrong or was limited while decoding, in words (empty when nothing).
     """
 
     path: Path
@@ -57,6 +79,10 @@ class VideoInfo:
     width: int
     height: int
     rotation: int
+    kind: str = "video"
+    n_frames_expected: int = 0
+    decode_errors: int = 0
+    notes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -121,49 +147,60 @@ def rotate_upright(image: np.ndarray, rotation: int) -> np.ndarray:
     return cv2.rotate(image, flags[rotation])
 
 
-def _check_file(path: Path) -> None:
-    """Raise the precise error for a path that cannot hold a video at all."""
-    if not path.exists():
-        raise VideoNotFoundError(f"file not found: {path}")
-    if not path.is_file():
-        raise VideoReadError(f"not a regular file: {path}")
-    if path.stat().st_size == 0:
-        raise VideoReadError(f"empty file (0 bytes): {path}")
+def _read_still(found: Probe) -> tuple[VideoInfo, list[Frame]]:
+    """Read a still image as a one-frame video (EXIF orientation applied by OpenCV).
 
-
-def _read_still(path: Path) -> tuple[VideoInfo, list[Frame]]:
-    """Read a still image as a one-frame video (EXIF orientation applied by OpenCV)."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    Its size was checked against the pixel budget from the header (:func:`media.probe`).
+    """
+    path = found.path
+    damage = image_damage(path, found.format)
+    try:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise VideoReadError(f"OpenCV failed to decode the image ({exc}): {path}") from exc
     if bgr is None:
-        raise VideoReadError(f"not a decodable image: {path}")
+        raise VideoReadError(f"not a decodable image ({found.format}{'; ' + damage if damage else ''}): {path}")
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     h, w = rgb.shape[:2]
-    info = VideoInfo(path=path, n_frames=1, fps=0.0, width=w, height=h, rotation=0)
+    info = VideoInfo(path=path, n_frames=1, fps=0.0, width=w, height=h, rotation=0, kind=IMAGE,
+                     n_frames_expected=1, decode_errors=int(damage is not None), notes=(damage,) if damage else ())
     return info, [Frame(frame_index=0, timestamp_s=0.0, image=rgb)]
 
 
-def _describe_unopenable(path: Path) -> str:
-    """Say why FFmpeg may have refused a file, from its first bytes (for the report)."""
-    with path.open("rb") as fh:
-        head = fh.read(512)
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    if text is not None and all(c.isprintable() or c in "\r\n\t" for c in text):
-        return "FFmpeg cannot open it; the content is plain text"
-    return "FFmpeg cannot open it: unknown format, or a truncated/corrupt container"
+@dataclass
+class _Decoded:
+    """One decoding pass.
+
+    Attributes:
+        end: Index after the last frame that decoded (0: none did).
+        failed: Frames before ``end`` that failed to decode (corrupt data).
+        unconverted: Wanted frames that decoded but did not convert to an image.
+        images: The wanted frames, RGB, by index.
+    """
+
+    end: int = 0
+    failed: int = 0
+    unconverted: int = 0
+    images: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 class _Capture:
     """An opened ``cv2.VideoCapture`` that yields upright RGB frames, rotated exactly once."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, fmt: str) -> None:
         self.path = path
-        self.cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        try:
+            self.cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        except cv2.error as exc:
+            raise VideoReadError(f"OpenCV failed to open {path}: {exc}") from exc
         if not self.cap.isOpened():
             self.cap.release()
-            raise VideoReadError(f"not a readable video ({_describe_unopenable(path)}): {path}")
+            raise VideoReadError(f"not a readable video ({describe_unopenable(path, fmt)}): {path}")
+        try:  # the frame size is known once the stream is open: refuse huge frames before decoding
+            check_pixels(int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), path)
+        except VideoReadError:
+            self.cap.release()
+            raise
         self.rotation = int(round(self.cap.get(cv2.CAP_PROP_ORIENTATION_META))) % 360
         # Ask OpenCV to apply the display matrix; if this backend cannot, rotate ourselves.
         self.cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
@@ -171,96 +208,149 @@ class _Capture:
         self.declared_frames = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT))
         self.fps = float(self.cap.get(cv2.CAP_PROP_FPS))
 
-    def decode(self, wanted: list[int], stop: int | None) -> tuple[int, dict[int, np.ndarray]]:
+    def decode(self, wanted: list[int], stop: int) -> _Decoded:
         """Decode sequentially, converting only the ``wanted`` frames.
+
+        A frame that fails to decode is skipped (it takes its index); :data:`MAX_FAILED_RUN`
+        failures in a row end the stream.
 
         Args:
             wanted: Sorted frame indices to return.
-            stop: Decode at most this many frames (``None``: until the stream ends).
+            stop: Decode at most this many frames.
 
         Returns:
-            ``(n_decoded, {index: rgb})``; ``n_decoded < stop`` means the stream ended early.
+            What was decoded; ``end < stop`` means the stream ended early.
         """
         targets = set(wanted)
-        images: dict[int, np.ndarray] = {}
+        out = _Decoded()
+        failed: list[int] = []
         index = 0
-        while stop is None or index < stop:
+        while index < stop:
             if not self.cap.grab():
-                break
+                if len(failed) >= MAX_FAILED_RUN and failed[-MAX_FAILED_RUN] == index - MAX_FAILED_RUN:
+                    break
+                failed.append(index)
+                index += 1
+                continue
             if index in targets:
                 ok, bgr = self.cap.retrieve()
                 if ok and bgr is not None:
                     if not self.auto_rotates:
                         bgr = rotate_upright(bgr, self.rotation)
-                    images[index] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                    out.images[index] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 else:
                     logger.debug("%s: frame %d decoded but not converted", self.path, index)
+                    out.unconverted += 1
             index += 1
-        return index, images
+            out.end = index
+        # Failures followed by a decoded frame are corrupt data; those after the last one are the end.
+        out.failed = sum(1 for i in failed if i < out.end)
+        return out
 
     def release(self) -> None:
         self.cap.release()
 
 
-def read_frames(path: Path, n: int) -> tuple[VideoInfo, list[Frame]]:
+def check_readable(path: Path) -> Probe:
+    """The cheap part of :func:`read_frames`: is there anything to decode at all?
+
+    :func:`media.probe`, and for a video, opening it and decoding up to its first good
+    frame. The CLI calls it before loading any model, so a batch of unreadable files costs
+    no model loading.
+
+    Args:
+        path: A video or image file.
+
+    Returns:
+        The probe.
+
+    Raises:
+        VideoReadError: As :func:`read_frames` would (``VideoNotFoundError`` when absent).
+    """
+    found = probe(Path(path))
+    if found.kind == IMAGE:
+        return found
+    cap = _Capture(found.path, found.format)
+    try:
+        if not any(cap.cap.grab() for _ in range(MAX_FAILED_RUN + 1)):  # stops at the first good frame
+            raise VideoReadError(f"no decodable frame ({cap.declared_frames} declared by the container): {found.path}")
+    except cv2.error as exc:
+        raise VideoReadError(f"OpenCV failed while decoding {found.path}: {exc}") from exc
+    finally:
+        cap.release()
+    return found
+
+
+def read_frames(path: Path, n: int, max_frames: int = MAX_FRAMES_DECODED) -> tuple[VideoInfo, list[Frame]]:
     """Read ``n`` evenly spaced, upright RGB frames from a video (or one still image).
 
     Frames are spread with ``np.linspace`` over the *decodable* frames. When the stream
     ends before the container's frame count (a truncated file), the sample is planned
     again over the frames that did decode, so it still spans the whole readable part.
+    The file's content decides whether it is read as an image or a video, not its suffix.
 
     Args:
-        path: Video file (anything FFmpeg reads) or still image (``records.IMAGE_SUFFIXES``).
+        path: Video file (anything FFmpeg reads) or still image.
         n: Number of frames wanted (fewer when the video is shorter).
+        max_frames: Decode at most this many frames (a longer video is sampled over its
+            first ``max_frames`` frames).
 
     Returns:
-        ``(info, frames)`` with frames in increasing ``frame_index`` order.
+        ``(info, frames)`` with frames in increasing ``frame_index`` order; ``info`` counts
+        and describes any decoding problem.
 
     Raises:
         VideoNotFoundError: If the file does not exist.
-        VideoReadError: If the file is empty, not a video, or has no decodable frame.
+        VideoReadError: If the file cannot be read (see :func:`media.probe`), is not a
+            video or image, is above the pixel budget, or has no decodable frame.
         ValueError: If ``n < 1``.
     """
     path = Path(path)
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    _check_file(path)
-    if path.suffix.lower() in records.IMAGE_SUFFIXES:
-        return _read_still(path)
+    found = probe(path)
+    if found.kind == IMAGE:
+        return _read_still(found)
 
-    try:
-        cap = _Capture(path)
-    except cv2.error as exc:
-        raise VideoReadError(f"OpenCV failed to open {path}: {exc}") from exc
+    cap = _Capture(path, found.format)
+    notes: list[str] = []
     try:
         declared = cap.declared_frames
-        if declared > 0:
-            n_decoded, images = cap.decode(sample_indices(declared, n), stop=declared)
-        else:
-            # Unknown length: count the frames first, then sample them.
-            n_decoded, images = cap.decode([], stop=None)
-        if n_decoded == 0:
-            raise VideoReadError(
-                f"no decodable frame ({declared} declared by the container): {path}"
-            )
-        if n_decoded != declared:
+        stop = min(declared, max_frames) if declared > 0 else max_frames
+        if declared > max_frames:
+            notes.append(f"only the first {max_frames} of {declared} frames decoded (limit)")
+        # Unknown length: count the frames first, then sample them.
+        done = cap.decode(sample_indices(stop, n) if declared > 0 else [], stop)
+        if done.end == 0:
+            raise VideoReadError(f"no decodable frame ({declared} declared by the container): {path}")
+        if declared <= 0 or done.end < stop:
             if declared > 0:
                 logger.warning(
                     "%s: stream ends after %d of %d declared frames (truncated file or "
                     "inexact count); sampling over the decoded frames",
-                    path, n_decoded, declared,
+                    path, done.end, declared,
                 )
             # Re-planning needs a second pass: a fresh capture decodes from the start.
             cap.release()
-            cap = _Capture(path)
-            _, images = cap.decode(sample_indices(n_decoded, n), stop=n_decoded)
+            cap = _Capture(path, found.format)
+            done = cap.decode(sample_indices(done.end, n), done.end)
     except cv2.error as exc:
         raise VideoReadError(f"OpenCV failed while decoding {path}: {exc}") from exc
     finally:
         cap.release()
 
+    images = done.images
     if not images:
         raise VideoReadError(f"frames decode but none converts to an image: {path}")
+    missing = _missing_at_end(declared, stop, done.end, found.format)
+    if missing:
+        notes.append(f"the stream ends after {done.end} of {declared} declared frames (truncated or corrupt file)")
+    if done.failed:
+        notes.append(f"{done.failed} frame(s) failed to decode mid-stream (corrupt data)")
+    if done.unconverted:
+        notes.append(f"{done.unconverted} sampled frame(s) decoded but did not convert to an image")
+    if done.end >= max_frames and declared <= 0:
+        notes.append(f"only the first {max_frames} frames decoded (limit; the container gives no frame count)")
     fps = cap.fps
     if not fps > 0:  # also catches NaN
         logger.debug(
@@ -272,6 +362,19 @@ def read_frames(path: Path, n: int) -> tuple[VideoInfo, list[Frame]]:
     ]
     h, w = frames[0].image.shape[:2]
     info = VideoInfo(
-        path=path, n_frames=n_decoded, fps=fps, width=w, height=h, rotation=cap.rotation
+        path=path, n_frames=done.end, fps=fps, width=w, height=h, rotation=cap.rotation,
+        n_frames_expected=min(n, stop if declared > 0 else done.end),
+        decode_errors=missing + done.failed + done.unconverted, notes=tuple(notes),
     )
     return info, frames
+
+
+def _missing_at_end(declared: int, stop: int, end: int, fmt: str) -> int:
+    """Frames missing from a stream that ends before its container's count (0 within slack)."""
+    if declared <= 0 or end >= stop:
+        return 0
+    short = stop - end
+    exact = fmt in EXACT_COUNT_FORMATS
+    if short <= (EXACT_COUNT_SLACK if exact else max(EXACT_COUNT_SLACK, ESTIMATED_COUNT_SLACK * declared)):
+        return 0
+    return short
