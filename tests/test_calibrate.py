@@ -45,6 +45,20 @@ def test_too_few_faces_abstain() -> None:
     assert cal.decide(0.99, n_faces=3)[0] == "fake"
 
 
+def test_thin_evidence_and_damaged_files_abstain() -> None:
+    """min_faces is capped at the frames sampled: a still image needs one face, a one-frame video
+    min_faces; a file that decoded with errors gets no verdict."""
+    cal = make_calibration(min_faces=3, frames=12)
+    assert cal.decide(0.99, n_faces=1, frames_planned=1)[0] == "fake"  # a still image
+    verdict, reason = cal.decide(0.99, n_faces=1, frames_planned=12)  # a one-frame video
+    assert verdict == "uncertain" and reason == "only 1 face(s) scored, fewer than min_faces 3"
+    assert cal.decide(0.99, n_faces=2, frames_planned=2)[0] == "fake"  # --frames 2
+    assert cal.decide(0.99, n_faces=1, frames_planned=2) == (
+        "uncertain", "only 1 face(s) scored, fewer than 2 (min_faces 3, one per sampled frame)")
+    verdict, reason = cal.decide(0.99, n_faces=10, decode_errors=3)
+    assert verdict == "uncertain" and reason.startswith("damaged file (3 decode error(s)): prob_fake 0.990")
+
+
 def test_calibration_round_trips_and_rejects_unknown_keys() -> None:
     cal = make_calibration(threshold=0.37, aggregation="confident", crop=CropParams(detect_long_side=360))
     assert Calibration.from_dict(cal.to_dict()) == cal

@@ -6,6 +6,7 @@ import hashlib
 import tarfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -143,3 +144,26 @@ def test_crop_videos_refuses_a_stale_extract_report(tmp_path: Path) -> None:
     frames = pd.DataFrame(columns=records.FRAME_COLUMNS)
     with pytest.raises(ValueError, match=r"missing from the extract report.*'b'"):
         crop_videos(manifest, frames, extract, tmp_path / "frames", tmp_path / "crops", CropParams())
+
+
+def test_reports_carry_the_kind_and_the_decode_errors(tmp_path: Path, portrait: np.ndarray) -> None:
+    """A truncated clip is extracted (ok) with its decode errors counted and described, and crop_faces
+    carries them on; a JPEG named .mp4 is read as the image it is."""
+    from deepfake_detector.extract_frames import ExtractParams, extract_videos
+
+    whole = write_clip(tmp_path / "whole.avi", portrait_frames(40, 160, 120), fourcc="MJPG")
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    photo = tmp_path / "photo.mp4"
+    photo.write_bytes(cv2.imencode(".jpg", cv2.cvtColor(portrait, cv2.COLOR_RGB2BGR))[1].tobytes())
+    manifest = pd.DataFrame([_manifest_row("cut", cut), _manifest_row("photo", photo), _manifest_row("whole", whole)])
+    frames, extract = extract_videos(manifest, ExtractParams(frames_per_video=FRAMES), tmp_path / "frames")
+    ext = extract.set_index("video_id")
+    assert ext.loc["cut", "status"] == "ok" and ext.loc["cut", "decode_errors"] == 40 - ext.loc["cut", "n_frames_total"] > 0
+    assert "ends after" in ext.loc["cut", "reason"] and ext.loc["cut", "n_frames_expected"] == FRAMES
+    assert ext.loc["photo", ["kind", "n_frames_expected", "n_frames_sampled", "decode_errors"]].tolist() == ["image", 1, 1, 0]
+    assert ext.loc["whole", ["kind", "decode_errors", "reason"]].tolist() == ["video", 0, ""]
+    _, report = crop_videos(manifest, frames, extract, tmp_path / "frames", tmp_path / "crops", CropParams())
+    rep = report.set_index("video_id")
+    assert rep.loc["cut", "status"] == "ok" and rep.loc["cut", "decode_errors"] > 0 and "ends after" in rep.loc["cut", "reason"]
+    assert rep.loc["photo", ["kind", "frames_expected", "decode_errors"]].tolist() == ["image", 1, 0]

@@ -131,3 +131,26 @@ def test_stage_rows_only_for_selected_splits(crop_set: dict[str, Path], tmp_path
     detector = save_detector(tmp_path / "detector.pt", make_calibration())
     df, m = _run_stage(crop_set, tmp_path, scores, detector, {"splits": ["test"]})
     assert set(df["split"]) == {"test"} and len(df) == 5 and m["videos"] == 5
+
+
+def test_stage_abstains_on_damaged_files_and_judges_stills_on_one_face(crop_set: dict[str, Path], tmp_path: Path) -> None:
+    """A video that decoded with errors gets no verdict (its score is kept); a still image needs
+    one face where a video needs min_faces."""
+    scores = _scores(crop_set, _logits_by_label(crop_set))
+    report = records.read_detection_report(crop_set["report"])
+    ok = report.index[report["status"] == "ok"]
+    damaged, still = report.loc[ok[0], "video_id"], report.loc[ok[1], "video_id"]
+    report.loc[ok[0], ["decode_errors", "reason"]] = ["5", "the stream ends after 7 of 12 declared frames (truncated or corrupt file)"]
+    report.loc[ok[1], "kind"] = "image"
+    d = {**crop_set, "report": tmp_path / "detection_report.csv"}
+    records.write_detection_report(report, d["report"])
+    detector = save_detector(tmp_path / "detector.pt", make_calibration(min_faces=5))  # every video has 4 faces
+    df, _ = _run_stage(d, tmp_path / "out", scores, detector)
+    by_id = df.set_index("video_id")
+    reason = by_id.loc[damaged, "reason"]
+    assert by_id.loc[damaged, "verdict"] == "uncertain" and by_id.loc[damaged, "decode_errors"] == 5
+    assert "damaged file (5 decode error(s))" in reason and "ends after 7 of 12" in reason
+    assert by_id.loc[damaged, "pred_class"] == by_id.loc[damaged, "true_label"]  # scored, just not trusted
+    assert by_id.loc[still, "verdict"] == by_id.loc[still, "true_label"]
+    others = df[df["prob_fake"].notna() & ~df["video_id"].isin([damaged, still])]
+    assert len(others) and (others["verdict"] == "uncertain").all()

@@ -55,7 +55,8 @@ class CalibrateParams:
             ``mean``, ``mean_logit``, ``confident``, ``max_face_mean``.
         abstain_band: A video whose score lies strictly within this distance of the
             threshold is ``uncertain`` (0 disables abstention).
-        min_faces: A video with fewer scored faces is ``uncertain``.
+        min_faces: A video with fewer scored faces is ``uncertain`` (capped at the frames
+            sampled: a still image needs one face, a video sampled at 12 frames needs 3).
         target_fpr: When validation has no fake videos, the threshold calls this share of
             the validation real videos fake.
         batch_size: Face crops per forward pass (speed only).
@@ -64,7 +65,7 @@ class CalibrateParams:
 
     aggregation: str = "auto"
     abstain_band: float = 0.05
-    min_faces: int = 1
+    min_faces: int = 3
     target_fpr: float = 0.05
     batch_size: int = 64
     aggregate: AggregateParams = field(default_factory=AggregateParams)

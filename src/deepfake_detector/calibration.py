@@ -10,8 +10,10 @@ the threshold and the abstain band, so the CLI and the pipeline judge a video th
 Verdicts (:meth:`Calibration.decide`):
 
 * ``fake`` / ``real``: the score is at least ``abstain_band`` away from the threshold;
-* ``uncertain``: inside the band around the threshold, or fewer than ``min_faces`` faces
-  were scored (too little evidence);
+* ``uncertain``: inside the band around the threshold; or too little evidence: fewer than
+  ``min_faces`` faces scored (never more than one per sampled frame is asked: a still image
+  needs one), or a damaged file (frames that failed to decode, a stream or image that ends
+  early), whose score is reported but not turned into a verdict;
 * ``no_face`` / ``unreadable``: decided before scoring, never from a made-up score.
 """
 
@@ -43,7 +45,8 @@ class Calibration:
         aggregate: Cut-offs of the ``confident`` aggregation.
         threshold: A video is fake when its score is >= this (outside the abstain band).
         abstain_band: Scores strictly within this distance of the threshold are ``uncertain``.
-        min_faces: Fewer scored faces than this give ``uncertain`` (too little evidence).
+        min_faces: Fewer scored faces than this give ``uncertain`` (too little evidence);
+            capped at the frames sampled, so a still image needs one face.
         how: How the aggregation and the threshold were chosen, for people.
     """
 
@@ -54,7 +57,7 @@ class Calibration:
     aggregate: AggregateParams
     threshold: float
     abstain_band: float
-    min_faces: int = 1
+    min_faces: int = 3
     how: str = ""
 
     def __post_init__(self) -> None:
@@ -80,21 +83,40 @@ class Calibration:
         """
         return from_mapping(cls, data, where)
 
-    def decide(self, prob: float, n_faces: int) -> tuple[str, str]:
+    def faces_needed(self, frames_planned: int | None = None) -> int:
+        """Scored faces a verdict needs: ``min_faces``, but never more than the frames sampled.
+
+        Args:
+            frames_planned: Frames the sample asks for: 1 for a still image, else the frames
+                per video in use (default the calibration's). A one-frame *video* is asked
+                for the usual number, so it needs ``min_faces``.
+        """
+        return max(1, min(self.min_faces, frames_planned or self.frames_per_video))
+
+    def decide(self, prob: float, n_faces: int, frames_planned: int | None = None,
+               decode_errors: int = 0) -> tuple[str, str]:
         """The verdict of a scored video and its reason.
 
         Args:
             prob: Aggregated fake probability.
             n_faces: Face crops that were scored.
+            frames_planned: See :meth:`faces_needed`.
+            decode_errors: Frames of the file that failed to decode or are missing (1 for
+                a truncated image).
 
         Returns:
-            ``(verdict, reason)``: ``uncertain`` when fewer than ``min_faces`` faces were
-            scored or ``|prob - threshold| < abstain_band``, else ``fake`` when
-            ``prob >= threshold``, else ``real``.
+            ``(verdict, reason)``: ``uncertain`` for a damaged file, when fewer faces than
+            :meth:`faces_needed` were scored or when ``|prob - threshold| < abstain_band``,
+            else ``fake`` when ``prob >= threshold``, else ``real``.
         """
         t, band = self.threshold, self.abstain_band
-        if n_faces < self.min_faces:
-            return records.UNCERTAIN, f"only {n_faces} face(s) scored, fewer than min_faces {self.min_faces}"
+        if decode_errors > 0:
+            return records.UNCERTAIN, (f"damaged file ({decode_errors} decode error(s)): prob_fake {prob:.3f} "
+                                       "is not trusted for a verdict")
+        needed = self.faces_needed(frames_planned)
+        if n_faces < needed:
+            rule = f"min_faces {needed}" if needed == self.min_faces else f"{needed} (min_faces {self.min_faces}, one per sampled frame)"
+            return records.UNCERTAIN, f"only {n_faces} face(s) scored, fewer than {rule}"
         if abs(prob - t) < band:
             return records.UNCERTAIN, f"prob_fake {prob:.3f} is within {band:g} of the threshold {t:.3f}"
         if prob >= t:

@@ -46,6 +46,14 @@ def _store_crops(video_id: str, crops: list[FaceCrop], shards: ShardSequence) ->
     return rows
 
 
+def _count(value: object) -> int:
+    """A count from the extract report (text; blank when the video was not decoded)."""
+    try:
+        return int(float(value))  # "12", or "12.0" from a float column
+    except (TypeError, ValueError):  # blank or NaN: not decoded
+        return 0
+
+
 class _Cropper:
     """Detects and crops one manifest video at a time (the per-video step of the stage)."""
 
@@ -59,9 +67,11 @@ class _Cropper:
 
     def __call__(self, row: Any) -> VideoResult:
         params = self.detector.params
-        report: dict = {"video_id": row.video_id, "label": row.label, "split": row.split,
-                        "frames_sampled": 0, "frames_with_face": 0, "faces_kept": 0}
-        status, reason = self.extract.at[row.video_id, "status"], self.extract.at[row.video_id, "reason"]
+        extracted = self.extract.loc[row.video_id]
+        report: dict = {"video_id": row.video_id, "label": row.label, "split": row.split, "kind": extracted["kind"],
+                        "frames_expected": _count(extracted["n_frames_expected"]), "frames_sampled": 0,
+                        "decode_errors": _count(extracted["decode_errors"]), "frames_with_face": 0, "faces_kept": 0}
+        status, reason = extracted["status"], extracted["reason"]
         video_frames = self.frames_by_video.get(row.video_id)
         if status == records.OK and video_frames is None:
             status, reason = records.UNREADABLE, f"no frames of {row.video_id} in the frames table"
@@ -70,11 +80,12 @@ class _Cropper:
         frames = _load_frames(video_frames, self.reader)
         crops = detect_and_crop(frames, self.detector, params)
         report["frames_sampled"] = len(frames)
+        # An ok video's extract reason, when it has one, says what went wrong while decoding it.
         if not crops:
-            reason = (f"no face with probability >= {params.prob_threshold} in any of "
-                      f"{len(frames)} sampled frames of {row.path}")
+            reason = "; ".join(filter(None, [f"no face with probability >= {params.prob_threshold} in any of "
+                                             f"{len(frames)} sampled frames of {row.path}", reason]))
             return {**report, "status": records.NO_FACE, "reason": reason}, []
-        report.update(status=records.OK, reason="",
+        report.update(status=records.OK, reason=reason,
                       frames_with_face=len({c.frame_index for c in crops}), faces_kept=len(crops))
         return report, _store_crops(row.video_id, crops, self.shards)
 

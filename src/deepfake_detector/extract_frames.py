@@ -3,7 +3,8 @@
 Videos are decoded sequentially (:func:`video.read_frames`) and their sampled frames
 stored losslessly (PNG by default), so the crops cut from them later carry no new
 compression traces. Every manifest video gets one report row (ok / missing / unreadable,
-with a reason); a bad file is reported and the batch goes on.
+with a reason; an ok video that decoded with errors counts them in ``decode_errors`` and
+says what they were in its reason); a bad file is reported and the batch goes on.
 """
 
 from __future__ import annotations
@@ -72,9 +73,9 @@ def _extract_one(row: Any, params: ExtractParams, shards: ShardSequence) -> Vide
             "shard": writer.path.name, "member": member,
         })
     report.update(
-        status=records.OK, reason="", n_frames_total=info.n_frames,
-        n_frames_sampled=len(frames), fps=info.fps, width=info.width,
-        height=info.height, rotation=info.rotation,
+        status=records.OK, reason="; ".join(info.notes), kind=info.kind, n_frames_total=info.n_frames,
+        n_frames_expected=info.n_frames_expected, n_frames_sampled=len(frames), decode_errors=info.decode_errors,
+        fps=info.fps, width=info.width, height=info.height, rotation=info.rotation,
     )
     return report, frame_rows
 

@@ -97,22 +97,24 @@ def judge_paths(
                       threshold=cal.threshold, aggregation=cal.aggregation)
         empty = pd.DataFrame(columns=records.SCORED_FACE_COLUMNS)
         try:
-            _, frames = read_frames(path, n_frames)
+            info, frames = read_frames(path, n_frames)
         except VideoReadError as exc:
             yield PathPrediction(records.VideoVerdict(**common, verdict=records.UNREADABLE, reason=str(exc), prob_fake=None), empty, [], None)
             continue
+        common.update(n_frames_expected=info.n_frames_expected, n_frames_sampled=len(frames), decode_errors=info.decode_errors)
         kept = {f.frame_index: f.image for f in frames} if keep_frames else None
         crops = detect_and_crop(frames, face_detector, cal.crop)
         if not crops:
             reason = f"no face with probability >= {cal.crop.prob_threshold} in any of {len(frames)} sampled frames of {path}"
-            v = records.VideoVerdict(**common, verdict=records.NO_FACE, reason=reason, prob_fake=None, n_frames_sampled=len(frames))
+            v = records.VideoVerdict(**common, verdict=records.NO_FACE, reason="; ".join([reason, *info.notes]), prob_fake=None)
             yield PathPrediction(v, empty, [], kept)
             continue
         images = [c.crop for c in crops]
         logits = predict_logits(model, ArrayDataset(images, transform), rt, batch_size=BATCH_SIZE, desc=path.name)
         faces = _faces_table(str(path), crops, logits)
         prob = float(video_scores(faces, cal.aggregation, cal.aggregate).iloc[0])
-        verdict, why = cal.decide(prob, len(faces))
-        v = records.VideoVerdict(**common, verdict=verdict, reason=why, prob_fake=prob, n_frames_sampled=len(frames),
+        planned = 1 if info.kind == records.KIND_IMAGE else n_frames  # a still image needs one face
+        verdict, why = cal.decide(prob, len(faces), planned, info.decode_errors)
+        v = records.VideoVerdict(**common, verdict=verdict, reason="; ".join([why, *info.notes]), prob_fake=prob,
                                  n_frames_with_face=int(faces["frame_index"].nunique()), n_faces=len(faces))
         yield PathPrediction(v, faces, images, kept)

@@ -40,22 +40,29 @@ class PredictParams:
 
 
 def manifest_verdict(row: Any, status: str, reason: str, n_sampled: int, faces: pd.DataFrame | None,
-                     prob: float | None, cal: Calibration) -> records.VideoVerdict:
+                     prob: float | None, cal: Calibration, kind: str = "video", n_expected: int = 0,
+                     decode_errors: int = 0) -> records.VideoVerdict:
     """The verdict of one manifest video from its detection status and (when ok) its score.
 
     Args:
         row: The manifest row (``video_id``, ``path``, ``label``, ``split``).
         status: Its status in the detection report.
-        reason: The report's reason.
+        reason: The report's reason (for an ok video: what went wrong while decoding it, if anything).
         n_sampled: Frames sampled.
         faces: Its face scores (None when it has none).
         prob: Its aggregated fake probability (None when not scored).
         cal: The detector's calibration.
+        kind: ``video`` or ``image`` (a still image needs one face).
+        n_expected: Frames a complete file gives for the sample.
+        decode_errors: Frames that failed to decode or are missing (a damaged file gets no verdict).
     """
     common = dict(video_id=row.video_id, video_path=row.path, true_label=row.label, split=row.split,
-                  threshold=cal.threshold, aggregation=cal.aggregation, n_frames_sampled=n_sampled)
+                  threshold=cal.threshold, aggregation=cal.aggregation, n_frames_sampled=n_sampled,
+                  n_frames_expected=n_expected, decode_errors=decode_errors)
     if status == records.OK and prob is not None and faces is not None:
-        verdict, why = cal.decide(float(prob), len(faces))
+        planned = 1 if kind == records.KIND_IMAGE else cal.frames_per_video
+        verdict, why = cal.decide(float(prob), len(faces), planned, decode_errors)
+        why = "; ".join(filter(None, [why, reason]))
         return records.VideoVerdict(**common, verdict=verdict, reason=why, prob_fake=float(prob),
                                     n_frames_with_face=int(faces["frame_index"].nunique()), n_faces=len(faces))
     if status == records.NO_FACE:
@@ -95,7 +102,8 @@ def run_predict_videos(
     manifest = records.read_manifest(manifest_path).sort_values("video_id", kind="stable").reset_index(drop=True)
     selected = manifest[manifest["split"].isin(params.splits)].reset_index(drop=True)
     report = records.read_detection_report(detection_report).set_index("video_id")
-    frames_sampled = pd.to_numeric(report["frames_sampled"], errors="coerce").fillna(0).astype(int)
+    counts_of = {c: pd.to_numeric(report[c], errors="coerce").fillna(0).astype(int)
+                 for c in ("frames_sampled", "frames_expected", "decode_errors")}
     status = records.video_status(manifest, detection_report)
     scores = records.read_face_scores(scores_path)
     scores = scores[scores["video_id"].isin(status[status == records.OK].index)]
@@ -106,8 +114,10 @@ def run_predict_videos(
     for row in selected.itertuples(index=False):
         vid = row.video_id
         reason = str(report.at[vid, "reason"]) if vid in report.index else f"not in {detection_report} (stale inputs? re-run crop_faces)"
-        verdicts.append(manifest_verdict(row, status[vid], reason, int(frames_sampled.get(vid, 0)),
-                                         faces_by_video.get(vid), probs.get(vid), cal))
+        count = {c: int(v.get(vid, 0)) for c, v in counts_of.items()}
+        kind = str(report.at[vid, "kind"]) if vid in report.index else ""
+        verdicts.append(manifest_verdict(row, status[vid], reason, count["frames_sampled"], faces_by_video.get(vid),
+                                         probs.get(vid), cal, kind, count["frames_expected"], count["decode_errors"]))
     out = pd.DataFrame([v.to_row() for v in verdicts], columns=records.PREDICTION_COLUMNS)
     counts = records.count_verdicts(out["verdict"])
     # Every selected manifest video has exactly one row: none is dropped silently.
