@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -13,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import SHARED_DATA, noise_frames, portrait_frames, write_clip
+from conftest import SHARED_DATA, noise_frames, portrait_frames, unprivileged, write_clip
 
 from test_calibrate import make_calibration
 from test_predict import save_detector
@@ -135,7 +137,7 @@ def test_usage_errors_exit_2(checkpoint: Path, media: dict[str, Path], tmp_path:
 def test_output_paths_are_checked_before_any_work(checkpoint: Path, media: dict[str, Path], tmp_path: Path,
                                                   capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     judged: list[Path] = []
-    monkeypatch.setattr(cli, "judge_paths", lambda paths, *a, **k: judged.extend(paths) or iter(()))
+    monkeypatch.setattr(judge, "judge_paths", lambda paths, *a, **k: judged.extend(paths) or iter(()))
     assert _run([str(media["good"]), "--model", str(checkpoint), "--json", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err and not judged
 
@@ -173,8 +175,8 @@ def test_cli_scores_crops_like_the_pipeline(checkpoint: Path, media: dict[str, P
 
 
 def test_find_media_recursive_sorted_case_insensitive(media: dict[str, Path]) -> None:
-    found = cli.find_media([media["dir"], media["good"]])
-    assert found == [media["image"], media["noise"], media["good"]]
+    found, unlisted = cli.find_media([media["dir"], media["good"]])
+    assert found == [media["image"], media["noise"], media["good"]] and not unlisted
 
 
 @pytest.mark.slow  # decodes a whole 12 s 720p clip
@@ -191,23 +193,23 @@ def test_real_ffpp_clip(checkpoint: Path, tmp_path: Path) -> None:
 def test_json_to_stdout_and_rows_printed_as_reached(checkpoint: Path, media: dict[str, Path], capsys: pytest.CaptureFixture,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """`--json -` writes the JSON (only) to stdout; each file's table row is out before the next file is judged."""
-    real_judge_paths = cli.judge_paths
-    seen_before_next: list[str] = []
+    real_judge_paths = judge.judge_paths
+    seen_before: list[tuple[list[Path], str]] = []
 
     def spying_judge_paths(paths, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        for i, pred in enumerate(real_judge_paths(paths, *args, **kwargs)):
-            if i == 1:
-                seen_before_next.append(capsys.readouterr().err)
-            yield pred
+        seen_before.append((list(paths), capsys.readouterr().err))
+        yield from real_judge_paths(paths, *args, **kwargs)
 
-    monkeypatch.setattr(cli, "judge_paths", spying_judge_paths)
+    monkeypatch.setattr(judge, "judge_paths", spying_judge_paths)
     assert _run([str(media["corrupt"]), str(media["noise"]), "--model", str(checkpoint), "--json", "-"]) == 0
     captured = capsys.readouterr()
     payload = json.loads(captured.out)  # nothing but the JSON on stdout
     assert [Path(r["video_path"]).name for r in payload["videos"]] == ["corrupt.mp4", "a_noise.mp4"]
     assert not Path("-").exists()
-    assert str(media["corrupt"]) in seen_before_next[0] and "unreadable" in seen_before_next[0]
-    assert str(media["noise"]) not in seen_before_next[0] and str(media["noise"]) in captured.err
+    # The corrupt file is refused without the model; the faceless clip is judged after its row is out.
+    assert [paths for paths, _ in seen_before] == [[media["noise"]]]
+    assert str(media["corrupt"]) in seen_before[0][1] and "unreadable" in seen_before[0][1]
+    assert str(media["noise"]) not in seen_before[0][1] and str(media["noise"]) in captured.err
 
 
 def test_version(capsys: pytest.CaptureFixture) -> None:
@@ -247,3 +249,80 @@ def test_cli_and_pipeline_give_the_same_verdict_on_a_real_clip(checkpoint: Path,
     np.testing.assert_allclose(cli_pred.faces["logit"].to_numpy(), scores["logit"].to_numpy(), rtol=1e-4, atol=1e-4)
     assert cli_pred.verdict.prob_fake == pytest.approx(pipeline.prob_fake, abs=1e-5)
     assert (cli_pred.verdict.verdict, cli_pred.verdict.n_frames_sampled) == (pipeline.verdict, pipeline.n_frames_sampled)
+
+
+def test_more_output_paths_checked_before_any_work(checkpoint: Path, media: dict[str, Path], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    judged: list[Path] = []
+    monkeypatch.setattr(judge, "judge_paths", lambda paths, *a, **k: judged.extend(paths) or iter(()))
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    cases = [(["--json", str(a_file / "out.json")], "is not a directory"),
+             (["--csv", str(media["good"])], "is one of the inputs"),
+             (["--explain", str(a_file)], "is not a folder")]
+    for extra, message in cases:
+        assert _run([str(media["good"]), "--model", str(checkpoint), *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not judged and media["good"].stat().st_size > 1000
+
+
+def test_directory_search_gives_every_media_entry_a_row(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Broken symlinks, a symlink loop and a FIFO named like media are rows, not silent drops."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    os.symlink("loop.mp4", folder / "loop.mp4")
+    os.symlink("gone.mp4", folder / "dangling.mp4")
+    os.mkfifo(folder / "fifo.mp4")
+    (folder / "readme.txt").write_text("not media")
+    out = tmp_path / "o.json"
+    assert _run([str(folder), "--model", str(checkpoint), "--json", str(out)]) == 0
+    rows = {Path(r["video_path"]).name: r for r in json.loads(out.read_text())["videos"]}
+    assert set(rows) == {"loop.mp4", "dangling.mp4", "fifo.mp4"}
+    assert "symlink loop" in rows["loop.mp4"]["reason"] and "dangling symlink" in rows["dangling.mp4"]["reason"]
+    assert "FIFO" in rows["fifo.mp4"]["reason"] and all(r["verdict"] == "unreadable" for r in rows.values())
+
+
+def test_a_batch_of_unreadable_files_loads_no_model(checkpoint: Path, media: dict[str, Path], tmp_path: Path) -> None:
+    """Inputs are checked first; PyTorch and the model load only for a file that decodes."""
+    out = tmp_path / "o.json"
+    code = ("import sys; from deepfake_detector import cli; rc = cli.main(sys.argv[1:]); "
+            "print(rc, [m for m in ('torch', 'torchvision', 'facenet_pytorch') if m in sys.modules])")
+    args = ["predict", str(media["corrupt"]), str(tmp_path / "nowhere.mp4"), "--model", str(checkpoint), "--json", str(out)]
+    run = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert run.stdout.strip().splitlines()[-1] == "0 []", run.stdout + run.stderr
+    payload = json.loads(out.read_text())
+    assert [r["verdict"] for r in payload["videos"]] == ["unreadable", "unreadable"]
+    assert payload["model"] == str(checkpoint) and payload["threshold"] is None and "model:" not in run.stdout
+
+
+def test_unreadable_files_and_folders_without_permission(checkpoint: Path, media: dict[str, Path], tmp_path: Path) -> None:
+    """As a user without the right to read them: a row each, the batch goes on; an output folder
+    without write permission is refused before any work."""
+    prefix = unprivileged()
+    folder = tmp_path / "in"
+    (folder / "locked").mkdir(parents=True)
+    (folder / "locked" / "clip.mp4").write_bytes(media["good"].read_bytes())
+    (folder / "no_read.mp4").write_bytes(media["good"].read_bytes())
+    (folder / "broken.mp4").write_bytes(media["corrupt"].read_bytes())
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    os.chmod(folder / "no_read.mp4", 0)
+    os.chmod(folder / "locked", 0)
+    os.chmod(read_only, 0o555)
+    try:
+        cmd = [*prefix, sys.executable, "-m", "deepfake_detector.cli", "predict", "--model", str(checkpoint)]
+        refused = subprocess.run([*cmd, str(folder), "--json", str(read_only / "o.json")], capture_output=True, text=True)
+        assert refused.returncode == 2 and "cannot create files in" in refused.stderr and "VERDICT" not in refused.stdout
+        out = tmp_path / "o.json"
+        run = subprocess.run([*cmd, str(folder), str(folder / "locked" / "clip.mp4"), "--json", str(out)],
+                             capture_output=True, text=True)
+    finally:
+        for path in (folder / "no_read.mp4", folder / "locked", read_only):
+            os.chmod(path, 0o755)
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    rows = {r["video_path"]: r for r in json.loads(out.read_text())["videos"]}
+    assert rows[str(folder / "no_read.mp4")]["reason"].startswith("permission denied: cannot read")
+    assert rows[str(folder / "locked")]["reason"].startswith("cannot list folder (Permission denied)")
+    assert "permission denied (a folder on its path cannot be searched)" in rows[str(folder / "locked" / "clip.mp4")]["reason"]
+    assert rows[str(folder / "broken.mp4")]["verdict"] == "unreadable" and len(rows) == 4

@@ -7,11 +7,15 @@ Usage:
 Files go through the pipeline's own code (:func:`judge.judge_paths`) with the detector's
 own calibration: the frames per video, detection and crop settings, aggregation, threshold
 and abstain band the calibrate stage chose on validation, so a video gets the verdict here
-that it gets in the pipeline. The model and the face detector are built once for all
-files. Directories are searched recursively (sorted) for video and image files. Each
+that it gets in the pipeline. Inputs and output paths are checked first; the model and the
+face detector are loaded once, for the first file that decodes (PyTorch alone takes seconds
+to import, so a batch of unreadable files never pays for it). Directories are searched
+recursively (sorted) for video and image files; every entry with a media name gets a row,
+broken symlinks and FIFOs included, and so does a folder that cannot be listed. Each
 verdict is printed as soon as it is reached. A file that cannot be read gets the verdict
-``unreadable`` and its reason; the exit status is non-zero (2) only for usage errors: bad
-flags, a model file that is not a calibrated checkpoint, nothing to judge.
+``unreadable`` and its reason; the exit status is non-zero only for usage errors (2: bad
+flags, an output path that cannot be written, a model file that is not a calibrated
+checkpoint, nothing to judge) and when the results cannot be written at the end (1).
 """
 
 from __future__ import annotations
@@ -22,17 +26,23 @@ import logging
 import os
 import re
 import sys
+import tempfile
+import zipfile
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import pandas as pd
 
 from . import __version__, records
-from .calibration import Detector, load_detector
-from .engine import setup_runtime
-from .judge import PathPrediction, judge_paths
 from .logs import setup_logging
-from .model import CheckpointError
+from .media import entry_problem, list_entries
+from .video import VideoReadError, check_readable
+
+if TYPE_CHECKING:  # the real imports are deferred: they load PyTorch
+    from .calibration import Detector
+    from .engine import Runtime
+    from .faces import FaceDetector
+    from .judge import PathPrediction
 
 logger = logging.getLogger(__name__)
 
@@ -47,27 +57,33 @@ class UsageError(Exception):
     """A problem with what the user asked for (reported with exit status 2)."""
 
 
-def find_media(inputs: Sequence[Path]) -> list[Path]:
-    """Expand the command-line inputs into the files to judge.
+def find_media(inputs: Sequence[Path]) -> tuple[list[Path], dict[Path, str]]:
+    """Expand the command-line inputs into the entries to judge.
 
     Args:
         inputs: Files and directories as given.
 
     Returns:
-        Files in the order given; each directory replaced by its video and image files
-        (recursive, sorted, suffix matched case-insensitively). A path that does not exist
-        is kept: it gets an ``unreadable`` row saying so.
+        ``(entries, unlisted)``: entries in the order given, each directory replaced by
+        everything in it with a media name (recursive, sorted, suffix matched
+        case-insensitively), whatever it is: a broken symlink, a symlink loop or a FIFO
+        named ``.mp4`` is kept, and so is a folder that could not be listed (with its reason
+        in ``unlisted``). Each gets an ``unreadable`` row saying what it is, as does a path
+        that does not exist.
     """
     found: list[Path] = []
+    unlisted: dict[Path, str] = {}
     for item in inputs:
-        if item.is_dir():
-            media = sorted(p for p in item.rglob("*") if p.is_file() and records.is_media_name(p))
+        if os.path.isdir(item):  # False, not an error, when a folder on its path cannot be searched
+            entries, problems = list_entries(item)
+            unlisted.update(problems)
+            media = sorted([p for p in entries if records.is_media_name(p)] + [folder for folder, _ in problems])
             if not media:
                 logger.warning("%s: no video or image files (%s) in it", item, " ".join(records.MEDIA_SUFFIXES))
             found.extend(media)
         else:
             found.append(item)
-    return found
+    return found, unlisted
 
 
 def _positive_int(text: str) -> int:
@@ -100,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_detector(path: Path | None) -> Detector:
+def _model_path(path: Path | None) -> Path:
+    """The detector file, checked without loading it (that waits for the first file that decodes)."""
     if path is None:
         path = DEFAULT_MODEL
         if not path.is_file():
@@ -108,10 +125,85 @@ def _load_detector(path: Path | None) -> Detector:
                 f"no model at {path}: make one with `make demo` (trains on the embedded sample) "
                 "or `dvc repro`, or pass --model PATH"
             )
+    problem = entry_problem(path)
+    if problem:
+        raise UsageError(f"--model: {problem}")
+    if path.stat().st_size == 0:
+        raise UsageError(f"--model: empty file (0 bytes): {path}")
     try:
-        return load_detector(path)
-    except CheckpointError as exc:
-        raise UsageError(f"--model: {exc}") from exc
+        is_zip = zipfile.is_zipfile(path)
+    except OSError as exc:
+        raise UsageError(f"--model: cannot read {path} ({exc.strerror or exc})") from exc
+    if not is_zip:
+        raise UsageError(f"--model: {path} is not a PyTorch checkpoint (torch.save writes a zip archive)")
+    return path
+
+
+class _Judge:
+    """Judges one file at a time; loads the detector, MTCNN and the runtime on first use.
+
+    Args:
+        model_path: The detector checkpoint.
+        frames: ``--frames`` (None: the calibration's).
+        keep_frames: Keep the sampled frames (for ``--explain``).
+        table: Where the model's description is printed once it is loaded.
+    """
+
+    def __init__(self, model_path: Path, frames: int | None, keep_frames: bool, table: object) -> None:
+        self.model_path = model_path
+        self.frames = frames
+        self.keep_frames = keep_frames
+        self.table = table
+        self.detector: Detector | None = None
+        self.face_detector: FaceDetector | None = None
+        self.runtime: Runtime | None = None
+
+    @property
+    def n_frames(self) -> int | None:
+        """Frames per video in use (None until the detector is loaded, unless ``--frames``)."""
+        if self.frames or self.detector is None:
+            return self.frames
+        return self.detector.calibration.frames_per_video
+
+    def load(self) -> Detector:
+        """Load the detector and build MTCNN (once), and say which model judges."""
+        if self.detector is not None:
+            return self.detector
+        # Imported here: PyTorch, torchvision and facenet-pytorch take seconds to import.
+        from .calibration import load_detector
+        from .engine import setup_runtime
+        from .faces import FaceDetector
+        from .model import CheckpointError
+
+        try:
+            detector = load_detector(self.model_path)
+        except CheckpointError as exc:
+            raise UsageError(f"--model: {exc}") from exc
+        cal = detector.calibration
+        self.runtime = setup_runtime("auto")
+        self.face_detector = FaceDetector(cal.crop)
+        self.detector = detector
+        print(f"model: {detector.path} ({detector.meta.arch}, input {detector.meta.input_size} px, "
+              f"weights {detector.meta.weights_sha256[:12]})", file=self.table)
+        print(f"calibration: {cal.describe()}" + (f"; --frames {self.frames} overrides it" if self.frames else "")
+              + f"; runtime {self.runtime.describe()}", file=self.table, flush=True)
+        return detector
+
+    def unreadable(self, path: Path, reason: str) -> records.VideoVerdict:
+        """The row of a file that was refused before any model was needed."""
+        cal = self.detector.calibration if self.detector is not None else None
+        return records.VideoVerdict(
+            video_id=str(path), video_path=str(path), true_label=None, split=None, verdict=records.UNREADABLE,
+            reason=reason, prob_fake=None, threshold=cal.threshold if cal else None,
+            aggregation=cal.aggregation if cal else None)
+
+    def __call__(self, path: Path) -> PathPrediction:
+        """Judge one file that :func:`video.check_readable` accepted."""
+        from .judge import judge_paths
+
+        detector = self.load()
+        return next(judge_paths([path], detector, face_detector=self.face_detector, n_frames=self.n_frames,
+                                keep_frames=self.keep_frames, runtime=self.runtime))
 
 
 def _explain_dir(root: Path, path: Path, used: set[str]) -> Path:
@@ -140,11 +232,17 @@ def table_header() -> str:
     return _table_line([name for name, _ in TABLE_COLUMNS])
 
 
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped, so a newline in a file name cannot split a row."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def table_row(v: records.VideoVerdict) -> str:
     """One file's line of the verdict table (the reason only where there is no plain verdict)."""
     prob = "-" if v.prob_fake is None else f"{v.prob_fake:.3f}"
     reason = v.reason if v.verdict in (records.NO_FACE, records.UNREADABLE, records.UNCERTAIN) else ""
-    return _table_line([v.verdict, prob, str(v.n_faces), f"{v.n_frames_with_face}/{v.n_frames_sampled}", v.video_path, reason])
+    frames = f"{v.n_frames_with_face}/{v.n_frames_sampled}"
+    return _table_line([v.verdict, prob, str(v.n_faces), frames, _printable(v.video_path), _printable(reason)])
 
 
 def table_footer(verdicts: Sequence[records.VideoVerdict]) -> str:
@@ -153,61 +251,101 @@ def table_footer(verdicts: Sequence[records.VideoVerdict]) -> str:
     return f"{len(verdicts)} file(s): " + ", ".join(f"{n} {v}" for v, n in counts.items())
 
 
-def _check_output(path: Path | None, flag: str) -> None:
-    """Fail before any work when an output path cannot be written (not after judging every file)."""
-    if path is None or path == STDOUT:
+def _check_writable(path: Path, flag: str, folder: bool = False) -> None:
+    """Fail before any work when an output path cannot be written (not after judging every file).
+
+    The nearest existing folder on the path must be a folder we may create files in, and an
+    existing output file must be writable (checked by trying, which is what counts).
+    """
+    exists = os.path.exists(path)  # os.path: False instead of an error when a parent cannot be searched
+    if exists and os.path.isdir(path) != folder:
+        raise UsageError(f"{flag} {path}: " + ("is not a folder" if folder else "is a directory; give a file name"))
+    if not folder and exists:
+        try:
+            with path.open("ab"):
+                pass
+        except OSError as exc:
+            raise UsageError(f"{flag} {path}: cannot be written ({exc.strerror or exc})") from None
         return
-    if path.is_dir():
-        raise UsageError(f"{flag} {path}: is a directory; give a file name")
-    parent = path.parent if str(path.parent) else Path(".")
-    if parent.exists() and not parent.is_dir():
-        raise UsageError(f"{flag} {path}: {parent} is not a directory")
+    ancestor = path if folder else path.parent
+    ancestor = Path(os.path.abspath(ancestor))
+    while not os.path.exists(ancestor):
+        ancestor = ancestor.parent
+    if not os.path.isdir(ancestor):
+        raise UsageError(f"{flag} {path}: {ancestor} is not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot create files in {ancestor} ({exc.strerror or exc})") from None
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Check every output path, and that none of them is one of the inputs."""
+    outputs = [(p, flag) for p, flag in ((args.json, "--json"), (args.csv, "--csv")) if p is not None and p != STDOUT]
+    inputs = {os.path.realpath(p) for p in args.inputs}
+    for path, flag in outputs:
+        if os.path.realpath(path) in inputs:
+            raise UsageError(f"{flag} {path}: is one of the inputs; it would be overwritten")
+        _check_writable(path, flag)
+    if args.explain is not None:
+        _check_writable(args.explain, "--explain", folder=True)
 
 
 def _predict(args: argparse.Namespace) -> int:
-    _check_output(args.json, "--json")
-    _check_output(args.csv, "--csv")
-    paths = find_media(args.inputs)
+    _check_outputs(args)
+    model_path = _model_path(args.model)
+    paths, unlisted = find_media(args.inputs)
     if not paths:
         raise UsageError("no video or image files to judge in: " + " ".join(str(p) for p in args.inputs))
-    detector = _load_detector(args.model)
-    cal = detector.calibration
-    n_frames = args.frames or cal.frames_per_video
-    rt = setup_runtime("auto")
     # With `--json -` or `--csv -` the data owns stdout, so the human-readable table goes to stderr.
     table = sys.stderr if STDOUT in (args.json, args.csv) else sys.stdout
-    print(f"model: {detector.path} ({detector.meta.arch}, input {detector.meta.input_size} px, "
-          f"weights {detector.meta.weights_sha256[:12]})", file=table)
-    print(f"calibration: {cal.describe()}" + (f"; --frames {n_frames} overrides it" if args.frames else "")
-          + f"; runtime {rt.describe()}", file=table)
+    judge = _Judge(model_path, args.frames, keep_frames=args.explain is not None, table=table)
     print(table_header(), file=table, flush=True)
-    results = judge_paths(paths, detector, n_frames=n_frames, keep_frames=args.explain is not None, runtime=rt)
     verdicts: list[records.VideoVerdict] = []
     reports: dict[int, str] = {}
     used_dirs: set[str] = set()
-    for i, pred in enumerate(results):
-        verdicts.append(pred.verdict)
-        print(table_row(pred.verdict), file=table, flush=True)  # each verdict as soon as it is reached
-        if args.explain is not None and pred.verdict.prob_fake is not None:
-            reports[i] = _run_explain(detector, pred, _explain_dir(args.explain, paths[i], used_dirs))
+    for i, path in enumerate(paths):
+        try:
+            if path in unlisted:
+                raise VideoReadError(unlisted[path])
+            check_readable(path)  # no model is loaded for a file that cannot be decoded
+        except VideoReadError as exc:
+            verdicts.append(judge.unreadable(path, str(exc)))
+        else:
+            pred = judge(path)
+            verdicts.append(pred.verdict)
+            if args.explain is not None and pred.verdict.prob_fake is not None:
+                reports[i] = _run_explain(judge.detector, pred, _explain_dir(args.explain, path, used_dirs))
+        print(table_row(verdicts[-1]), file=table, flush=True)  # each verdict as soon as it is reached
     print(table_footer(verdicts), file=table)
     for i, report in sorted(reports.items()):
         print(f"Grad-CAM {verdicts[i].video_path}: {report}", file=table)
-    _write_results(args, detector, n_frames, verdicts, reports)
+    try:
+        _write_results(args, judge, verdicts, reports)
+    except OSError as exc:
+        print(f"{PROG}: error: could not write the results ({exc}); the verdicts are in the table above", file=sys.stderr)
+        return 1
     return 0
 
 
-def _write_results(args: argparse.Namespace, detector: Detector, n_frames: int,
-                   verdicts: list[records.VideoVerdict], reports: dict[int, str]) -> None:
+def _write_results(args: argparse.Namespace, judge: _Judge, verdicts: list[records.VideoVerdict],
+                   reports: dict[int, str]) -> None:
+    cal = judge.detector.calibration if judge.detector is not None else None
+    for v in verdicts:  # files refused before the model was loaded get its settings too
+        if cal is not None and v.threshold is None:
+            v.threshold, v.aggregation = cal.threshold, cal.aggregation
     rows = [v.to_row() for v in verdicts]
     if args.json is not None:
         for i, report in reports.items():
             rows[i]["explain_report"] = report
-        cal = detector.calibration
+        # When no file decoded, no model was loaded: its fields are null.
         payload = {
-            "model": str(detector.path), "weights_sha256": detector.meta.weights_sha256,
-            "calibration": cal.to_dict(), "aggregation": cal.aggregation, "threshold": cal.threshold,
-            "abstain_band": cal.abstain_band, "frames_per_video": n_frames,
+            "model": str(judge.model_path),
+            "weights_sha256": judge.detector.meta.weights_sha256 if judge.detector is not None else None,
+            "calibration": cal.to_dict() if cal else None, "aggregation": cal.aggregation if cal else None,
+            "threshold": cal.threshold if cal else None, "abstain_band": cal.abstain_band if cal else None,
+            "frames_per_video": judge.n_frames,
             "verdicts": records.count_verdicts(v.verdict for v in verdicts), "videos": rows,
         }
         _write_text(args.json, json.dumps(payload, indent=2) + "\n")
@@ -224,7 +362,7 @@ def _write_text(path: Path, text: str) -> None:
         sys.stdout.write(text)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
 
 
 def _run_explain(detector: Detector, pred: PathPrediction, out_dir: Path) -> str:
@@ -249,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         argv: Arguments without the program name (default ``sys.argv[1:]``).
 
     Returns:
-        The exit status: 0 when every file got a verdict, 2 on a usage error.
+        The exit status: 0 when every file got a verdict, 2 on a usage error, 1 when the
+        results could not be written.
     """
     parser = build_parser()
     try:
