@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -206,6 +207,22 @@ def test_folder_real_fake_subfolders(tmp_path):
     reasons = {Path(p["file"]).name: p["reason"] for p in report["problems"]}
     assert reasons == {"readme.txt": "not a video or image (extension '.txt')",
                        "stray.mp4": "not under real/ or fake/ (set label: for a single-class folder)"}
+
+
+def test_folder_entries_that_are_not_files_are_counted_with_a_reason(tmp_path):
+    """Broken symlinks, a symlink loop and a FIFO named .mp4 are skipped and say why (never silently)."""
+    root = tmp_path / "clips"
+    _touch(root, "real/a.mp4")
+    os.symlink("gone.mp4", root / "real" / "dangling.mp4")
+    os.symlink("loop.mp4", root / "real" / "loop.mp4")
+    os.mkfifo(root / "real" / "fifo.mp4")
+    os.symlink("..", root / "real" / "up")  # a folder link back up: walked once, not forever
+    df, report = build_manifest(_params(SourceParams(format="folder", root=str(root))))
+    assert [Path(p).name for p in df["path"]] == ["a.mp4"]
+    reasons = {Path(p["file"]).name: p["reason"] for p in report["problems"]}
+    assert set(reasons) == {"dangling.mp4", "loop.mp4", "fifo.mp4"}
+    assert "dangling symlink" in reasons["dangling.mp4"] and "symlink loop" in reasons["loop.mp4"]
+    assert "FIFO" in reasons["fifo.mp4"] and report["counts"]["by_source"]["folder"]["skipped"] == 3
 
 
 def test_folder_groups_csv_joins_files(tmp_path):

@@ -38,6 +38,7 @@ import pandas as pd
 
 from . import config, records
 from .errors import InputError
+from .media import entry_problem, list_entries
 
 logger = logging.getLogger(__name__)
 
@@ -189,9 +190,25 @@ def _given(source: SourceParams, rel: str) -> str:
     return (PurePosixPath(source.root.replace("\\", "/")) / rel).as_posix()
 
 
-def _list_files(root: Path) -> list[str]:
-    """All files under ``root`` as sorted POSIX paths relative to it."""
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+def _list_files(source: SourceParams, scan: SourceScan) -> list[str]:
+    """The regular files under a source's root, as sorted POSIX paths relative to it.
+
+    Nothing is dropped silently: every other entry (a broken symlink, a symlink loop, a
+    FIFO, ...) and every folder that cannot be listed is reported as skipped, with why.
+    """
+    root = Path(source.root)
+    entries, unlisted = list_entries(root)
+    for folder, reason in sorted(unlisted):
+        scan.problem(_given(source, folder.relative_to(root).as_posix()), SKIPPED, reason)
+    files = []
+    for path in entries:
+        rel = path.relative_to(root).as_posix()
+        problem = entry_problem(path)
+        if problem is None:
+            files.append(rel)
+        else:
+            scan.problem(_given(source, rel), SKIPPED, problem)
+    return sorted(files)
 
 
 def _is_media(rel: str) -> bool:
@@ -344,7 +361,7 @@ def scan_sample(source: SourceParams, params: IngestParams) -> SourceScan:
     scan = SourceScan()
     rows = _read_csv_index(index, shown, ("file", "label", "manipulation", "identity", "origin"), scan)
     labels = _parse_labels(rows, shown, {"real": "real", "fake": "fake"})
-    on_disk = set(_list_files(root))
+    on_disk = set(_list_files(source, scan))
     seen: set[str] = set()
     for (line, row), label in zip(rows, labels):
         rel, why = _clean_rel(row["file"])
@@ -431,7 +448,7 @@ def scan_folder(source: SourceParams, params: IngestParams) -> SourceScan:
     scan = SourceScan()
     groups = _read_groups_csv(source, scan)
     used: set[str] = set()
-    for rel in _list_files(root):
+    for rel in _list_files(source, scan):
         if rel == "groups.csv":
             continue
         label: str | None = source.label
@@ -517,7 +534,7 @@ def scan_ffpp(source: SourceParams, params: IngestParams) -> SourceScan:
     official = load_ffpp_splits(params.ffpp_splits) if params.ffpp_splits else None
     scan = SourceScan()
     expected = "<original|manipulated>_sequences/<kind>/<quality>/videos/<name>"
-    for rel in _list_files(Path(source.root)):
+    for rel in _list_files(source, scan):
         shown = _given(source, rel)
         parts = PurePosixPath(rel).parts
         if len(parts) != 5 or parts[0] not in ("original_sequences", "manipulated_sequences") \
@@ -616,11 +633,11 @@ def scan_dfdc(source: SourceParams, params: IngestParams) -> SourceScan:
         IngestError: If no metadata.json exists under ``root``.
     """
     root = Path(source.root)
-    files = _list_files(root)
+    scan = SourceScan()
+    files = _list_files(source, scan)
     meta_files = [rel for rel in files if PurePosixPath(rel).name == "metadata.json"]
     if not meta_files:
         raise IngestError(f"{source.root}: no metadata.json found (DFDC layout expected)")
-    scan = SourceScan()
     on_disk = set(files)
     listed: set[str] = set()
     folder_state: dict[str, str] = {}  # folder -> why its unlisted files are skipped
@@ -746,7 +763,7 @@ def scan_celebdf(source: SourceParams, params: IngestParams) -> SourceScan:
         if bad_labels:
             raise IngestError(f"{shown}: unknown label value(s) ({'; '.join(bad_labels[:5])}); "
                               "expected 1 (real) or 0 (fake)")
-    on_disk = [rel for rel in _list_files(root) if rel != test_name]
+    on_disk = [rel for rel in _list_files(source, scan) if rel != test_name]
     for rel in sorted(set(on_disk) | set(test_rels)):
         entry, why = _celeb_entry(rel)
         shown = _given(source, rel)
