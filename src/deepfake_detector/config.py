@@ -1,13 +1,16 @@
 """Typed, validated access to ``params.yaml``.
 
 Every stage declares its params as a frozen dataclass and loads them once with
-:func:`load_section`. Unknown keys are errors (with the key's name), so a typo in
-``params.yaml`` never silently falls back to a default.
+:func:`load_section`. Unknown keys are errors (with the key's name), and so are unknown
+top-level sections (:data:`SECTIONS` lists the ones the project reads), checked whichever
+stage reads the file: a typo in ``params.yaml`` never silently falls back to a default.
+A file that is not UTF-8 or not valid YAML is reported with its name and the line.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from pathlib import Path
@@ -22,6 +25,25 @@ T = TypeVar("T")
 
 class ConfigError(InputError):
     """Raised when params do not match the dataclass that declares them."""
+
+
+# Every top-level section of params.yaml the project reads (one per stage that has params;
+# calibrate also reads extract_frames and crop_faces). Any other top-level key is an error.
+SECTIONS = ("sample", "ingest", "extract_frames", "crop_faces", "train", "calibrate", "predict_videos", "gradcam")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key given twice in one mapping (YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
@@ -113,14 +135,43 @@ def from_mapping(cls: type[T], data: dict[str, Any], where: str = "") -> T:
 
 
 def read_params(path: str | Path = "params.yaml") -> dict[str, Any]:
-    """Read a params YAML file into a dict (empty file -> empty dict)."""
+    """Read and check a params YAML file (empty file -> empty dict).
+
+    Every top-level key must be one of :data:`SECTIONS` and every section a mapping (or
+    empty), whichever section the caller wants: a misspelt ``crop_face:`` is an error even
+    for a stage that reads only ``extract_frames``.
+
+    Raises:
+        ConfigError: Naming the file (and the line, for YAML errors) when it is missing,
+            unreadable, not UTF-8, not YAML, or has an unknown or malformed section.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file not found: {path}")
-    with path.open(encoding="utf-8") as fh:
-        data = yaml.safe_load(fh) or {}
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); save it as UTF-8") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{path}: not valid YAML ({where}{getattr(exc, 'problem', None) or exc})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
+        raise ConfigError(f"{path}: top level must be a mapping of sections ({', '.join(SECTIONS)})")
+    for key, value in data.items():
+        if key not in SECTIONS:
+            close = difflib.get_close_matches(str(key), SECTIONS, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{path}: unknown section {key!r}{hint}; known sections: {', '.join(SECTIONS)}")
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(f"{path}: section {key} must be a mapping of keys, got {value!r}")
     return data
 
 
@@ -134,9 +185,19 @@ def load_section(cls: type[T], section: str, path: str | Path = "params.yaml") -
 
     Returns:
         The validated params.
+
+    Raises:
+        ConfigError: See :func:`read_params`; or a key of the section is unknown, missing
+            or breaks its rule (the message names the file and the key).
+        ValueError: If ``section`` is not one of :data:`SECTIONS` (a programming error).
     """
+    if section not in SECTIONS:
+        raise ValueError(f"{section!r} is not a params section; add it to config.SECTIONS")
     data = read_params(path)
-    return from_mapping(cls, data.get(section) or {}, section)
+    try:
+        return from_mapping(cls, data.get(section) or {}, section)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
