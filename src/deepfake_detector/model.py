@@ -206,24 +206,67 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Modul
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: not a deepfake-detector checkpoint (empty file, 0 bytes)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+    except pickle.UnpicklingError as exc:
         raise CheckpointError(
-            f"{path}: not a deepfake-detector checkpoint (refused to load with weights_only=True: "
-            f"{str(exc).splitlines()[0][:200]})"
+            f"{path}: not a deepfake-detector checkpoint: it holds objects that a weights-only load refuses "
+            f"({_refusal_detail(exc)}). Do not load it with weights_only=False: unpickling it can run "
+            "arbitrary code."
         ) from exc
+    except (RuntimeError, EOFError, ValueError, OSError, IndexError, KeyError) as exc:
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(f"{path}: not a deepfake-detector checkpoint (unreadable: {detail})") from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else None
         hint = f" (it is {found!r}: re-run train and calibrate)" if found else ""
         raise CheckpointError(f"{path}: not a deepfake-detector checkpoint (no '{CHECKPOINT_FORMAT}' format tag){hint}")
-    meta = CheckpointMeta(**{k: payload[k] for k in _META_KEYS if k in payload})
-    state = payload["model"]
+    meta, state = _checked_meta(path, payload)
     if weights_hash(state) != meta.weights_sha256:
         raise CheckpointError(f"{path}: weights do not match the checkpoint's sha256 (corrupt or edited)")
     if payload.get("content_sha256") != meta.content_hash():
         raise CheckpointError(f"{path}: settings do not match the checkpoint's content_sha256 (corrupt or edited)")
+    if meta.arch not in ARCHS:
+        raise CheckpointError(f"{path}: unknown arch {meta.arch!r}; this version knows {sorted(ARCHS)}")
     model, _ = build_model(meta.arch, init="random")
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # missing, unexpected or wrong-shaped tensors
+        detail = " ".join(line.strip() for line in str(exc).splitlines()[1:3])
+        raise CheckpointError(f"{path}: its weights do not fit a {meta.arch} ({detail[:300]})") from exc
     model.to(device).eval()
     return model, meta
+
+
+# Lines of torch's weights-only refusal that are advice, not the reason: the advice to
+# re-run with weights_only=False must not reach users of a file from a stranger.
+_TORCH_ADVICE = ("weights only load failed", "weights_only", "check the documentation", "please file an issue")
+
+
+def _refusal_detail(exc: Exception) -> str:
+    """What torch's weights-only unpickler refused, without its advice to load unsafely."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    kept = [line.removeprefix("WeightsUnpickler error:").strip() for line in lines
+            if not any(a in line.lower() for a in _TORCH_ADVICE)]
+    return "; ".join(k for k in kept if k)[:200] or type(exc).__name__
+
+
+def _checked_meta(path: Path, payload: dict[str, Any]) -> tuple[CheckpointMeta, dict[str, torch.Tensor]]:
+    """The meta and weights of a tagged checkpoint, with every field present and of its type."""
+    state = payload.get("model")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(f"{path}: no weights (the 'model' entry is missing or not a dict of tensors)")
+    kinds = {"arch": str, "init": str, "input_size": int, "mean": list, "std": list, "label_map": dict, "epoch": int,
+             "val_metrics": dict, "config": dict, "weights_sha256": str, "calibration": (dict, type(None))}
+    missing = sorted(k for k in ("arch", "init", "input_size", "weights_sha256") if k not in payload)
+    if missing:
+        raise CheckpointError(f"{path}: missing field(s) {missing}")
+    for key, tp in kinds.items():
+        if key in payload and (not isinstance(payload[key], tp) or isinstance(payload[key], bool)):
+            raise CheckpointError(f"{path}: field {key} has the wrong type ({type(payload[key]).__name__})")
+    meta = CheckpointMeta(**{k: payload[k] for k in _META_KEYS if k in payload})
+    if meta.input_size < 1 or len(meta.mean) != 3 or len(meta.std) != 3:
+        raise CheckpointError(f"{path}: input_size must be >= 1 and mean/std have 3 values")
+    return meta, state
