@@ -86,6 +86,13 @@ def set_mp4_rotation(path: Path, degrees: int) -> None:
     path.write_bytes(bytes(data))
 
 
+# Python source that evaluates to the peak resident memory of the running process, in KiB.
+# VmHWM belongs to the process's own address space; ru_maxrss would not do in a subprocess:
+# Linux carries it over from the parent across fork and exec (a child of a 2 GB pytest
+# process would report 2 GB).
+PEAK_RSS_KB = "int(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')))"
+
+
 def unprivileged() -> list[str]:
     """A command prefix that runs a subprocess without the power to ignore file permissions.
 

@@ -242,7 +242,8 @@ def _write_corpus(root: Path, scratch: Path) -> list[Entry]:
         writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY))
     writer.release()
     write_clip(add("clip.mkv", "Matroska (frame count estimated)", SCORED), face, fourcc="MJPG")
-    write_clip(add("long.mp4", "long clip (600 frames; stands in for 10 minutes)", SCORED), portrait_frames(600, 160, 120, step=0))
+    write_clip(add("long.mp4", "long clip (600 frames; stands in for 10 minutes)", SCORED),
+               portrait_frames(600, 160, 120, step=0))
     write_clip(add("faceless.mp4", "video without a face", NO_FACE, "no face"), noise_frames(12, 160, 120))
     tiles = cv2.resize(portrait_image(), (100, 112), interpolation=cv2.INTER_AREA)
     cv2.imwrite(str(add("sixteen_faces.png", "16 faces in one image", SCORED)), _bgr(np.tile(tiles, (4, 4, 1))))
@@ -259,7 +260,8 @@ def _write_corpus(root: Path, scratch: Path) -> list[Entry]:
     cv2.imwrite(str(add("photo.webp", "WebP", SCORED)), _bgr(photo))
     cv2.imwrite(str(add("photo.bmp", "BMP", SCORED)), _bgr(photo))
     # A JPEG followed by other data (as in motion photos): whole, not truncated.
-    add("motion_photo.jpg", "JPEG with trailing data", SCORED).write_bytes(jpg.tobytes() + b"\x00\x00\x00\x18ftypmp42" + bytes(64))
+    add("motion_photo.jpg", "JPEG with trailing data", SCORED).write_bytes(
+        jpg.tobytes() + b"\x00\x00\x00\x18ftypmp42" + bytes(64))
     cv2.imwrite(str(add("tiny_1x1.png", "1x1 image", NO_FACE, "no face")), np.zeros((1, 1, 3), np.uint8))
     cv2.imwrite(str(add("tiny_8x8.jpg", "8x8 image", NO_FACE, "no face")), np.full((8, 8, 3), 128, np.uint8))
     # Within the pixel budget but above MTCNN's: the full-resolution retry must be bounded.

@@ -59,7 +59,8 @@ def test_truncated_file(tmp_path: Path, payload: dict) -> None:
         (lambda p: p.pop("arch"), r"missing field\(s\) \['arch'\]"),
         (lambda p: p.update(input_size="160"), "field input_size has the wrong type"),
         (lambda p: p.update(arch="vit_b_16"), "unknown arch 'vit_b_16'"),
-        (lambda p: p["model"].update({"fc.weight": torch.zeros(2, 512), "fc.bias": torch.zeros(2)}), "weights do not fit a resnet18"),
+        (lambda p: p["model"].update({"fc.weight": torch.zeros(2, 512), "fc.bias": torch.zeros(2)}),
+         "weights do not fit a resnet18"),
         (lambda p: p["model"].pop("layer4.1.bn2.bias"), "weights do not fit a resnet18"),
     ],
 )

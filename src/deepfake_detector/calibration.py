@@ -115,7 +115,8 @@ class Calibration:
                                        "is not trusted for a verdict")
         needed = self.faces_needed(frames_planned)
         if n_faces < needed:
-            rule = f"min_faces {needed}" if needed == self.min_faces else f"{needed} (min_faces {self.min_faces}, one per sampled frame)"
+            rule = (f"min_faces {needed}" if needed == self.min_faces
+                    else f"{needed} (min_faces {self.min_faces}, one per sampled frame)")
             return records.UNCERTAIN, f"only {n_faces} face(s) scored, fewer than {rule}"
         if abs(prob - t) < band:
             return records.UNCERTAIN, f"prob_fake {prob:.3f} is within {band:g} of the threshold {t:.3f}"
