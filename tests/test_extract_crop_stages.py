@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -11,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import noise_frames, portrait_frames, write_clip
+from conftest import noise_frames, portrait_frames, unprivileged, write_clip
 
 from deepfake_detector import records
 from deepfake_detector.crop_faces import crop_videos
@@ -167,3 +170,28 @@ def test_reports_carry_the_kind_and_the_decode_errors(tmp_path: Path, portrait: 
     rep = report.set_index("video_id")
     assert rep.loc["cut", "status"] == "ok" and rep.loc["cut", "decode_errors"] > 0 and "ends after" in rep.loc["cut", "reason"]
     assert rep.loc["photo", ["kind", "frames_expected", "decode_errors"]].tolist() == ["image", 1, 0]
+
+
+def test_extract_frames_goes_on_past_a_file_it_may_not_read(tmp_path: Path) -> None:
+    """Run as a user without the right to read one file: a report row saying so, the rest extracted."""
+    prefix = unprivileged()
+    good = write_clip(tmp_path / "good.mp4", portrait_frames(6, 160, 120))
+    locked = tmp_path / "locked.mp4"
+    locked.write_bytes(good.read_bytes())
+    os.chmod(locked, 0)
+    manifest = tmp_path / "manifest.csv"
+    records.write_csv(pd.DataFrame([_manifest_row("good", good), _manifest_row("locked", locked)]), manifest,
+                      records.MANIFEST_COLUMNS)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"extract_frames": {"frames_per_video": FRAMES}}))
+    try:
+        run = subprocess.run([*prefix, sys.executable, "-m", "deepfake_detector.stages.extract_frames", "--params", str(params),
+                              "--manifest", str(manifest), "--frames-dir", str(tmp_path / "frames"),
+                              "--frames-table", str(tmp_path / "frames.csv"), "--report", str(tmp_path / "report.csv")],
+                             capture_output=True, text=True)
+    finally:
+        os.chmod(locked, 0o644)
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    report = records.read_extract_report(tmp_path / "report.csv").set_index("video_id")
+    assert report.loc["good", "status"] == "ok" and report.loc["locked", "status"] == "unreadable"
+    assert report.loc["locked", "reason"] == f"permission denied: cannot read {locked}"

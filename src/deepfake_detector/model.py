@@ -217,8 +217,9 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Modul
             "arbitrary code."
         ) from exc
     except (RuntimeError, EOFError, ValueError, OSError, IndexError, KeyError) as exc:
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise CheckpointError(f"{path}: not a deepfake-detector checkpoint (unreadable: {detail})") from exc
+        # The first sentence: torch goes on with guesses ("... a high likelihood that your checkpoint file is").
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:200]
+        raise CheckpointError(f"{path}: not a deepfake-detector checkpoint (unreadable, truncated or corrupt: {detail})") from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else None
         hint = f" (it is {found!r}: re-run train and calibrate)" if found else ""
