@@ -287,7 +287,9 @@ def _write_corpus(root: Path, scratch: Path) -> list[Entry]:
     write_clip(locked, face_small)
     os.chmod(locked, 0)
     (root / "locked_dir").mkdir()
-    write_clip(add("locked_dir/inside.mp4", "clip in a folder without permission", SCORED), face_small)
+    write_clip(add("locked_dir/inside.mp4", "clip in a folder without permission", UNREADABLE,
+                   "permission denied (a folder on its path cannot be searched)", stage="unreadable", privileged_ok=True),
+               face_small)
     os.chmod(root / "locked_dir", 0)
     add("missing.mp4", "listed but missing (a path that does not exist)", UNREADABLE, "file not found",
         stage="missing", in_dir=False)

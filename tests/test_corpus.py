@@ -1,4 +1,4 @@
-"""The bad-input corpus (tests/corpus.py) through the CLI (batch, directory, per file) and the stages.
+"""The bad-input corpus (tests/corpus.py) through the CLI (directory, batch, per file) and the stages.
 
 For every entry: a row (or, in ingest, a counted problem) with a status or verdict from the
 allowed family, a reason that names the file and says what is wrong, no traceback; in the
@@ -71,22 +71,9 @@ def _run_cli(args: list[str], out: Path, capfd: pytest.CaptureFixture) -> dict:
     return json.loads(out.read_text())
 
 
-@pytest.mark.slow  # the directory run covers the same entries (but the missing path)
-def test_cli_batch(corpus: tuple[Path, list[Entry]], detector: Path, tmp_path: Path, capfd: pytest.CaptureFixture,
-                   monkeypatch: pytest.MonkeyPatch) -> None:
-    root, entries = corpus
-    monkeypatch.chdir(tmp_path)  # where a shell-injected `touch` would land
-    paths = [root / e.name for e in entries]
-    payload = _run_cli([*map(str, paths), "--model", str(detector)], tmp_path / "o.json", capfd)
-    rows = payload["videos"]
-    assert len(rows) == len(entries) >= 39 and sum(payload["verdicts"].values()) == len(entries)
-    for entry, path, row in zip(entries, paths, rows):
-        check_row(entry, row, path)
-    assert not list(tmp_path.glob("PWNED*")) and not list(root.glob("PWNED*")) and (root / SHELL_NAME).is_file()
-
-
 @pytest.fixture(scope="module")
-def directory_rows(corpus: tuple[Path, list[Entry]], detector: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+def directory_rows(corpus: tuple[Path, list[Entry]], detector: Path,
+                   tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     """The CLI's rows for the corpus folder, by path (one in-process run)."""
     out = tmp_path_factory.mktemp("dir_run") / "o.json"
     with pytest.MonkeyPatch.context() as mp:
@@ -105,6 +92,9 @@ def test_cli_directory(corpus: tuple[Path, list[Entry]], directory_rows: dict[st
     assert set(rows) == set(expected)
     for path, entry in expected.items():
         check_row(entry, rows[path], Path(path))
+    # The shell-metacharacter name was judged as a file, never run (a `touch` would land here or in cwd).
+    assert rows[str(root / SHELL_NAME)]["verdict"] in SCORED
+    assert not list(root.glob("PWNED*")) and not list(Path.cwd().glob("PWNED*"))
 
 
 @pytest.mark.slow  # one CLI call per entry: about 45 model loads
@@ -119,26 +109,27 @@ def test_cli_one_file_per_call(corpus: tuple[Path, list[Entry]], detector: Path,
 
 
 @pytest.mark.slow  # a fresh process that imports PyTorch and judges the whole corpus
-def test_cli_unprivileged_whole_corpus_bounded_memory(corpus: tuple[Path, list[Entry]], detector: Path, tmp_path: Path) -> None:
-    """As a user without the right to read no_read.mp4 and locked_dir/: rows saying so, every
-    other entry judged, and the peak memory of the process measured."""
+def test_cli_batch_unprivileged_bounded_memory(corpus: tuple[Path, list[Entry]], detector: Path, tmp_path: Path) -> None:
+    """All entries in one call, as a user without the right to read no_read.mp4 and locked_dir/:
+    a row for each (saying so for those), none run as a shell command, and the peak memory of
+    the process measured."""
     root, entries = corpus
+    paths = [root / e.name for e in entries]
     out, rss = tmp_path / "o.json", tmp_path / "rss.txt"
     code = ("import sys\nfrom deepfake_detector import cli\nrc = cli.main(sys.argv[2:])\n"
             f"open(sys.argv[1], 'w').write(str({PEAK_RSS_KB}))\nsys.exit(rc)")
-    run = subprocess.run([*unprivileged(), sys.executable, "-c", code, str(rss), "predict", str(root),
-                          str(root / "no_read.mp4"), "--model", str(detector), "--json", str(out)],
-                         capture_output=True, text=True, cwd=tmp_path)
+    run = subprocess.run([*unprivileged(), sys.executable, "-c", code, str(rss), "predict", *map(str, paths),
+                          str(root / "locked_dir"), "--model", str(detector), "--json", str(out)],
+                         capture_output=True, text=True, cwd=tmp_path)  # cwd: where an injected `touch` would land
     assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr[-3000:]
-    rows = json.loads(out.read_text())["videos"]
-    by_path: dict[str, list[dict]] = {}
-    for r in rows:
-        by_path.setdefault(r["video_path"], []).append(r)
-    for entry in entries:
-        if entry.in_dir and not entry.name.startswith("locked_dir/"):
-            check_row(entry, by_path[str(root / entry.name)][0], root / entry.name, readable=False)
-    assert by_path[str(root / "locked_dir")][0]["reason"].startswith("cannot list folder (Permission denied)")
-    assert by_path[str(root / "no_read.mp4")][1]["reason"].startswith("permission denied: cannot read")
+    payload = json.loads(out.read_text())
+    rows = payload["videos"]
+    assert len(rows) == len(entries) + 1 >= 40 and sum(payload["verdicts"].values()) == len(rows)
+    for entry, path, row in zip(entries, paths, rows):
+        check_row(entry, row, path, readable=False)
+    assert rows[-1]["video_path"] == str(root / "locked_dir")
+    assert rows[-1]["reason"].startswith("cannot list folder (Permission denied)")
+    assert not list(tmp_path.glob("PWNED*")) and not list(root.glob("PWNED*")) and (root / SHELL_NAME).is_file()
     peak_kb = int(rss.read_text())
     print(f"peak RSS of the CLI over the corpus: {peak_kb / 1024:.0f} MiB")
     assert peak_kb < MAX_RSS_KB
