@@ -5,6 +5,10 @@ sampled ones are ``retrieve()``-d (colour conversion). Seeking to each sampled f
 re-decodes from the previous keyframe every time, which costs about 10x more on
 typical deepfake-dataset files (one keyframe every 250 frames; see docs/performance.md).
 
+:class:`FrameStream` runs :func:`read_frames` in a background thread and hands out the
+sampled frames as they decode, so a caller can detect faces in one frame while the next
+ones decode.
+
 Example:
     >>> info, frames = read_frames(Path("clip.mp4"), 16)  # doctest: +SKIP
     >>> frames[0].image.shape  # (H, W, 3) RGB uint8, upright  # doctest: +SKIP
@@ -13,8 +17,11 @@ Example:
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -142,6 +149,14 @@ def _read_still(path: Path) -> tuple[VideoInfo, list[Frame]]:
     return info, [Frame(frame_index=0, timestamp_s=0.0, image=rgb)]
 
 
+def _timestamp_fps(path: Path, fps: float) -> float:
+    """The frame rate timestamps use: the container's, or ``FALLBACK_FPS`` when it says 0 or NaN."""
+    if fps > 0:
+        return fps
+    logger.debug("%s: container reports fps=%r; using %.0f for timestamps", path, fps, FALLBACK_FPS)
+    return FALLBACK_FPS
+
+
 def _describe_unopenable(path: Path) -> str:
     """Say why FFmpeg may have refused a file, from its first bytes (for the report)."""
     with path.open("rb") as fh:
@@ -171,12 +186,14 @@ class _Capture:
         self.declared_frames = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT))
         self.fps = float(self.cap.get(cv2.CAP_PROP_FPS))
 
-    def decode(self, wanted: list[int], stop: int | None) -> tuple[int, dict[int, np.ndarray]]:
+    def decode(self, wanted: list[int], stop: int | None,
+               on_image: Callable[[int, np.ndarray], None] | None = None) -> tuple[int, dict[int, np.ndarray]]:
         """Decode sequentially, converting only the ``wanted`` frames.
 
         Args:
             wanted: Sorted frame indices to return.
             stop: Decode at most this many frames (``None``: until the stream ends).
+            on_image: Called with ``(index, rgb)`` as each wanted frame is converted.
 
         Returns:
             ``(n_decoded, {index: rgb})``; ``n_decoded < stop`` means the stream ended early.
@@ -193,6 +210,8 @@ class _Capture:
                     if not self.auto_rotates:
                         bgr = rotate_upright(bgr, self.rotation)
                     images[index] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                    if on_image is not None:
+                        on_image(index, images[index])
                 else:
                     logger.debug("%s: frame %d decoded but not converted", self.path, index)
             index += 1
@@ -202,7 +221,7 @@ class _Capture:
         self.cap.release()
 
 
-def read_frames(path: Path, n: int) -> tuple[VideoInfo, list[Frame]]:
+def read_frames(path: Path, n: int, on_frame: Callable[[Frame], None] | None = None) -> tuple[VideoInfo, list[Frame]]:
     """Read ``n`` evenly spaced, upright RGB frames from a video (or one still image).
 
     Frames are spread with ``np.linspace`` over the *decodable* frames. When the stream
@@ -212,6 +231,9 @@ def read_frames(path: Path, n: int) -> tuple[VideoInfo, list[Frame]]:
     Args:
         path: Video file (anything FFmpeg reads) or still image (``records.IMAGE_SUFFIXES``).
         n: Number of frames wanted (fewer when the video is shorter).
+        on_frame: Called with each sampled frame as soon as it is decoded, in order, while
+            the rest decode. Only during the first pass: when the stream turns out shorter
+            than declared, the frames returned (planned again) are not the ones it saw.
 
     Returns:
         ``(info, frames)`` with frames in increasing ``frame_index`` order.
@@ -226,16 +248,26 @@ def read_frames(path: Path, n: int) -> tuple[VideoInfo, list[Frame]]:
         raise ValueError(f"n must be >= 1, got {n}")
     _check_file(path)
     if path.suffix.lower() in records.IMAGE_SUFFIXES:
-        return _read_still(path)
+        info, frames = _read_still(path)
+        if on_frame is not None:
+            on_frame(frames[0])
+        return info, frames
 
     try:
         cap = _Capture(path)
     except cv2.error as exc:
         raise VideoReadError(f"OpenCV failed to open {path}: {exc}") from exc
+    fps = _timestamp_fps(path, cap.fps)
+    emitted: list[int] = []
+
+    def emit(i: int, rgb: np.ndarray) -> None:
+        emitted.append(i)
+        on_frame(Frame(frame_index=i, timestamp_s=i / fps, image=rgb))  # type: ignore[misc]
+
     try:
         declared = cap.declared_frames
         if declared > 0:
-            n_decoded, images = cap.decode(sample_indices(declared, n), stop=declared)
+            n_decoded, images = cap.decode(sample_indices(declared, n), stop=declared, on_image=emit if on_frame else None)
         else:
             # Unknown length: count the frames first, then sample them.
             n_decoded, images = cap.decode([], stop=None)
@@ -253,7 +285,8 @@ def read_frames(path: Path, n: int) -> tuple[VideoInfo, list[Frame]]:
             # Re-planning needs a second pass: a fresh capture decodes from the start.
             cap.release()
             cap = _Capture(path)
-            _, images = cap.decode(sample_indices(n_decoded, n), stop=n_decoded)
+            # Unknown length: the frames are handed out now; truncated: the caller sees the difference.
+            _, images = cap.decode(sample_indices(n_decoded, n), stop=n_decoded, on_image=emit if on_frame and not emitted else None)
     except cv2.error as exc:
         raise VideoReadError(f"OpenCV failed while decoding {path}: {exc}") from exc
     finally:
@@ -261,12 +294,6 @@ def read_frames(path: Path, n: int) -> tuple[VideoInfo, list[Frame]]:
 
     if not images:
         raise VideoReadError(f"frames decode but none converts to an image: {path}")
-    fps = cap.fps
-    if not fps > 0:  # also catches NaN
-        logger.debug(
-            "%s: container reports fps=%r; using %.0f for timestamps", path, fps, FALLBACK_FPS
-        )
-        fps = FALLBACK_FPS
     frames = [
         Frame(frame_index=i, timestamp_s=i / fps, image=images[i]) for i in sorted(images)
     ]
@@ -275,3 +302,66 @@ def read_frames(path: Path, n: int) -> tuple[VideoInfo, list[Frame]]:
         path=path, n_frames=n_decoded, fps=fps, width=w, height=h, rotation=cap.rotation
     )
     return info, frames
+
+
+class FrameStream:
+    """:func:`read_frames` in a background thread; iterating yields the sampled frames as they decode.
+
+    Decoding is OpenCV/FFmpeg work that releases the GIL, so it proceeds on another core
+    while the caller works on the frames already out (no torch in the thread). After the
+    iteration, :meth:`result` is what :func:`read_frames` returned; :attr:`replanned` is True
+    when the stream ended before its declared length and the returned frames are not the
+    ones yielded (rare: truncated files): the caller then redoes its work on them.
+
+    Args:
+        path: The video (or still image).
+        n: Frames wanted.
+
+    Raises:
+        VideoReadError: While iterating, if the file cannot be read (as :func:`read_frames`).
+    """
+
+    def __init__(self, path: Path, n: int) -> None:
+        self.path, self.n = Path(path), n
+        self._queue: queue.Queue = queue.Queue()
+        self._result: tuple[VideoInfo, list[Frame]] | None = None
+        self._error: BaseException | None = None
+        self._done = False
+        self._yielded: list[int] = []
+        self._thread = threading.Thread(target=self._decode, name=f"decode {self.path.name}", daemon=True)
+        self._thread.start()
+
+    def _decode(self) -> None:
+        try:
+            self._result = read_frames(self.path, self.n, on_frame=self._queue.put)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer's thread
+            self._error = exc
+        self._queue.put(None)
+
+    def __iter__(self) -> Iterator[Frame]:
+        while not self._done:
+            item = self._queue.get()
+            if item is None:
+                self._done = True
+                break
+            self._yielded.append(item.frame_index)
+            yield item
+        if self._error is not None:
+            raise self._error
+
+    def result(self) -> tuple[VideoInfo, list[Frame]]:
+        """``(info, frames)`` as :func:`read_frames` returns them (waits for decoding to end).
+
+        Raises:
+            VideoReadError: If the file could not be read.
+        """
+        for _ in self:  # drain what was not taken; re-raises a decoding error
+            pass
+        self._thread.join()
+        assert self._result is not None
+        return self._result
+
+    @property
+    def replanned(self) -> bool:
+        """Whether the frames returned differ from the frames yielded (after :meth:`result`)."""
+        return self._result is not None and [f.frame_index for f in self._result[1]] != self._yielded
