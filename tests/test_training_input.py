@@ -12,7 +12,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from deepfake_detector.data import CropDataset, DecodedCrops
-from deepfake_detector.engine import prefetch, predict_logits, setup_runtime, torch_threads
+from deepfake_detector.engine import prefetch, predict_logits, setup_runtime
+from deepfake_detector.threads import torch_threads
 from deepfake_detector.imaging import encode_image
 from deepfake_detector.shards import ShardWriter
 from deepfake_detector.transforms import AugmentParams, build_augment, build_eval_transform, build_train_transform

@@ -46,8 +46,8 @@ import torch
 from facenet_pytorch import MTCNN
 from torchvision.ops import batched_nms
 
-from .engine import torch_threads
 from .imaging import Window, crop_window, cut_window
+from .threads import torch_threads
 from .video import Frame
 
 logger = logging.getLogger(__name__)
