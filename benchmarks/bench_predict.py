@@ -1,27 +1,32 @@
-"""Benchmark: judging one 10 s 720p clip, as shipped vs the seed's naive method vs a lower bound.
+"""Benchmark: judging a video, as shipped vs the seed's naive method vs a lower bound, measured in the same run.
 
 Usage:
-    python benchmarks/bench_predict.py [--video PATH] [--frames 32] [--repeats 2] [--threads 2]
+    python benchmarks/bench_predict.py [--video PATH ...] [--frames 32] [--repeats 2] [--threads 2]
+        [--params params.yaml]
 
-(a) ``predict`` as shipped: :func:`judge.judge_paths` on the clip with the model and
-    the face detector loaded beforehand (a warm CLI): sequential decoding of the sampled
-    frames, MTCNN on downscaled batched copies, one batched classification.
-(b) the seed project's naive method: every 15th frame decoded by ``cv2.read()``, MTCNN on
-    each full-resolution frame, each crop classified alone (fp32, batch 1).
-(c) the lower bound: decoding only the sampled frames (grab/retrieve) and classifying the
-    same crops in one batch, no detection.
+(a) ``predict`` as shipped: :func:`judge.judge_paths` on the clip with the model and the
+    face detector loaded beforehand (a warm CLI): sampled frames decoded in a background
+    thread while faces are detected in the ones already out (one torch thread), then one
+    batched classification.
+(b) the seed project's naive method, kept as it was as the fixed baseline: every 15th frame
+    decoded by ``cv2.read()``, facenet-pytorch's MTCNN on each full-resolution frame, each
+    crop classified alone (fp32, batch 1).
+(c) the lower bound: decoding the sampled frames (grab/retrieve) and classifying the same
+    crops as (a) in one batch, no detection.
 
-Without ``--video`` it uses the FF++ c23 720p sample from ``../shared/data`` when present,
-else a synthetic 10 s 1280x720 clip of a moving real portrait. The model is
+Targets (issue 13): a/c <= 1.5 and a/b <= 0.10 at 32 frames. Without ``--video`` it runs the
+FF++ c23 720p original ``004.mp4`` and the DFDC 1080p clips under ``../shared/data``
+(``abofeumbvv.mp4`` is dark: faces in about half its frames). The model is
 ``models/model.pt`` when present, else a random-init ResNet-18 checkpoint (speed does not
 depend on the weights). The three alternate within each repeat and medians are reported,
-because another process on the same cores slows every method (docs/performance.md): the ratios
-are the figures to quote.
+because another process on the same cores slows every method (docs/performance.md): the
+ratios are the figures to quote. Detection settings: ``crop_faces`` of ``--params``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -32,41 +37,25 @@ import cv2
 import numpy as np
 import torch
 
+from deepfake_detector.aggregate import AggregateParams
+from deepfake_detector.calibration import Calibration, Detector
 from deepfake_detector.config import load_section
 from deepfake_detector.data import ArrayDataset
 from deepfake_detector.engine import predict_logits, setup_runtime
-from deepfake_detector.aggregate import AggregateParams
-from deepfake_detector.calibration import Calibration, Detector
-from deepfake_detector.faces import CropParams, FaceDetector, detect_and_crop
+from deepfake_detector.faces import CropParams, FaceDetector
 from deepfake_detector.imaging import crop_face
-from deepfake_detector.judge import judge_paths
+from deepfake_detector.judge import BATCH_SIZE, judge_paths
 from deepfake_detector.model import CheckpointError, CheckpointMeta, build_model, load_model, save_checkpoint
 from deepfake_detector.transforms import build_eval_transform
 from deepfake_detector.video import read_frames
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE_720P = REPO.parent / "shared" / "data" / "ffpp_c23_sample" / "original_sequences" / "youtube" / "c23" / "videos" / "004.mp4"
+SHARED = REPO.parent / "shared" / "data"
+DEFAULT_CLIPS = [
+    SHARED / "ffpp_c23_sample" / "original_sequences" / "youtube" / "c23" / "videos" / "004.mp4",
+    *sorted((SHARED / "dfdc_sample").glob("*/*.mp4")),
+]
 NAIVE_STEP = 15  # the seed project scored every 15th frame
-
-
-def synthetic_clip(folder: Path, seconds: float = 10.0, fps: int = 25) -> Path:
-    """A 1280x720 mp4 of a real portrait (matplotlib's Grace Hopper) moving on a plain background."""
-    from matplotlib import cbook
-
-    with cbook.get_sample_data("grace_hopper.jpg") as fh:
-        face = cv2.imdecode(np.frombuffer(fh.read(), np.uint8), cv2.IMREAD_COLOR)
-    face = cv2.resize(face, (300, 352), interpolation=cv2.INTER_AREA)
-    path = folder / "synthetic_720p_10s.mp4"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (1280, 720))
-    for i in range(int(seconds * fps)):
-        canvas = np.full((720, 1280, 3), 70, np.uint8)
-        # A slow left-right sway and bob that stays inside the frame.
-        x = int(490 + 400 * np.sin(i / 40))
-        y = int(184 + 150 * np.sin(i / 17))
-        canvas[y : y + face.shape[0], x : x + face.shape[1]] = face
-        writer.write(canvas)
-    writer.release()
-    return path
 
 
 def naive_seed(video: Path, detector: FaceDetector, model: torch.nn.Module, transform: Callable, params: CropParams) -> int:
@@ -91,97 +80,129 @@ def naive_seed(video: Path, detector: FaceDetector, model: torch.nn.Module, tran
     return len(crops)
 
 
+
+def where_time_goes(video: Path, frames_wanted: int, detector: FaceDetector, model: torch.nn.Module,
+                    transform: Callable, rt: object, params: CropParams) -> dict:
+    """(a)'s steps one after the other (no overlap): decode, detection per frame, crop, classify."""
+    t0 = time.perf_counter()
+    info, frames = read_frames(video, frames_wanted)
+    t1 = time.perf_counter()
+    with_face, without = [], []
+    crops = []
+    tracked = detector.track(f.image for f in frames)
+    for frame in frames:
+        t = time.perf_counter()
+        faces = next(tracked)
+        (with_face if faces else without).append(time.perf_counter() - t)
+        crops += [crop_face(frame.image, f.box, params.margin, params.crop_size) for f in faces]
+    t2 = time.perf_counter()
+    predict_logits(model, ArrayDataset(crops, transform), rt, batch_size=BATCH_SIZE)
+    t3 = time.perf_counter()
+    return {"info": info, "decode": t1 - t0, "detect": t2 - t1, "classify": t3 - t2, "with_face": with_face, "without": without}
+
+
+def bench_clip(video: Path, args: argparse.Namespace, model_path: Path, crop_params: CropParams) -> dict:
+    """Alternate (a), (b), (c) on one clip ``--repeats`` times; medians and (a)'s steps."""
+    model, meta = load_model(model_path)
+    naive_model, _ = load_model(model_path)  # plain fp32, contiguous: the seed's set-up
+    calibration = Calibration(weights_sha256=meta.weights_sha256, frames_per_video=args.frames, crop=crop_params,
+                              aggregation="mean", aggregate=AggregateParams(), threshold=0.5, abstain_band=0.05)
+    rt = setup_runtime("auto")
+    detector = FaceDetector(crop_params)
+    naive_detector = FaceDetector(CropParams())  # the seed's MTCNN: facenet-pytorch's defaults, min_face_size 20
+    transform = build_eval_transform(meta.input_size, tuple(meta.mean), tuple(meta.std))
+
+    def shipped() -> object:
+        return next(judge_paths([video], Detector(model, meta, calibration), detector, runtime=rt))
+
+    def lower_bound(boxes: list[tuple[int, tuple[float, ...]]]) -> None:
+        _, frames = read_frames(video, args.frames)
+        images = {f.frame_index: f.image for f in frames}
+        crops = [crop_face(images[i], box, crop_params.margin, crop_params.crop_size) for i, box in boxes]
+        predict_logits(model, ArrayDataset(crops, transform), rt, batch_size=BATCH_SIZE)
+
+    # Warm-up: first calls allocate; a warm CLI has paid that once for all its files.
+    first = shipped()
+    boxes = [(int(r.frame_index), (r.x1, r.y1, r.x2, r.y2)) for r in first.faces.itertuples()]
+    with torch.no_grad():
+        naive_model(torch.zeros(1, 3, meta.input_size, meta.input_size))
+
+    wall: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+    cpu: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+    runs: dict[str, Callable[[], object]] = {
+        "a": shipped,
+        "b": lambda: naive_seed(video, naive_detector, naive_model, transform, CropParams()),
+        "c": lambda: lower_bound(boxes),
+    }
+    results: dict[str, object] = {}
+    for _ in range(args.repeats):
+        for key, run in runs.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            results[key] = run()
+            wall[key].append(time.perf_counter() - t0)
+            cpu[key].append(time.process_time() - c0)
+    detector.searches = dict.fromkeys(detector.searches, 0)
+    steps = where_time_goes(video, args.frames, detector, model, transform, rt, crop_params)
+    return {"wall": {k: statistics.median(v) for k, v in wall.items()}, "runs": wall,
+            "cpu": {k: statistics.median(v) for k, v in cpu.items()}, "pred": results["a"], "n_naive": results["b"],
+            "steps": steps, "searches": dict(detector.searches), "runtime": rt.describe()}
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the benchmark and print the wall times and the ratios a/b and a/c."""
+    """Run the benchmark on each clip and print wall/CPU times, (a)'s steps and the ratios a/b and a/c."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--video", type=Path, default=None)
+    parser.add_argument("--video", type=Path, nargs="+", default=None)
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2, choices=range(1, 100), metavar="N")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for classification (detection uses one)")
     parser.add_argument("--model", type=Path, default=REPO / "models" / "model.pt")
-    parser.add_argument("--params", type=Path, default=None, help="take crop_faces from this file (default: CropParams(), as the CLI)")
+    parser.add_argument("--params", type=Path, default=REPO / "params.yaml", help="take crop_faces from this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    crop_params = load_section(CropParams, "crop_faces", args.params) if args.params.is_file() else CropParams()
+    videos = args.video or [p for p in DEFAULT_CLIPS if p.is_file()]
+    if not videos:
+        raise SystemExit(f"no clips: pass --video (the defaults live under {SHARED})")
 
     with tempfile.TemporaryDirectory() as tmp:
-        video = args.video or (SAMPLE_720P if SAMPLE_720P.is_file() else synthetic_clip(Path(tmp)))
         model_path, model_note = args.model, str(args.model)
         try:
             load_model(model_path)
         except CheckpointError as exc:
             model_path, model_note = Path(tmp) / "random.pt", f"random-init ResNet-18 ({exc})"
             save_checkpoint(model_path, build_model("resnet18", "random")[0], CheckpointMeta(arch="resnet18", init="random", input_size=224))
-        model, meta = load_model(model_path)
-        naive_model, _ = load_model(model_path)  # plain fp32, contiguous: the seed's set-up
-        crop_params = load_section(CropParams, "crop_faces", args.params) if args.params else CropParams()
-        calibration = Calibration(weights_sha256=meta.weights_sha256, frames_per_video=args.frames, crop=crop_params,
-                                  aggregation="mean", aggregate=AggregateParams(), threshold=0.5, abstain_band=0.05)
-        rt = setup_runtime("auto")
-        detector = FaceDetector(crop_params)
-        # The seed's MTCNN: default settings whatever --params says (min_face_size 20).
-        naive_detector = detector if crop_params == CropParams() else FaceDetector(CropParams())
-        transform = build_eval_transform(meta.input_size, tuple(meta.mean), tuple(meta.std))
-
-        def shipped() -> object:
-            return next(judge_paths([video], Detector(model, meta, calibration), detector, runtime=rt))
-
-        def lower_bound(boxes: list[tuple[int, tuple[float, ...]]]) -> None:
-            _, frames = read_frames(video, args.frames)
-            images = {f.frame_index: f.image for f in frames}
-            crops = [crop_face(images[i], box, crop_params.margin, crop_params.crop_size) for i, box in boxes]
-            predict_logits(model, ArrayDataset(crops, transform), rt, batch_size=max(1, len(crops)))
-
-        # Warm-up: first calls allocate; a warm CLI has paid that once for all its files.
-        first = shipped()
-        faces = first.faces
-        boxes = [(int(r.frame_index), (r.x1, r.y1, r.x2, r.y2)) for r in faces.itertuples()]
-        with torch.no_grad():
-            naive_model(torch.zeros(1, 3, meta.input_size, meta.input_size))
-
-        times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
-        cpu: dict[str, list[float]] = {"a": [], "b": [], "c": []}
-        n_naive = 0
-        for _ in range(args.repeats):
-            for key, run in (("a", shipped), ("b", lambda: naive_seed(video, naive_detector, naive_model, transform, CropParams())),
-                             ("c", lambda: lower_bound(boxes))):
-                t0, c0 = time.perf_counter(), time.process_time()
-                result = run()
-                times[key].append(time.perf_counter() - t0)
-                cpu[key].append(time.process_time() - c0)
-                if key == "a":
-                    pred = result
-                elif key == "b":
-                    n_naive = result
-
-        # Where (a)'s time goes, measured once more step by step.
-        t0 = time.perf_counter()
-        info, frames = read_frames(video, args.frames)
-        t1 = time.perf_counter()
-        crops = detect_and_crop(frames, detector, crop_params)
-        t2 = time.perf_counter()
-        predict_logits(model, ArrayDataset([c.crop for c in crops], transform), rt, batch_size=params.batch_size)
-        t3 = time.perf_counter()
-
-    a, b, c = (statistics.median(times[k]) for k in "abc")
-    ca, cb, cc = (statistics.median(cpu[k]) for k in "abc")
-    v = pred.verdict
-    print(f"video: {video} ({info.width}x{info.height}, {info.n_frames} frames at {info.fps:g} fps = {info.n_frames / info.fps:.1f} s)")
-    print(f"model: {model_note}; runtime {rt.describe()}; torch threads {torch.get_num_threads()}; repeats {args.repeats} (medians)")
-    print(f"detection: long side {crop_params.detect_long_side}, min_face_size {crop_params.min_face_size}, "
-          f"full_res_retry {crop_params.full_res_retry}, batch {crop_params.batch_size}")
-    print(f"(a) predict as shipped        : {a:6.2f} s  ({v.n_frames_sampled} frames, {v.n_faces} faces, verdict {v.verdict})  runs {_runs(times['a'])}")
-    print(f"    steps: decode {t1 - t0:.2f} s, detect+crop {t2 - t1:.2f} s, classify {t3 - t2:.2f} s")
-    print(f"(b) seed naive (every {NAIVE_STEP}th)   : {b:6.2f} s  ({n_naive} faces, MTCNN full-res, fp32 batch 1)  runs {_runs(times['b'])}")
-    print(f"(c) lower bound               : {c:6.2f} s  (decode sampled frames + one batch of {len(boxes)} crops)  runs {_runs(times['c'])}")
-    print(f"a/b = {a / b:.3f} (target <= 0.15: {'met' if a / b <= 0.15 else 'NOT met'}); a/c = {a / c:.2f}; "
-          f"(a) target <= 1.5 s: {'met' if a <= 1.5 else 'NOT met'}")
-    # CPU seconds of this process: less swayed by other processes than wall time, and with
-    # --threads 1 (no spinning worker threads) close to the work each method does.
-    print(f"CPU s (this process): a {ca:.2f}, b {cb:.2f}, c {cc:.2f}; a/b = {ca / cb:.3f}, a/c = {ca / cc:.2f}")
+        print(f"model: {model_note}; torch threads {torch.get_num_threads()} (detection 1); {args.frames} frames; "
+              f"repeats {args.repeats} (medians); 1-min load average {os.getloadavg()[0]:.1f}")
+        print(f"detection: {crop_params}")
+        ratios = []
+        for video in videos:
+            r = bench_clip(video, args, model_path, crop_params)
+            a, b, c = (r["wall"][k] for k in "abc")
+            ca, cb, cc = (r["cpu"][k] for k in "abc")
+            s, v = r["steps"], r["pred"].verdict
+            info = s["info"]
+            with_face, without = s["with_face"], s["without"]
+            print(f"\n== {video.name}: {info.width}x{info.height}, {info.n_frames} frames at {info.fps:g} fps; runtime {r['runtime']}; "
+                  f"load {os.getloadavg()[0]:.1f}")
+            print(f"(a) as shipped   : {a:6.2f} s wall, {ca:6.2f} s CPU  ({v.n_frames_sampled} frames, {v.n_frames_with_face} with a face, "
+                  f"{v.n_faces} faces)  runs {_runs(r['runs']['a'])}")
+            print(f"(b) seed's naive : {b:6.2f} s wall, {cb:6.2f} s CPU  ({r['n_naive']} faces, every {NAIVE_STEP}th frame, MTCNN "
+                  f"full-res, fp32 batch 1)  runs {_runs(r['runs']['b'])}")
+            print(f"(c) lower bound  : {c:6.2f} s wall, {cc:6.2f} s CPU  (decode + one batch of the same crops)  runs {_runs(r['runs']['c'])}")
+            print(f"    (a) step by step, no overlap: decode {s['decode']:.2f} s, detect+crop {s['detect']:.2f} s, classify "
+                  f"{s['classify']:.2f} s; detection per frame: {_mean_ms(with_face)} with a face ({len(with_face)}), "
+                  f"{_mean_ms(without)} without ({len(without)}); searches {r['searches']}")
+            print(f"    a/b = {a / b:.3f} (target <= 0.10), a/c = {a / c:.2f} (target <= 1.5); CPU: a/b = {ca / cb:.3f}, a/c = {ca / cc:.2f}")
+            ratios.append((video.name, a / b, a / c))
+        print("\nsummary: " + "; ".join(f"{name} a/b {ab:.3f} a/c {ac:.2f}" for name, ab, ac in ratios))
 
 
 def _runs(values: list[float]) -> str:
     return "[" + ", ".join(f"{x:.2f}" for x in values) + "]"
+
+
+def _mean_ms(values: list[float]) -> str:
+    return f"{1000 * statistics.mean(values):.0f} ms" if values else "n/a"
 
 
 if __name__ == "__main__":

@@ -1,83 +1,104 @@
-"""Training throughput: our train_one_epoch (shards + augmentation + loop) vs a bare loop.
+"""Training throughput: the train stage's own loop vs a bare PyTorch loop, same crops, same model, same run.
 
-Both run in this process, on the same crops, at the same precision, so the ratio is
-meaningful even on a busy machine. Target (issue 3): >= 30 img/s on 2 cores and
->= 0.8 of the bare loop.
+Usage:
+    python benchmarks/bench_train.py [--images 160] [--repeats 2] [--threads 1 2] [--workers 0 1]
+        [--precision auto fp32] [--params params.yaml]
 
-Usage: python benchmarks/bench_train.py [--images 256] [--batch 32] [--size 224]
+(ours) one epoch of :func:`engine.train_one_epoch` over the loader the train stage builds
+    (:func:`train.build_loop`: crops read from the tar shards, PNG decode, the stage's
+    augmentations, SBI when enabled, ``num_workers`` loader processes), on ``--images`` of
+    the sample's training crops.
+(bare) forward/backward/step over the same crops, decoded and resized once beforehand
+    (no shard reads, no augmentation, no DataLoader): what the model costs on its own.
+
+Both use the same architecture, batch size, optimiser, precision, channels_last and
+thread count, and alternate within each repeat, so the ratio ours/bare is meaningful on
+a busy machine (another process on the same cores slows both). Needs the pipeline's
+``data/faces.parquet`` and ``data/crops`` (``dvc pull`` or ``dvc repro crop_faces``).
+Target (issue 13): ours/bare >= 0.9.
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
+import dataclasses
+import os
+import statistics
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import torch
-from torch import nn
-from torch.utils.data import DataLoader
 
+from deepfake_detector.config import load_section
 from deepfake_detector.data import CropDataset
-from deepfake_detector.engine import cpu_has_bf16, prepare_model, setup_runtime, train_one_epoch
+from deepfake_detector.engine import Runtime, cpu_has_bf16, prepare_model, setup_runtime, train_one_epoch
 from deepfake_detector.model import build_model
-from deepfake_detector.shards import ShardWriter, encode_image, shard_name
-from deepfake_detector.transforms import AugmentParams, build_train_transform
+from deepfake_detector.train import Loop, TrainParams, build_loop, load_splits
+from deepfake_detector.transforms import build_eval_transform
+
+REPO = Path(__file__).resolve().parents[1]
 
 
-def make_crops(root: Path, n: int, size: int) -> pd.DataFrame:
-    rng = np.random.default_rng(0)
-    rows = []
-    with ShardWriter(root / shard_name("crops", 0)) as w:
-        for i in range(n):
-            member = f"v{i // 8:04d}/{i % 8:06d}_00.png"
-            w.add(member, encode_image(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)))
-            rows.append({"shard": shard_name("crops", 0), "member": member, "y": i % 2})
-    return pd.DataFrame(rows)
-
-
-def bare_loop(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int, rt) -> float:  # noqa: ANN001
-    """Forward/backward/step over preloaded tensors: no decode, no augmentation, no logging."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    loss_fn = nn.BCEWithLogitsLoss()
+def bare_epoch(model: torch.nn.Module, loop: Loop, images: torch.Tensor, labels: torch.Tensor, batch: int, rt: Runtime) -> float:
+    """Forward/backward/step over preloaded tensors; returns img/s."""
     model.train()
+    n = len(images) // batch * batch
     t0 = time.perf_counter()
-    for i in range(0, len(images) - batch + 1, batch):
+    for i in range(0, n, batch):
         x = images[i : i + batch].contiguous(memory_format=torch.channels_last) if rt.channels_last else images[i : i + batch]
         with rt.autocast():
             logits = model(x).squeeze(1)
-        loss = loss_fn(logits.float(), labels[i : i + batch])
-        opt.zero_grad(set_to_none=True)
+        loss = loop.loss_fn(logits.float(), labels[i : i + batch])
+        loop.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-    return (len(images) // batch * batch) / (time.perf_counter() - t0)
+        loop.optimizer.step()
+    return n / (time.perf_counter() - t0)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--images", type=int, default=256)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--size", type=int, default=224)
-    args = ap.parse_args()
-    torch.manual_seed(0)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, native CPU bf16: {cpu_has_bf16()}")
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = make_crops(Path(tmp), args.images, args.size)
-        for precision in ("fp32", "auto"):
-            rt = setup_runtime(precision)
-            ds = CropDataset(rows, Path(tmp), build_train_transform(args.size, AugmentParams()))
-            loader = DataLoader(ds, batch_size=args.batch, shuffle=True, drop_last=True)
-            model = prepare_model(build_model("resnet18", "random")[0], rt)
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-            train_one_epoch(model, DataLoader(ds, batch_size=args.batch, drop_last=True), opt, nn.BCEWithLogitsLoss(), rt)  # warm-up
-            ours = train_one_epoch(model, loader, opt, nn.BCEWithLogitsLoss(), rt)["img_per_s"]
-            eval_ds = [ds[i] for i in range(len(ds))]
-            images = torch.stack([x for x, _, _ in eval_ds])
-            labels = torch.stack([y for _, y, _ in eval_ds])
-            bare = bare_loop(model, images, labels, args.batch, rt)
-            print(f"{rt.describe():<45} ours {ours:6.1f} img/s | bare loop {bare:6.1f} img/s | ratio {ours / bare:.2f}")
+def measure(params: TrainParams, images: int, repeats: int) -> tuple[list[float], list[float], str]:
+    """Alternate (ours, bare) epochs ``repeats`` times; returns their img/s and the runtime."""
+    rt = setup_runtime(params.precision, threads=params.threads)
+    data = load_splits(params, REPO / "data" / "manifest.csv", REPO / "data" / "faces.parquet")
+    rows = data.train.sample(n=min(images, len(data.train)), random_state=0).reset_index(drop=True)
+    data = dataclasses.replace(data, train=rows)
+    torch.manual_seed(params.seed)
+    model = prepare_model(build_model(params.arch, "random")[0], rt)
+    loop = build_loop(params, rt, data, REPO / "data" / "crops", model)
+    plain = CropDataset(rows, REPO / "data" / "crops", build_eval_transform(params.input_size))
+    x = torch.stack([plain[i][0] for i in range(len(plain))])
+    y = torch.stack([plain[i][1] for i in range(len(plain))])
+    bare_epoch(model, loop, x[: params.batch_size], y[: params.batch_size], params.batch_size, rt)  # warm-up
+    ours, bare = [], []
+    for _ in range(repeats):
+        ours.append(train_one_epoch(model, loop.loader, loop.optimizer, loop.loss_fn, rt)["img_per_s"])
+        bare.append(bare_epoch(model, loop, x, y, params.batch_size, rt))
+    return ours, bare, rt.describe()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run every (precision, threads, workers) setting and print img/s and ours/bare."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=160, help="training crops per epoch")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--workers", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--precision", nargs="+", default=["auto", "fp32"], choices=["auto", "fp32", "bf16"])
+    ap.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    args = ap.parse_args(argv)
+    base = load_section(TrainParams, "train", args.params)
+    print(f"torch {torch.__version__}, {os.cpu_count()} cores, native CPU bf16: {cpu_has_bf16()}; arch {base.arch}, "
+          f"input {base.input_size} px, batch {base.batch_size}, SBI {base.sbi.enabled}, {args.images} crops, "
+          f"repeats {args.repeats} (medians); params.yaml: threads {base.threads}, num_workers {base.num_workers}")
+    for precision in dict.fromkeys(args.precision):
+        for threads in args.threads:
+            for workers in args.workers:
+                params = dataclasses.replace(base, precision=precision, threads=threads, num_workers=workers)
+                load0 = os.getloadavg()[0]
+                ours, bare, runtime = measure(params, args.images, args.repeats)
+                o, b = statistics.median(ours), statistics.median(bare)
+                ratio = statistics.median(a / c for a, c in zip(ours, bare))
+                print(f"{runtime:<40} threads {threads} workers {workers}: ours {o:5.1f} img/s, bare {b:5.1f} img/s, "
+                      f"ours/bare {ratio:.2f}  (load {load0:.1f})", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, noise_frames, portrait_frames
+from conftest import SHARED_DATA, noise_frames, portrait_frames, portrait_image
 
 from deepfake_detector.config import ConfigError, from_mapping, load_section
-from deepfake_detector.faces import CropParams, FaceDetector, _DetectionView, detect_and_crop
+from deepfake_detector.faces import CropParams, FaceDetector, detect_and_crop, pyramid_scales
 from deepfake_detector.imaging import crop_face, crop_window
 from deepfake_detector.video import read_frames
 
@@ -46,27 +46,28 @@ def test_faces_in_a_real_clip(detector: FaceDetector, portrait_clip: Path) -> No
 
 
 def test_boxes_are_in_full_resolution_pixels(detector: FaceDetector) -> None:
-    frame = portrait_frames(1, width=1280, height=720)[0]  # detected on a 640x360 copy
+    frame = portrait_frames(1, width=1280, height=720)[0]  # searched on a 360x203 copy
     (found,) = detector.detect([frame])
     assert len(found) == 1
     boxes, _ = detector.mtcnn.detect(frame[None])  # MTCNN on the full frame
     assert iou(found[0].box, tuple(boxes[0][0])) > 0.7
-    assert found[0].box[2] > 640, "box must not be in detection-copy pixels"
+    assert found[0].box[2] > 360, "box must not be in detection-copy pixels"
 
 
-def test_batched_results_belong_to_their_frames(detector: FaceDetector) -> None:
+def test_a_list_of_unrelated_frames_gives_each_its_own_faces(detector: FaceDetector) -> None:
     frames = portrait_frames(2, width=480, height=240, step=80)
-    batched = detector.detect(frames)
-    for frame, found in zip(frames, batched):
+    together = detector.detect(frames)
+    for frame, found in zip(frames, together):
         (alone,) = detector.detect([frame])
-        assert np.allclose(found[0].box, alone[0].box, atol=1.0)
+        assert len(found) == len(alone) == 1
+        assert iou(found[0].box, alone[0].box) > 0.8
 
 
 def test_tiny_frames_give_no_face_without_crashing(detector: FaceDetector) -> None:
     frames = [
         np.zeros((10, 10, 3), np.uint8),
         np.zeros((19, 200, 3), np.uint8),
-        np.full((20, 3000, 3), 128, np.uint8),  # its 640-px copy is 4 px tall
+        np.full((20, 3000, 3), 128, np.uint8),  # its 360-px copy is 2 px tall
         portrait_frames(1)[0],
     ]
     found = detector.detect(frames)
@@ -98,109 +99,118 @@ def test_rejects_non_rgb_uint8(detector: FaceDetector) -> None:
         detector.detect([np.zeros((50, 50), np.uint8)])
 
 
-class _FakeMTCNN:
-    """Records the shapes FaceDetector passes to MTCNN; returns fixed detections."""
-
-    def __init__(self, detections: list) -> None:
-        self.calls: list[tuple[int, ...]] = []
-        self.detections = detections
-
-    def __call__(self, batch: np.ndarray) -> list:
-        self.calls.append(batch.shape)
-        return [self.detections(batch.shape) for _ in range(batch.shape[0])]
+def test_pyramid_scales() -> None:
+    # MTCNN's pyramid: 12 / min_face, then x0.709 while the image stays >= 12 px.
+    scales = pyramid_scales(360, 20)
+    assert scales[0] == pytest.approx(0.6) and 360 * scales[-1] >= 12 > 360 * scales[-1] * 0.709
+    assert np.allclose(np.diff(np.log(scales)), np.log(0.709))
+    assert len(pyramid_scales(360, 40)) < len(scales)  # a larger min_face_size cuts the pyramid
+    assert pyramid_scales(10, 20) == []
 
 
-def _none(shape: tuple[int, ...]) -> tuple:
-    return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))
+# ----------------------------------------------------------------------------- following faces
+def moving_face_frames(n: int, dx: int, width: int = 640, height: int = 360) -> list[np.ndarray]:
+    """The portrait (face about 110 px) moving ``dx`` px per frame across a grey frame."""
+    face = cv2.resize(portrait_image(), (256, 300), interpolation=cv2.INTER_AREA)
+    frames = []
+    for i in range(n):
+        canvas = np.full((height, width, 3), 90, np.uint8)
+        x = 40 + i * dx
+        canvas[30:330, x : x + 256] = face[:, : max(0, min(256, width - x))]
+        frames.append(canvas)
+    return frames
 
 
-@pytest.mark.parametrize("retry", [True, False])
-def test_full_resolution_retry_only_where_the_copy_found_nothing(retry: bool, monkeypatch) -> None:
-    det = FaceDetector(CropParams(full_res_retry=retry, batch_size=2), device="cpu")
-
-    def only_full_res_finds(shape: tuple[int, ...]) -> tuple:
-        if shape[1:3] == (720, 1280):
-            return np.array([[100.0, 100, 300, 330]]), np.array([0.99]), np.zeros((1, 5, 2))
-        return _none(shape)
-
-    fake = _FakeMTCNN(only_full_res_finds)
-    monkeypatch.setattr(det, "_run", fake)
-    frames = [np.zeros((720, 1280, 3), np.uint8)] * 3 + [np.zeros((200, 300, 3), np.uint8)]
-    found = det.detect(frames)
-    copy_calls = [(1, 200, 300, 3), (2, 360, 640, 3), (1, 360, 640, 3)]  # batches by size
-    if retry:
-        # Each big frame once at full resolution; the small one is already full size.
-        assert fake.calls == copy_calls + [(1, 720, 1280, 3)] * 3
-        assert [len(f) for f in found] == [1, 1, 1, 0]
-        assert found[0][0].box == (100.0, 100.0, 300.0, 330.0)  # full-res run: not rescaled
-    else:
-        assert fake.calls == copy_calls
-        assert found == [[], [], [], []]
+def test_following_finds_what_searching_every_frame_finds() -> None:
+    frames = moving_face_frames(12, dx=25)  # about a fifth of the face per sampled frame
+    follow = FaceDetector(CropParams(detect_every=4), device="cpu")
+    search = FaceDetector(CropParams(detect_every=1), device="cpu")
+    followed, searched = follow.detect(frames), search.detect(frames)
+    assert [len(f) for f in followed] == [len(f) for f in searched] == [1] * 12
+    assert all(iou(a[0].box, b[0].box) > 0.8 for a, b in zip(followed, searched))
+    assert all(f[0].prob >= 0.9 and f[0].landmarks.shape == (5, 2) for f in followed)
+    centres = [(f[0].box[0] + f[0].box[2]) / 2 for f in followed]
+    assert np.all(np.diff(centres) > 15)  # the boxes move with the face
+    # Whole-frame searches on frames 0, 4 and 8 only; every later frame followed its face.
+    assert follow.searches == {"frame": 3, "follow": 11, "full_res": 0}
+    assert search.searches["frame"] == 12
 
 
-def test_mtcnn_never_sees_more_than_the_pixel_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The full-resolution retry of a frame above MAX_DETECT_PIXELS runs on a copy of that size
-    (on a 12000x12000 image it took 8 GB), found faces mapped back to full-resolution pixels."""
-    from deepfake_detector import faces
+def test_a_lost_face_is_searched_for_again() -> None:
+    frames = moving_face_frames(3, dx=10)
+    jumped = moving_face_frames(4, dx=120)[3]  # the face jumps 3 face widths away
+    det = FaceDetector(CropParams(detect_every=100), device="cpu")
+    found = det.detect(frames + [jumped])
+    assert [len(f) for f in found] == [1, 1, 1, 1]
+    assert found[3][0].box[0] > found[2][0].box[0] + 250
+    # Frame 0 and the frame where the followed face was lost get a whole-frame search.
+    assert det.searches == {"frame": 2, "follow": 3, "full_res": 0}
 
-    monkeypatch.setattr(faces, "MAX_DETECT_PIXELS", 400_000, raising=False)  # raising=False: also runs on old code
-    det = FaceDetector(CropParams(), device="cpu")
 
-    def found_on_the_retry(shape: tuple[int, ...]) -> tuple:
-        if shape[1:3] == (474, 843):
-            return np.array([[100.0, 100, 200, 200]]), np.array([0.99]), np.zeros((1, 5, 2))
-        return _none(shape)
+def test_frames_without_faces_cost_one_small_search_each() -> None:
+    frames = moving_face_frames(2, dx=10, width=1280, height=720) + noise_frames(4, width=1280, height=720)
+    for retry in (False, True):
+        det = FaceDetector(CropParams(detect_every=4, full_res_retry=retry), device="cpu")
+        found = det.detect(frames)
+        assert [len(f) for f in found] == [1, 1, 0, 0, 0, 0]
+        # Frame 2 lost the face; frames 3-5 have nothing to follow: one whole-frame search
+        # each, on the 360-px copy, and at full resolution only when asked for.
+        assert det.searches == {"frame": 5, "follow": 2, "full_res": 4 if retry else 0}
 
-    fake = _FakeMTCNN(found_on_the_retry)
-    monkeypatch.setattr(det, "_run", fake)
+
+def test_faces_are_detected_as_frames_arrive(detector: FaceDetector, portrait_clip: Path) -> None:
+    _, frames = read_frames(portrait_clip, 6)
+    taken = []
+
+    def arriving():  # noqa: ANN202
+        for f in frames:
+            taken.append(f.frame_index)
+            yield f.image
+
+    for k, faces in enumerate(detector.track(arriving())):
+        assert len(taken) == k + 1  # frame k is detected before frame k + 1 is asked for
+        assert len(faces) == 1
+    streamed = detect_and_crop(iter(frames), detector, CropParams())
+    listed = detect_and_crop(frames, detector, CropParams())
+    assert [(c.frame_index, c.face_index, c.window) for c in streamed] == [(c.frame_index, c.face_index, c.window) for c in listed]
+    assert all(np.array_equal(a.crop, b.crop) for a, b in zip(streamed, listed))
+
+
+def test_selection_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    det = FaceDetector(CropParams(prob_threshold=0.9, min_face_ratio=0.5, max_faces_per_frame=2), device="cpu")
+    # Sizes 100, 80, 40, 90 px; the 90 px one is below the threshold; a duplicate of the 100 px one.
+    boxes = np.array([[0, 0, 100, 100], [200, 0, 280, 80], [400, 0, 440, 40], [500, 0, 590, 90], [2, 2, 101, 101]], float)
+    probs = np.array([0.99, 0.95, 0.99, 0.5, 0.97])
+    points = np.tile(np.array([[10.0, 20.0]]), (5, 5, 1))
+    monkeypatch.setattr(det, "_propose", lambda searches, limit=None: [np.zeros((1, 4))] * len(searches))
+    monkeypatch.setattr(det, "_refine", lambda images, searches, cands, limit=None: [(boxes, probs, points)] * len(searches))
     (found,) = det.detect([np.zeros((720, 1280, 3), np.uint8)])
-    assert fake.calls == [(1, 360, 640, 3), (1, 474, 843, 3)]  # not (1, 720, 1280, 3)
-    assert all(h * w <= 400_000 for _, h, w, _ in fake.calls)
-    assert found[0].box == pytest.approx((100 * 1280 / 843, 100 * 720 / 474, 200 * 1280 / 843, 200 * 720 / 474))
-
-
-def test_selection_and_scaling(monkeypatch) -> None:
-    params = CropParams(prob_threshold=0.9, min_face_ratio=0.5, max_faces_per_frame=2)
-    det = FaceDetector(params, device="cpu")
-    # Sizes 50, 40, 20, 45 on the 640x360 copy; the 45 px one is below the threshold.
-    boxes = np.array(
-        [[0, 0, 50, 50], [100, 0, 140, 40], [200, 0, 220, 20], [300, 0, 345, 45]], float
-    )
-    probs = np.array([0.99, 0.95, 0.99, 0.5])
-    points = np.tile(np.array([[10.0, 20.0]]), (4, 5, 1))
-    monkeypatch.setattr(det, "_run", _FakeMTCNN(lambda s: (boxes, probs, points)))
-    (found,) = det.detect([np.zeros((720, 1280, 3), np.uint8)])
-    # Copy pixels x2 -> full resolution; largest first; 20 px < 0.5 * 50 dropped.
+    # Largest first; the duplicate merged into the more probable box; 40 px < 0.5 * 100 dropped.
     assert [f.box for f in found] == [(0.0, 0.0, 100.0, 100.0), (200.0, 0.0, 280.0, 80.0)]
     assert [f.prob for f in found] == pytest.approx([0.99, 0.95])
-    assert np.allclose(found[0].landmarks, [[20.0, 40.0]] * 5)
-
+    assert np.allclose(found[0].landmarks, [[10.0, 20.0]] * 5)
     monkeypatch.setattr(det, "params", CropParams(min_face_ratio=0.0, max_faces_per_frame=4))
     (found,) = det.detect([np.zeros((720, 1280, 3), np.uint8)])
     assert [f.size for f in found] == [100.0, 80.0, 40.0]
 
 
-def test_multiface_photo(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_multiface_photo() -> None:
     path = SHARED_DATA / "stills" / "multiface.jpg"
     if not path.is_file():
         pytest.skip(f"sample photo absent: {path}")
     _, (frame,) = read_frames(path, 1)
-    first = FaceDetector(CropParams(min_face_ratio=0.0, max_faces_per_frame=50))
-    raw = first._run(_DetectionView.of(frame.image, first.params.detect_long_side).image[None])
+    # The whole-frame search once (it is slow); only the selection rules change.
+    raw = FaceDetector(CropParams(min_face_ratio=0.0, max_faces_per_frame=50))._search_frame(frame.image)
 
-    def detect_with(**changes: float) -> list:
-        # Same MTCNN output each time (it is slow); only the selection rules change.
-        det = FaceDetector(CropParams(**changes))
-        monkeypatch.setattr(det, "_run", lambda batch: raw)
-        (faces,) = det.detect([frame.image])
-        return faces
+    def select(**changes: float) -> list:
+        return FaceDetector(CropParams(**changes))._select(raw)
 
-    everyone = detect_with(min_face_ratio=0.0, max_faces_per_frame=50)
+    everyone = select(min_face_ratio=0.0, max_faces_per_frame=50)
     assert len(everyone) >= 4
     sizes = [f.size for f in everyone]
     assert sizes == sorted(sizes, reverse=True)
-    assert len(detect_with()) == 4  # max_faces_per_frame
-    large_only = detect_with(min_face_ratio=0.9, max_faces_per_frame=50)
+    assert len(select()) == 4  # max_faces_per_frame
+    large_only = select(min_face_ratio=0.9, max_faces_per_frame=50)
     assert 1 <= len(large_only) < len(everyone)
     assert all(f.size >= 0.9 * large_only[0].size for f in large_only)
 
@@ -241,7 +251,8 @@ def test_detect_and_crop(detector: FaceDetector, portrait_clip: Path) -> None:
 @pytest.mark.parametrize(
     ("key", "value"),
     [("detect_long_side", 10), ("prob_threshold", 1.5), ("margin", -0.1), ("crop_size", 0),
-     ("min_face_ratio", 2.0), ("max_faces_per_frame", 0), ("batch_size", 0), ("videos_per_shard", 0)],
+     ("min_face_ratio", 2.0), ("max_faces_per_frame", 0), ("detect_every", 0), ("min_face_size", 8),
+     ("videos_per_shard", 0)],
 )
 def test_crop_params_validation(key: str, value: float) -> None:
     with pytest.raises(ConfigError, match=key):
@@ -253,3 +264,20 @@ def test_crop_params_match_params_yaml() -> None:
     if not path.is_file():
         pytest.skip("params.yaml absent")
     assert isinstance(load_section(CropParams, "crop_faces", path), CropParams)
+
+
+def test_no_whole_frame_search_scans_more_than_the_pixel_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full-resolution search of a frame above MAX_DETECT_PIXELS runs on a copy of that size
+    (on a 12000x12000 image MTCNN took 8 GB); frames within the budget keep their size."""
+    from deepfake_detector import faces
+
+    monkeypatch.setattr(faces, "MAX_DETECT_PIXELS", 400_000)
+    det = FaceDetector(CropParams(detect_long_side=4000, full_res_retry=True), device="cpu")
+    big = np.zeros((720, 1280, 3), np.uint8)
+    for long_side in (None, 4000, 640):
+        search = det._frame_search(big, long_side)
+        h, w = search.image.shape[:2]
+        assert h * w <= 400_000 and w == min(long_side or 1280, 843)
+        assert search.scale == pytest.approx(w / 1280)
+    small = np.zeros((360, 640, 3), np.uint8)
+    assert det._frame_search(small, None).image.shape == small.shape

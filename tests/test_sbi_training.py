@@ -67,18 +67,22 @@ def test_sbi_dataset_is_deterministic_and_only_alters_fakes(tmp_path: Path) -> N
     rows, crops = real_crop_set(tmp_path, 2)
     ident = lambda im: im  # noqa: E731 - raw crops, so pixels can be compared
     params = SbiParams(enabled=True, fake_share=0.5)
-    a = SbiCropDataset(rows, crops, ident, params, seed=3)
+    a = SbiCropDataset(rows, crops, ident, params, seed=3, cache_bytes=10**9)  # a keeps decoded crops, b does not
     b = SbiCropDataset(rows, crops, ident, params, seed=3)
     ys = []
     for i in range(len(rows)):
         (xa, ya, _), (xb, yb, _) = a[i], b[i]
         assert np.array_equal(xa, xb) and float(ya) == float(yb)
-        original = a.reader.read_image(rows.iloc[i]["shard"], rows.iloc[i]["member"])
+        original = b.crops.reader.read_image(rows.iloc[i]["shard"], rows.iloc[i]["member"])
         assert np.array_equal(xa, original) == (float(ya) == 0.0)
         ys.append(float(ya))
     assert 0 < sum(ys) < len(ys)  # both real and synthetic fakes drawn
     a.set_epoch(1)
     assert any(float(a[i][1]) != ys[i] or not np.array_equal(a[i][0], b[i][0]) for i in range(len(rows)))
+    # Blending never altered a kept crop: every one still equals the stored crop.
+    assert a.crops.bytes > 0
+    for (shard, member), kept in a.crops._images.items():
+        assert np.array_equal(kept, b.crops.reader.read_image(shard, member))
 
 
 def test_validation_twins_are_fixed_fakes(tmp_path: Path) -> None:

@@ -143,8 +143,8 @@ def test_no_test_or_val_video_reaches_training(tmp_path: Path, monkeypatch: pyte
     seen: list[list[str]] = []
 
     class SpyDataset(train_mod.CropDataset):
-        def __init__(self, rows, crops_dir, transform):  # noqa: ANN001
-            super().__init__(rows, crops_dir, transform)
+        def __init__(self, rows, crops_dir, transform, **kwargs):  # noqa: ANN001, ANN003
+            super().__init__(rows, crops_dir, transform, **kwargs)
             seen.append(list(rows["video_id"]))
 
     monkeypatch.setattr(train_mod, "CropDataset", SpyDataset)

@@ -40,6 +40,37 @@ def load_face_table(faces_path: Path, manifest: pd.DataFrame, splits: Sequence[s
     return df.sort_values(["video_id", "frame_index", "face_index"]).reset_index(drop=True)
 
 
+class DecodedCrops:
+    """Decoded crops by (shard, member), kept in memory up to a byte budget.
+
+    Training reads every crop once per epoch, and decoding a 224-px PNG crop costs about
+    2.7 ms, a tenth of a 160-px training step (docs/performance.md, "Training"): kept
+    decoded, later epochs skip it. Crops beyond the budget are decoded each time. Callers
+    must not modify the arrays returned. Each loader worker process has its own copy.
+
+    Args:
+        crops_dir: Folder of the crop shards.
+        max_bytes: Memory budget (0: keep nothing).
+    """
+
+    def __init__(self, crops_dir: Path, max_bytes: int = 0) -> None:
+        self.reader = ShardReader(crops_dir)
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._images: dict[tuple[str, str], np.ndarray] = {}
+
+    def get(self, shard: str, member: str) -> np.ndarray:
+        """The RGB uint8 crop stored as ``member`` of ``shard``."""
+        key = (shard, member)
+        image = self._images.get(key)
+        if image is None:
+            image = self.reader.read_image(shard, member)
+            if self.bytes + image.nbytes <= self.max_bytes:
+                self._images[key] = image
+                self.bytes += image.nbytes
+        return image
+
+
 class CropDataset(Dataset):
     """Face crops from shards, transformed; yields ``(image (3,S,S), y, row index)``.
 
@@ -47,20 +78,22 @@ class CropDataset(Dataset):
         rows: Face rows with ``shard``, ``member`` and ``y``.
         crops_dir: Folder of the crop shards.
         transform: Maps an RGB uint8 crop to a tensor (train or eval transform).
+        cache_bytes: Keep up to this many bytes of decoded crops in memory (see :class:`DecodedCrops`).
     """
 
-    def __init__(self, rows: pd.DataFrame, crops_dir: Path, transform: Callable[[np.ndarray], torch.Tensor]) -> None:
+    def __init__(self, rows: pd.DataFrame, crops_dir: Path, transform: Callable[[np.ndarray], torch.Tensor],
+                 cache_bytes: int = 0) -> None:
         self.shards = rows["shard"].to_numpy()
         self.members = rows["member"].to_numpy()
         self.y = rows["y"].to_numpy(dtype=np.float32) if "y" in rows else np.zeros(len(rows), np.float32)
-        self.reader = ShardReader(crops_dir)
+        self.crops = DecodedCrops(crops_dir, cache_bytes)
         self.transform = transform
 
     def __len__(self) -> int:
         return len(self.members)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        image = self.reader.read_image(self.shards[i], self.members[i])
+        image = self.crops.get(self.shards[i], self.members[i])
         return self.transform(image), torch.tensor(self.y[i]), i
 
 

@@ -4,6 +4,12 @@ CPU by default with bf16 autocast + channels_last where the CPU has native bf16
 (docs/performance.md: 2x a fp32 step); CUDA with AMP automatically when present. Under
 ``torchrun`` (WORLD_SIZE > 1) the same code runs DistributedDataParallel: gloo on
 CPU, nccl on GPU.
+
+Threads: the loops load and transform their batches with one intra-op thread
+(:func:`torch_threads`). Per-image ops on a 3x160x160 tensor are too small to share, and
+with two threads on cores another process is using, every op waits for the descheduled
+thread: a resize took 7.8 ms instead of 0.1 ms, the training step 3-10x longer
+(docs/performance.md, "Threads").
 """
 
 from __future__ import annotations
@@ -11,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import random
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -22,6 +30,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
+
+from .threads import torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +52,77 @@ def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+
+
+def _batches(loader: DataLoader) -> Iterator[Any]:
+    """The loader's batches, its per-image work kept off the compute threads (see the module doc).
+
+    Loader workers already run with one thread each. In-process loading runs in a
+    background thread that prepares the next batch while the caller computes on this one,
+    when the process runs one intra-op thread (so the two never share a thread team);
+    otherwise it runs in turn with the computation, with one thread.
+    """
+    if loader.num_workers > 0:
+        yield from loader
+    elif torch.get_num_threads() == 1:
+        yield from prefetch(iter(loader))
+    else:
+        it = iter(loader)
+        while True:
+            with torch_threads(1):
+                batch = next(it, _END)
+            if batch is _END:
+                return
+            yield batch
+
+
+_END = object()
+
+
+def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Yield ``items`` while a background thread computes up to ``depth`` of the next ones.
+
+    Exceptions raised by ``items`` are re-raised here, in order; closing the generator
+    early stops the thread after the item it is computing.
+
+    Args:
+        items: Any iterator; its ``next`` runs in the background thread.
+        depth: Items computed ahead.
+    """
+    out: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[Any, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((_END, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            put((_END, exc))
+
+    worker = threading.Thread(target=produce, name="prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, exc = out.get()
+            if exc is not None:
+                raise exc
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 def cpu_has_bf16() -> bool:
@@ -79,19 +160,25 @@ class Runtime:
         return f"{self.device.type} {amp}{' channels_last' if self.channels_last else ''} world_size={self.world_size}"
 
 
-def setup_runtime(precision: str = "auto", device: str = "auto") -> Runtime:
+def setup_runtime(precision: str = "auto", device: str = "auto", threads: int = 0) -> Runtime:
     """Pick device and precision; join the process group when launched by torchrun.
 
     Args:
         precision: ``auto`` (bf16 on CPUs with native bf16, fp16/bf16 AMP on CUDA, else
             fp32), ``fp32`` or ``bf16``.
         device: ``auto``, ``cpu`` or ``cuda``.
+        threads: Intra-op CPU threads for this process (0: leave torch's setting, all
+            cores unless ``OMP_NUM_THREADS`` says otherwise).
 
     Returns:
         The runtime to pass to the loops.
     """
     if precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0, got {threads}")
+    if threads:
+        torch.set_num_threads(threads)
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -143,7 +230,7 @@ def train_one_epoch(
     """
     model.train()
     total, n, t0 = 0.0, 0, time.perf_counter()
-    bar = tqdm(loader, desc=desc, leave=False, disable=not rt.is_main)
+    bar = tqdm(_batches(loader), total=len(loader), desc=desc, leave=False, disable=not rt.is_main)
     for images, y, _ in bar:
         images, y = _to_device(images, rt), y.to(rt.device)
         with rt.autocast():
@@ -173,7 +260,7 @@ def predict_logits(model: nn.Module, dataset: Dataset, rt: Runtime, batch_size: 
     indices = list(range(rt.rank, len(dataset), rt.world_size)) if rt.distributed else list(range(len(dataset)))
     loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=num_workers)
     out_idx, out_logits = [], []
-    for images, _, idx in tqdm(loader, desc=desc, leave=False, disable=not rt.is_main):
+    for images, _, idx in tqdm(_batches(loader), total=len(loader), desc=desc, leave=False, disable=not rt.is_main):
         with rt.autocast():
             logits = model(_to_device(images, rt)).squeeze(1)
         out_logits.append(logits.float().cpu().numpy())

@@ -1,16 +1,32 @@
-"""Face detection (MTCNN, wrapped once) and square face crops from full-resolution frames.
+"""Face detection (MTCNN's three networks, driven here) and square face crops from full-resolution frames.
 
-MTCNN's cost is per-pixel overhead, so it runs on a copy of each frame whose long side
-is ``detect_long_side`` (3-4x cheaper at 720p with about the same hit rate, see
-docs/performance.md); copies of equal size go through MTCNN in one batched call. Boxes and
-landmarks are mapped back to full-resolution pixels by :class:`_DetectionView`, the only
-place that scales in either direction, and crops are always cut from the full-resolution
-frame. Frames where the small copy found no face are re-detected at full resolution,
-which recovers small, dark faces cheaply because it concerns few frames. MTCNN never sees
-more than :data:`MAX_DETECT_PIXELS` pixels: its memory grows with them (8 GB for one
-144 Mpx image), so the "full-resolution" retry of a larger frame runs on a copy that size.
+MTCNN finds faces in three stages: PNet scans an image pyramid for candidate boxes, RNet
+and ONet score and refine each candidate from a 24- and a 48-px patch, ONet adding five
+landmarks. Its cost is overhead, not arithmetic (docs/performance.md), so this module
+drives facenet-pytorch's trained networks itself:
 
-"No face" is an empty list, never an exception.
+* **Small pyramid, sharp patches.** PNet runs on a copy of the frame whose long side is
+  ``detect_long_side``; the RNet/ONet patches of its candidates are cut from the
+  full-resolution frame, so boxes, landmarks and scores of small or dark faces are as good
+  as a full-resolution run gives without its pyramid (which cost 3-4x more per frame).
+* **Faces are followed between sampled frames.** Faces move little from one sampled frame
+  to the next: each face found in a frame is searched for in the next one only in a window
+  around it (2.5x its size, at the scales of 0.6-1.7x its size: a handful of tiny PNet
+  images), refined by RNet/ONet like any candidate. Every ``detect_every``-th sampled
+  frame, every frame where a followed face is lost and every frame that follows one
+  without a face get the whole-frame search as well; faces found both ways are merged.
+  So a frame without a face costs one whole-frame search on the small copy, no more than a
+  frame with one (frames are never searched again at full resolution unless
+  ``full_res_retry`` asks for it).
+* **One thread.** Detection runs hundreds of tiny torch ops per frame; with two intra-op
+  threads on cores another process uses, each op waits for the descheduled thread (a patch
+  resize took 7.8 ms instead of 0.1 ms), so detection always runs with one, and the
+  callers spend the other core on decoding.
+
+Boxes and landmarks are in full-resolution frame pixels; crops are always cut from the
+full-resolution frame. "No face" is an empty list, never an exception. Frames are
+detected in order, each one from what was found in the previous ones, so the stage and
+the single-file path feed :func:`detect_and_crop` the same frames in the same order.
 
 Example:
     >>> detector = FaceDetector(CropParams())  # doctest: +SKIP
@@ -22,22 +38,42 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
 import torch
 from facenet_pytorch import MTCNN
+from torchvision.ops import batched_nms
 
 from .imaging import Window, crop_window, cut_window
+from .threads import torch_threads
 from .video import Frame
 
 logger = logging.getLogger(__name__)
 
-# MTCNN builds an empty image pyramid and crashes on images smaller than this (or than
-# min_face_size) on their short side, so such images are never passed to it.
+# MTCNN's pyramid cannot hold a face on images smaller than this on their short side,
+# so such images are never searched.
 MIN_DETECT_SIDE = 20
-# The most pixels MTCNN is given at once per image (a 4K UHD frame: about 0.5 GB for MTCNN).
+
+# The most pixels any whole-frame search scans (4K UHD): bounds memory and time on huge images.
 MAX_DETECT_PIXELS = 3840 * 2160
+
+# MTCNN's own settings (facenet-pytorch's defaults): per-stage score thresholds, pyramid
+# scale step, and PNet's cell geometry.
+_STAGE_THRESHOLDS = (0.6, 0.7, 0.7)
+_PYRAMID_FACTOR = 0.709
+_PNET_STRIDE, _PNET_CELL = 2, 12
+
+# Following a face: candidate boxes are its last box shifted by a fifth of its side (3x3)
+# and scaled by 0.85 and 1.15 (11 boxes; RNet/ONet's box regression takes them the rest
+# of the way), scored from a window 2.5x the face, resized to 80 px (the face about 32 px:
+# RNet's 24-px patches come from it, ONet's 48-px ones from the full-resolution frame).
+# Only RNet's best few go on to ONet, which costs about 0.9 ms per patch.
+_FOLLOW_WINDOW = 2.5
+_FOLLOW_SIDE = 80
+_FOLLOW_GRID = np.array([(dx, dy, 1.0) for dy in (-0.2, 0.0, 0.2) for dx in (-0.2, 0.0, 0.2)] + [(0, 0, 0.85), (0, 0, 1.15)])
+_FOLLOW_ONET = 3
 
 
 @dataclass(frozen=True)
@@ -45,39 +81,43 @@ class CropParams:
     """Params section ``crop_faces``.
 
     Attributes:
-        detect_long_side: MTCNN runs on a copy with this long side (never upscaled).
-        full_res_retry: Re-detect at full resolution the frames where the copy found nothing.
-        prob_threshold: Keep faces whose MTCNN probability is at least this.
-        min_face_size: Smallest face MTCNN looks for, px on the image it is given.
+        detect_long_side: The whole-frame search (PNet's pyramid) runs on a copy with this
+            long side (never upscaled); candidates are refined at full resolution.
+        detect_every: Search the whole frame on every N-th sampled frame; in between, faces
+            are followed from the previous frame (and the whole frame is searched again
+            where one is lost or none was found). 1: every frame.
+        full_res_retry: Also search frames at full resolution where nothing was found
+            (slow: 3-4x a frame's cost, for few extra faces).
+        prob_threshold: Keep faces whose ONet probability is at least this.
+        min_face_size: Smallest face the whole-frame search looks for, px on the detection copy.
         margin: Fraction of the box size added on each side before cropping.
         crop_size: Side of the square output crops, px.
         min_face_ratio: Keep faces at least this fraction of the frame's largest face.
         max_faces_per_frame: Keep at most this many faces per frame (largest first).
-        batch_size: Frames per batched MTCNN call (equal-size detection copies only).
         videos_per_shard: Videos per crops tar shard.
     """
 
-    detect_long_side: int = 640
-    full_res_retry: bool = True
+    detect_long_side: int = 360
+    detect_every: int = 4
+    full_res_retry: bool = False
     prob_threshold: float = 0.9
     min_face_size: int = 20
     margin: float = 0.3
     crop_size: int = 224
     min_face_ratio: float = 0.5
     max_faces_per_frame: int = 4
-    batch_size: int = 16
     videos_per_shard: int = 64
 
     def __post_init__(self) -> None:
         rules = {  # key: (valid?, the rule, for the message)
             "detect_long_side": (self.detect_long_side >= MIN_DETECT_SIDE, f">= {MIN_DETECT_SIDE}"),
+            "detect_every": (self.detect_every >= 1, ">= 1"),
             "prob_threshold": (0.0 <= self.prob_threshold <= 1.0, "in [0, 1]"),
-            "min_face_size": (self.min_face_size >= 1, ">= 1"),
+            "min_face_size": (self.min_face_size >= _PNET_CELL, f">= {_PNET_CELL}"),
             "margin": (self.margin >= 0.0, ">= 0"),
             "crop_size": (self.crop_size >= 1, ">= 1"),
             "min_face_ratio": (0.0 <= self.min_face_ratio <= 1.0, "in [0, 1]"),
             "max_faces_per_frame": (self.max_faces_per_frame >= 1, ">= 1"),
-            "batch_size": (self.batch_size >= 1, ">= 1"),
             "videos_per_shard": (self.videos_per_shard >= 1, ">= 1"),
         }
         for key, (ok, rule) in rules.items():
@@ -91,7 +131,7 @@ class Face:
 
     Attributes:
         box: ``(x1, y1, x2, y2)``; may extend past the frame border.
-        prob: MTCNN face probability.
+        prob: ONet's face probability.
         landmarks: ``(5, 2)`` float array of (x, y): eyes, nose, mouth corners.
     """
 
@@ -137,55 +177,92 @@ class FaceCrop:
         }
 
 
+def pyramid_scales(short_side: int, min_face: float, max_face: float | None = None) -> list[float]:
+    """MTCNN's pyramid: image scales at which PNet's 12-px cell sees faces from ``min_face`` px up.
+
+    Args:
+        short_side: Short side of the searched image, px.
+        min_face: Smallest face looked for, px.
+        max_face: Largest face looked for, px (None: as large as the image).
+
+    Returns:
+        Decreasing scales, ``12 / min_face`` times powers of 0.709, while the scaled image
+        is at least 12 px and (with ``max_face``) the scale still sees faces up to it.
+    """
+    scale = _PNET_CELL / min_face
+    scales = []
+    while short_side * scale >= _PNET_CELL:
+        scales.append(scale)
+        if max_face is not None and scale * max_face <= _PNET_CELL:
+            break
+        scale *= _PYRAMID_FACTOR
+    return scales
+
+
+def _square(boxes: np.ndarray) -> np.ndarray:
+    """MTCNN's ``rerec``: squares of the boxes' longer side, same centres."""
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    side = np.maximum(w, h)
+    x1 = boxes[:, 0] + (w - side) / 2
+    y1 = boxes[:, 1] + (h - side) / 2
+    return np.stack([x1, y1, x1 + side, y1 + side], axis=1)
+
+
+def _regress(boxes: np.ndarray, reg: np.ndarray) -> np.ndarray:
+    """MTCNN's ``bbreg``: shift box edges by ``reg`` times the box size."""
+    size = np.stack([boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1] * 2, axis=1)
+    return boxes + reg * size
+
+
+def _patch_window(box: np.ndarray) -> Window:
+    """The pixels MTCNN cuts for a (square) box: rows/columns trunc(x1)-1 .. trunc(x2)-1."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+    return x1 - 1, y1 - 1, max(1, max(x2 - x1, y2 - y1) + 1)
+
+
+def _nms_min(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Greedy NMS where overlap is intersection over the smaller box (MTCNN's last stage)."""
+    order = np.argsort(-scores, kind="stable")
+    area = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+    keep = []
+    while order.size:
+        i, rest = order[0], order[1:]
+        keep.append(i)
+        iw = np.maximum(0.0, np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0]) + 1)
+        ih = np.maximum(0.0, np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1]) + 1)
+        order = rest[iw * ih / np.minimum(area[i], area[rest]) <= threshold]
+    return np.array(keep, dtype=np.int64)
+
+
 @dataclass(frozen=True, eq=False)
-class _DetectionView:
-    """An image as MTCNN sees it, and the one mapping back to full-resolution pixels.
+class _Search:
+    """An image PNet scans, and where its pixels lie in the full-resolution frame.
 
     Attributes:
-        image: The detection copy (the full frame itself when it is small enough).
-        sx: Detection-copy pixels per full-resolution pixel along x.
-        sy: Same along y.
+        image: What PNet sees (a downscaled frame, or a window around a followed face).
+        left: Frame x of the image's left edge.
+        top: Frame y of its top edge.
+        scale: Image pixels per frame pixel.
+        scales: The pyramid scales to scan it at.
     """
 
     image: np.ndarray
-    sx: float
-    sy: float
+    left: float
+    top: float
+    scale: float
+    scales: tuple[float, ...]
 
-    @classmethod
-    def of(cls, full: np.ndarray, long_side: int | None) -> "_DetectionView":
-        """Shrink ``full`` so its long side is ``long_side`` (never upscale; None: as is)."""
-        h, w = full.shape[:2]
-        if long_side is None or max(h, w) <= long_side:
-            return cls(full, 1.0, 1.0)
-        scale = long_side / max(h, w)
-        new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-        small = cv2.resize(full, (new_w, new_h), interpolation=cv2.INTER_AREA)
-        return cls(small, new_w / w, new_h / h)
+    def to_frame(self, boxes: np.ndarray) -> np.ndarray:
+        """Map ``(k, 4)`` boxes from image to frame pixels."""
+        return boxes / self.scale + [self.left, self.top, self.left, self.top]
 
-    @property
-    def is_scaled(self) -> bool:
-        return self.sx != 1.0 or self.sy != 1.0
-
-    def to_full(self, boxes: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Map ``(k, 4)`` boxes and ``(k, 5, 2)`` landmarks to full-resolution pixels."""
-        return boxes / [self.sx, self.sy, self.sx, self.sy], points / [self.sx, self.sy]
-
-
-def _bounded_long_side(image: np.ndarray, long_side: int | None) -> int | None:
-    """``long_side`` (None: full size), lowered so the detection copy has at most MAX_DETECT_PIXELS."""
-    h, w = image.shape[:2]
-    if h * w <= MAX_DETECT_PIXELS:
-        return long_side
-    budget = int(max(h, w) * (MAX_DETECT_PIXELS / (h * w)) ** 0.5)
-    return budget if long_side is None else min(long_side, budget)
-
-
-def _detectable(image: np.ndarray, min_face_size: int) -> bool:
-    return min(image.shape[:2]) >= max(MIN_DETECT_SIDE, min_face_size)
+    def to_image(self, boxes: np.ndarray) -> np.ndarray:
+        """Map ``(k, 4)`` boxes from frame to image pixels."""
+        return (boxes - [self.left, self.top, self.left, self.top]) * self.scale
 
 
 class FaceDetector:
-    """MTCNN, built once, run on downscaled, batched copies with a full-resolution retry.
+    """MTCNN's networks (facenet-pytorch weights), driven as the module doc says.
 
     Args:
         params: Detection and selection settings.
@@ -197,120 +274,240 @@ class FaceDetector:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        # post_process=False keeps pixel values; keep_all=True returns every face.
-        self.mtcnn = MTCNN(
-            keep_all=True,
-            post_process=False,
-            min_face_size=params.min_face_size,
-            device=self.device,
-        )
+        # Only its trained networks are used; `mtcnn.detect` is facenet-pytorch's own driver
+        # (kept for the benchmarks' naive baseline).
+        self.mtcnn = MTCNN(keep_all=True, post_process=False, min_face_size=params.min_face_size, device=self.device)
+        self.searches = {"frame": 0, "follow": 0, "full_res": 0}  # counts, for benchmarks and tests
 
-    def _run(self, batch: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """One MTCNN call on ``(N, H, W, 3)`` uint8 images of equal size.
+    # ---------------------------------------------------------------- MTCNN's stages
+    def _tensor(self, images: np.ndarray) -> torch.Tensor:
+        """``(N, H, W, 3)`` uint8 -> normalised float ``(N, 3, H, W)`` on the device."""
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float()
+        return (x - 127.5) * 0.0078125
+
+    @torch.no_grad()
+    def _propose(self, searches: list[_Search], limit: int | None = None) -> list[np.ndarray]:
+        """PNet over each search's pyramid (equal-size images, batched): square candidate boxes
+        ``(k, 4)`` per search, in frame pixels, best first; at most ``limit`` per search."""
+        h, w = searches[0].image.shape[:2]
+        found: list[list[np.ndarray]] = [[] for _ in searches]
+        for scale in searches[0].scales:
+            size = (int(w * scale + 1), int(h * scale + 1))
+            batch = np.stack([cv2.resize(s.image, size, interpolation=cv2.INTER_AREA) for s in searches])
+            reg, prob = self.mtcnn.pnet(self._tensor(batch))
+            score = prob[:, 1]
+            idx, ys, xs = torch.nonzero(score >= _STAGE_THRESHOLDS[0], as_tuple=True)
+            if len(idx) == 0:
+                continue
+            cells = torch.stack([xs, ys], dim=1).to(torch.float64)
+            q1 = torch.floor((_PNET_STRIDE * cells + 1) / scale)
+            q2 = torch.floor((_PNET_STRIDE * cells + _PNET_CELL) / scale)
+            boxes = torch.cat([q1, q2], dim=1)
+            scores = score[idx, ys, xs].double()
+            regs = reg[idx, :, ys, xs].double()
+            keep = batched_nms(boxes, scores, idx, 0.5)
+            for k in keep.tolist():
+                found[int(idx[k])].append(np.concatenate([boxes[k].numpy(), [scores[k].item()], regs[k].numpy()]))
+        out = []
+        for search, rows in zip(searches, found):
+            if not rows:
+                out.append(np.zeros((0, 4)))
+                continue
+            r = np.array(rows)
+            keep = batched_nms(torch.from_numpy(r[:, :4]), torch.from_numpy(r[:, 4]), torch.zeros(len(r), dtype=torch.int64), 0.7)
+            r = r[keep.numpy()[:limit]]  # batched_nms returns indices by decreasing score
+            size = np.stack([r[:, 2] - r[:, 0], r[:, 3] - r[:, 1]] * 2, axis=1)
+            boxes = r[:, :4] + r[:, 5:9] * size
+            out.append(_square(search.to_frame(boxes)))
+        return out
+
+    @torch.no_grad()
+    def _net(self, net: torch.nn.Module, images: list[np.ndarray], searches: list[_Search], cand: np.ndarray,
+             owner: np.ndarray, side: int) -> list[np.ndarray]:
+        """Run RNet or ONet on ``side``-px patches of the candidates (frame-pixel boxes).
+
+        A patch is cut from the search image when the box spans at least ``side`` of its
+        pixels (as much detail as the network takes, and a cheap resize), else from the
+        full-resolution frame (small or distant faces: the detail only it has).
+        """
+        patches = []
+        for box, o in zip(cand, owner):
+            search = searches[o]
+            if (box[2] - box[0]) * search.scale >= side:
+                patches.append(cut_window(search.image, _patch_window(search.to_image(box[None])[0]), side))
+            else:
+                patches.append(cut_window(images[o], _patch_window(box), side))
+        return [t.double().cpu().numpy() for t in net(self._tensor(np.stack(patches)))]
+
+    def _refine(self, images: list[np.ndarray], searches: list[_Search], boxes: list[np.ndarray],
+                onet_limit: int | None = None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """RNet then ONet on each search's candidate boxes (frame pixels); at most ``onet_limit``
+        of RNet's best per search go on to ONet.
 
         Returns:
-            Per image: boxes ``(k, 4)``, probs ``(k,)``, landmarks ``(k, 5, 2)`` (k may be 0),
-            in the pixels of ``batch``.
+            Per search: boxes ``(k, 4)``, probabilities ``(k,)``, landmarks ``(k, 5, 2)``, frame pixels.
         """
-        boxes, probs, points = self.mtcnn.detect(batch, landmarks=True)
+        empty = (np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
+        owner = np.concatenate([np.full(len(b), i, dtype=np.int64) for i, b in enumerate(boxes)])
+        cand = np.concatenate(boxes)
+        if not len(cand):
+            return [empty for _ in searches]
+        reg, prob = self._net(self.mtcnn.rnet, images, searches, cand, owner, 24)
+        keep = prob[:, 1] > _STAGE_THRESHOLDS[1]
+        cand, owner, reg, prob = cand[keep], owner[keep], reg[keep], prob[keep, 1]
+        nms = batched_nms(torch.from_numpy(cand), torch.from_numpy(prob), torch.from_numpy(owner), 0.7).numpy()
+        if onet_limit is not None:  # nms is by decreasing score: keep each search's first few
+            nms = np.concatenate([nms[owner[nms] == i][:onet_limit] for i in range(len(searches))])
+        cand, owner = _square(_regress(cand[nms], reg[nms])), owner[nms]
+        if not len(cand):
+            return [empty for _ in searches]
+        reg, marks, prob = self._net(self.mtcnn.onet, images, searches, cand, owner, 48)
+        keep = prob[:, 1] > _STAGE_THRESHOLDS[2]
+        cand, owner, reg, marks, prob = cand[keep], owner[keep], reg[keep], marks[keep], prob[keep, 1]
+        wh = cand[:, 2:4] - cand[:, 0:2] + 1
+        points = np.stack([wh[:, None, 0] * marks[:, :5] + cand[:, None, 0] - 1,
+                           wh[:, None, 1] * marks[:, 5:] + cand[:, None, 1] - 1], axis=2)
+        cand = _regress(cand, reg)
+        results = []
+        for i in range(len(searches)):
+            mine = np.flatnonzero(owner == i)
+            keep = mine[_nms_min(cand[mine], prob[mine], 0.7)]
+            results.append((cand[keep], prob[keep], points[keep]))
+        return results
+
+    def _faces(self, images: list[np.ndarray], searches: list[_Search], limit: int | None = None) -> list[list[Face]]:
+        """Candidates from the searches (one per image, ``limit`` each), refined: faces above ``prob_threshold``."""
         out = []
-        for b, p, pts in zip(boxes, probs, points):
-            if b is None:
-                out.append((np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))))
-                continue
-            # MTCNN packs ragged per-image results into object arrays: make them numeric.
-            b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-            out.append(
-                (b, np.asarray(p, dtype=np.float64).reshape(-1),
-                 np.asarray(pts, dtype=np.float64).reshape(-1, 5, 2))
-            )
+        for boxes, probs, points in self._refine(images, searches, self._propose(searches, limit)):
+            out.append([
+                Face(box=tuple(float(v) for v in b), prob=float(p), landmarks=pt)
+                for b, p, pt in zip(boxes, probs, points)
+                if p >= self.params.prob_threshold
+            ])
         return out
 
-    def _detect_views(self, views: list[_DetectionView]) -> list[list[Face]]:
-        """One batched MTCNN call on equal-size views; faces in full-resolution pixels."""
-        batch = np.stack([v.image for v in views])  # (B, h, w, 3)
-        out = []
-        for view, (boxes, probs, points) in zip(views, self._run(batch)):
-            full_boxes, full_points = view.to_full(boxes, points)
-            out.append(self._select(full_boxes, probs, full_points))
-        return out
+    # ---------------------------------------------------------------- searches
+    def _frame_search(self, image: np.ndarray, long_side: int | None) -> _Search | None:
+        """The whole frame, shrunk to ``long_side`` (None: as is) and to at most MAX_DETECT_PIXELS;
+        None when too small to search."""
+        h, w = image.shape[:2]
+        if h * w > MAX_DETECT_PIXELS:
+            budget = int(max(h, w) * (MAX_DETECT_PIXELS / (h * w)) ** 0.5)
+            long_side = budget if long_side is None else min(long_side, budget)
+        scale = 1.0 if long_side is None or max(h, w) <= long_side else long_side / max(h, w)
+        small = image if scale == 1.0 else cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
+                                                      interpolation=cv2.INTER_AREA)
+        if min(small.shape[:2]) < max(MIN_DETECT_SIDE, self.params.min_face_size):
+            return None
+        scales = pyramid_scales(min(small.shape[:2]), self.params.min_face_size)
+        return _Search(small, 0.0, 0.0, small.shape[1] / w, tuple(scales))
 
-    def _select(self, boxes: np.ndarray, probs: np.ndarray, points: np.ndarray) -> list[Face]:
-        """Apply the probability threshold, the size ranking and the per-frame caps."""
+    def _search_frame(self, image: np.ndarray) -> list[Face]:
+        """Whole-frame search on the small copy (and at full resolution if asked and nothing was found)."""
+        search = self._frame_search(image, self.params.detect_long_side)
+        if search is None:
+            return []
+        self.searches["frame"] += 1
+        (faces,) = self._faces([image], [search])
+        if not faces and self.params.full_res_retry and search.scale != 1.0:
+            full = self._frame_search(image, None)
+            if full is not None:
+                self.searches["full_res"] += 1
+                (faces,) = self._faces([image], [full])
+        return faces
+
+    def _follow(self, image: np.ndarray, tracks: list[Face]) -> tuple[list[Face], int]:
+        """Look for each tracked face near its last box: RNet/ONet on a grid of shifted and
+        rescaled copies of the box (no PNet pyramid).
+
+        Returns:
+            The faces found (all tracks together) and how many tracks found none.
+        """
+        searches, boxes = [], []
+        for face in tracks:
+            (box,) = _square(np.array([face.box]))
+            side = box[2] - box[0]
+            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+            window = (int(round(cx - _FOLLOW_WINDOW * side / 2)), int(round(cy - _FOLLOW_WINDOW * side / 2)),
+                      max(1, int(round(_FOLLOW_WINDOW * side))))
+            scale = _FOLLOW_SIDE / window[2]
+            searches.append(_Search(cut_window(image, window, _FOLLOW_SIDE), window[0], window[1], scale, ()))
+            half = side * _FOLLOW_GRID[:, 2] / 2
+            x, y = cx + side * _FOLLOW_GRID[:, 0], cy + side * _FOLLOW_GRID[:, 1]
+            boxes.append(np.stack([x - half, y - half, x + half, y + half], axis=1))
+        self.searches["follow"] += len(searches)
+        per_track = []
+        for found, probs, points in self._refine([image] * len(searches), searches, boxes, _FOLLOW_ONET):
+            per_track.append([Face(tuple(float(v) for v in b), float(p), pt)
+                              for b, p, pt in zip(found, probs, points) if p >= self.params.prob_threshold])
+        return [f for faces in per_track for f in faces], sum(not faces for faces in per_track)
+
+    # ---------------------------------------------------------------- selection
+    def _select(self, faces: list[Face]) -> list[Face]:
+        """Merge duplicates, rank by size, apply the per-frame caps."""
         p = self.params
-        faces = [
-            Face(box=tuple(float(v) for v in b), prob=float(pr), landmarks=pt)
-            for b, pr, pt in zip(boxes, probs, points)
-            if pr >= p.prob_threshold
-        ]
-        faces.sort(key=lambda f: (-f.size, -f.prob, f.box))
         if not faces:
             return []
+        boxes = np.array([f.box for f in faces])
+        keep = _nms_min(boxes, np.array([f.prob for f in faces]), 0.7)
+        faces = sorted((faces[i] for i in keep), key=lambda f: (-f.size, -f.prob, f.box))
         floor = p.min_face_ratio * faces[0].size
         return [f for f in faces if f.size >= floor][: p.max_faces_per_frame]
 
-    def detect(self, images: list[np.ndarray]) -> list[list[Face]]:
-        """Detect faces in RGB uint8 frames.
+    # ---------------------------------------------------------------- public
+    def track(self, images: Iterable[np.ndarray]) -> Iterator[list[Face]]:
+        """Detect faces in the sampled frames of one video, in order, as they come.
 
         Args:
-            images: ``(H, W, 3)`` RGB uint8 frames, any sizes.
+            images: ``(H, W, 3)`` RGB uint8 frames, consecutive samples of one video (any
+                iterable: frames may still be decoding).
 
-        Returns:
-            Per frame, the kept faces (largest first) in full-resolution pixels; an empty
-            list when there is none, including frames too small for MTCNN.
+        Yields:
+            Per frame, its faces (largest first) in full-resolution pixels; an empty list
+            when there is none, including frames too small to search.
 
         Raises:
             ValueError: If an image is not ``(H, W, 3)`` uint8.
         """
-        p = self.params
-        for i, img in enumerate(images):
-            if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-                raise ValueError(
-                    f"image {i}: expected (H, W, 3) uint8, got {img.shape} {img.dtype}"
-                )
-        views = [_DetectionView.of(img, _bounded_long_side(img, p.detect_long_side)) for img in images]
-        results: list[list[Face]] = [[] for _ in images]
+        tracks: list[Face] = []
+        for i, image in enumerate(images):
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f"image {i}: expected (H, W, 3) uint8, got {image.shape} {image.dtype}")
+            with torch_threads(1):
+                found, lost = self._follow(image, tracks) if tracks else ([], 0)
+                if not tracks or lost or i % self.params.detect_every == 0:
+                    found = found + self._search_frame(image)
+                tracks = self._select(found)
+            yield tracks
 
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, view in enumerate(views):
-            if _detectable(view.image, p.min_face_size):
-                groups.setdefault(view.image.shape, []).append(i)
-            else:
-                logger.debug("frame %d: %s too small for MTCNN", i, view.image.shape[:2])
-        for shape in sorted(groups):
-            members = groups[shape]
-            for start in range(0, len(members), p.batch_size):
-                chunk = members[start : start + p.batch_size]
-                for i, faces in zip(chunk, self._detect_views([views[i] for i in chunk])):
-                    results[i] = faces
-
-        if p.full_res_retry:
-            for i, view in enumerate(views):
-                # Full-resolution frames are run one by one: batching them is slower.
-                if not results[i] and view.is_scaled and _detectable(images[i], p.min_face_size):
-                    retry = _DetectionView.of(images[i], _bounded_long_side(images[i], None))
-                    if retry.image.shape != view.image.shape:
-                        (results[i],) = self._detect_views([retry])
-        return results
+    def detect(self, images: Iterable[np.ndarray]) -> list[list[Face]]:
+        """:meth:`track` over a whole list: per frame, its faces."""
+        return list(self.track(images))
 
 
-def detect_and_crop(
-    frames: list[Frame], detector: FaceDetector, params: CropParams
-) -> list[FaceCrop]:
+def detect_and_crop(frames: Iterable[Frame], detector: FaceDetector, params: CropParams) -> list[FaceCrop]:
     """Detect faces in a video's sampled frames and crop them: the one path used by the
     ``crop_faces`` stage and by single-video prediction.
 
     Args:
-        frames: Decoded frames of one video (detection is batched across them).
+        frames: The video's sampled frames in order (any iterable: each frame is detected
+            and cropped as it arrives).
         detector: The detector (built once by the caller).
         params: Crop settings (``margin``, ``crop_size``).
 
     Returns:
         Crops ordered by frame, then face rank; empty when no frame has a face.
     """
-    faces_per_frame = detector.detect([f.image for f in frames])
+    pending: list[Frame] = []
+
+    def images() -> Iterator[np.ndarray]:
+        for frame in frames:
+            pending.append(frame)
+            yield frame.image
+
     crops = []
-    for frame, faces in zip(frames, faces_per_frame):
+    for faces in detector.track(images()):
+        frame = pending.pop(0)  # track yields once per image taken, in order
         for k, face in enumerate(faces):
             window = crop_window(face.box, params.margin)
             crops.append(FaceCrop(frame.frame_index, k, face, window, cut_window(frame.image, window, params.crop_size)))

@@ -57,13 +57,16 @@ def cut_window(image: np.ndarray, window: Window, size: int) -> np.ndarray:
         raise ValueError(f"size must be >= 1, got {size}")
     left, top, side = window
     h, w = image.shape[:2]
-    square = np.zeros((side, side, image.shape[2]), dtype=image.dtype)
-    sx0, sy0 = max(left, 0), max(top, 0)
-    sx1, sy1 = min(left + side, w), min(top + side, h)
-    if sx1 > sx0 and sy1 > sy0:
-        square[sy0 - top : sy1 - top, sx0 - left : sx1 - left] = image[sy0:sy1, sx0:sx1]
+    if left >= 0 and top >= 0 and left + side <= w and top + side <= h:
+        square = image[top : top + side, left : left + side]  # inside the frame: no copy needed
+    else:
+        square = np.zeros((side, side, image.shape[2]), dtype=image.dtype)
+        sx0, sy0 = max(left, 0), max(top, 0)
+        sx1, sy1 = min(left + side, w), min(top + side, h)
+        if sx1 > sx0 and sy1 > sy0:
+            square[sy0 - top : sy1 - top, sx0 - left : sx1 - left] = image[sy0:sy1, sx0:sx1]
     if side == size:
-        return square
+        return np.array(square)  # a copy, never a view of the frame
     interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
     resized = cv2.resize(square, (size, size), interpolation=interpolation)
     return resized.reshape(size, size, image.shape[2])  # cv2 drops a single channel axis

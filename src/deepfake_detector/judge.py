@@ -1,11 +1,13 @@
 """Judge single video or image files: the path the CLI and the web demo share.
 
 A file goes through the pipeline's own steps with the detector's own calibration:
-sequential decoding of ``calibration.frames_per_video`` frames (:func:`video.read_frames`),
-face detection and cropping with ``calibration.crop`` (:func:`faces.detect_and_crop`, as
-in the crop_faces stage), the checkpoint's eval transform and batched classification, the
-calibrated aggregation and verdict rule (:meth:`calibration.Calibration.decide`, as in the
-predict_videos stage). So a video gets the same verdict here as in the pipeline.
+sequential decoding of ``calibration.frames_per_video`` frames (:func:`video.read_frames`,
+in a background thread: :class:`video.FrameStream`), face detection and cropping with
+``calibration.crop`` as each frame arrives (:func:`faces.detect_and_crop`, as in the
+crop_faces stage, on the same frames in the same order), the checkpoint's eval transform
+and batched classification, the calibrated aggregation and verdict rule
+(:meth:`calibration.Calibration.decide`, as in the predict_videos stage). So a video gets
+the same verdict here as in the pipeline, and decoding overlaps detection.
 
 Example:
     >>> detector = load_detector(Path("models/detector.pt"))  # doctest: +SKIP
@@ -28,7 +30,7 @@ from .data import ArrayDataset
 from .engine import Runtime, predict_logits, prepare_model, setup_runtime
 from .faces import FaceCrop, FaceDetector, detect_and_crop
 from .transforms import build_eval_transform
-from .video import VideoReadError, read_frames
+from .video import FrameStream, VideoReadError
 
 # Face crops per forward pass.
 BATCH_SIZE = 64
@@ -96,14 +98,17 @@ def judge_paths(
         common = dict(video_id=str(path), video_path=str(path), true_label=None, split=None,
                       threshold=cal.threshold, aggregation=cal.aggregation)
         empty = pd.DataFrame(columns=records.SCORED_FACE_COLUMNS)
+        stream = FrameStream(path, n_frames)
         try:
-            info, frames = read_frames(path, n_frames)
+            crops = detect_and_crop(stream, face_detector, cal.crop)
+            info, frames = stream.result()
         except VideoReadError as exc:
             yield PathPrediction(records.VideoVerdict(**common, verdict=records.UNREADABLE, reason=str(exc), prob_fake=None), empty, [], None)
             continue
+        if stream.replanned:  # the stream ended early and its frames were sampled again
+            crops = detect_and_crop(frames, face_detector, cal.crop)
         common.update(n_frames_expected=info.n_frames_expected, n_frames_sampled=len(frames), decode_errors=info.decode_errors)
         kept = {f.frame_index: f.image for f in frames} if keep_frames else None
-        crops = detect_and_crop(frames, face_detector, cal.crop)
         if not crops:
             reason = f"no face with probability >= {cal.crop.prob_threshold} in any of {len(frames)} sampled frames of {path}"
             v = records.VideoVerdict(**common, verdict=records.NO_FACE, reason="; ".join([reason, *info.notes]), prob_fake=None)

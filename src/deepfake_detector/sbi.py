@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .blend import BlendParams, self_blend
-from .shards import ShardReader
+from .data import DecodedCrops
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,9 @@ class SbiCropDataset(Dataset):
     of workers. In ``fixed`` mode, rows with ``sbi=True`` are synthesised with a generator
     keyed on (seed, index) only: the same fakes every epoch.
 
-    Yields ``(image, y, index)`` like :class:`deepfake_detector.data.CropDataset`.
+    Yields ``(image, y, index)`` like :class:`deepfake_detector.data.CropDataset`, and keeps
+    up to ``cache_bytes`` of decoded crops in memory as it does (self-blending starts from the
+    stored crop, never from an earlier blend).
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class SbiCropDataset(Dataset):
         params: SbiParams,
         seed: int,
         mode: str = "train",
+        cache_bytes: int = 0,
     ) -> None:
         missing = [c for c in ("landmarks", "crop_left", "crop_top", "crop_side") if c not in rows]
         if missing:
@@ -101,7 +104,7 @@ class SbiCropDataset(Dataset):
         if mode not in ("train", "fixed"):
             raise ValueError(f"mode must be train or fixed, got {mode!r}")
         self.rows = rows.reset_index(drop=True)
-        self.reader = ShardReader(crops_dir)
+        self.crops = DecodedCrops(crops_dir, cache_bytes)
         self.transform = transform
         self.params = params
         self.seed = seed
@@ -123,7 +126,7 @@ class SbiCropDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         row = self.rows.iloc[i]
-        image = self.reader.read_image(row["shard"], row["member"])
+        image = self.crops.get(row["shard"], row["member"])
         key = [self.seed, i] if self.mode == "fixed" else [self.seed, self.epoch, i]
         rng = np.random.default_rng(key)
         y = float(row["y"])

@@ -45,7 +45,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainParams:
-    """Params section ``train``."""
+    """Params section ``train``.
+
+    ``threads`` and ``num_workers`` only change speed: ``threads`` is the intra-op thread
+    count of the training process (0: torch's default, all cores), ``num_workers`` the
+    DataLoader processes that decode and augment the next batches meanwhile (one thread
+    each). On a machine whose cores other jobs share, one thread for the step and one
+    worker beat two threads 3-10x (docs/performance.md, "Threads").
+    """
 
     arch: str = "resnet18"
     init: str = "imagenet"  # imagenet | random | path to a weights file
@@ -61,6 +68,7 @@ class TrainParams:
     balance: Literal["pos_weight", "sampler", "none"] = "pos_weight"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     num_workers: int = 0
+    threads: int = 0
     seed: int = 0
     deterministic: bool = False
     augment: AugmentParams = field(default_factory=AugmentParams)
@@ -71,7 +79,13 @@ class TrainParams:
             raise ValueError("epochs, batch_size and patience must be >= 1")
         if self.lr <= 0:
             raise ValueError("lr must be > 0")
+        if self.num_workers < 0 or self.threads < 0:
+            raise ValueError("num_workers and threads must be >= 0")
 
+
+# Decoded crops kept in memory by each of the train and val datasets, so that epochs after
+# the first skip PNG decoding (data.DecodedCrops); 1 GiB holds about 7000 224-px crops.
+CROP_CACHE_BYTES = 2**30
 
 # Checkpoint selection aggregates a validation video's faces by their mean probability:
 # the simplest strategy, and a fixed one, so selection does not depend on calibration.
@@ -115,18 +129,18 @@ def run_training(
     Raises:
         ValueError: If the train or val split has no face crops, or only one class in train.
     """
-    rt = setup_runtime(params.precision)
+    rt = setup_runtime(params.precision, threads=params.threads)
     with process_group_cleanup(rt):
         seed_everything(params.seed + rt.rank, params.deterministic)
-        data = _load_splits(params, manifest_path, faces_path)
+        data = load_splits(params, manifest_path, faces_path)
         logger.info(
-            "train [%s]: %d crops of %d videos (real %d, fake %d); val: %d crops of %d videos; runtime %s",
-            data.mode, len(data.train), data.train["video_id"].nunique(), data.n_real, data.n_fake,
-            len(data.val), data.val["video_id"].nunique(), rt.describe(),
+            "train [%s]: %d crops of %d videos (real %d, fake %d); val: %d crops of %d videos; runtime %s, %d thread(s), "
+            "%d loader worker(s)", data.mode, len(data.train), data.train["video_id"].nunique(), data.n_real, data.n_fake,
+            len(data.val), data.val["video_id"].nunique(), rt.describe(), torch.get_num_threads(), params.num_workers,
         )
         model, init_used = build_model(params.arch, params.init, params.require_pretrained)
         model = prepare_model(model, rt)
-        loop = _build_loop(params, rt, data, crops_dir, model)
+        loop = build_loop(params, rt, data, crops_dir, model)
         live = _start_live(live_dir, rt, init_used, len(data.train))
         best, best_state = _fit(params, rt, model, loop, data, live)
         summary = {"init_used": init_used, "best_epoch": best["epoch"], "val_video_auc": best.get("video_auc"),
@@ -138,7 +152,7 @@ def run_training(
 
 
 @dataclass
-class _Splits:
+class Splits:
     """Training and validation face rows, with the class counts the loss is balanced on."""
 
     train: pd.DataFrame
@@ -148,7 +162,12 @@ class _Splits:
     mode: str
 
 
-def _load_splits(p: TrainParams, manifest_path: Path, faces_path: Path) -> _Splits:
+def load_splits(p: TrainParams, manifest_path: Path, faces_path: Path) -> Splits:
+    """The train and val face rows the stage trains and selects on (val with SBI twins when SBI is on).
+
+    Raises:
+        ValueError: If a split has no crops, or train has one class and SBI is off.
+    """
     manifest = records.read_manifest(manifest_path)
     faces = load_face_table(faces_path, manifest)
     train_rows = faces[faces["split"] == "train"].reset_index(drop=True)
@@ -169,12 +188,12 @@ def _load_splits(p: TrainParams, manifest_path: Path, faces_path: Path) -> _Spli
         # Validation gets a self-blended twin of every real video, so its video AUC is
         # defined even when there are no real fakes; expected class counts per epoch.
         val_rows = with_sbi_twins(val_rows)
-        return _Splits(train_rows, val_rows, (1 - p.sbi.fake_share) * n_real, n_fake + p.sbi.fake_share * n_real, mode)
-    return _Splits(train_rows, val_rows, n_real, n_fake, mode)
+        return Splits(train_rows, val_rows, (1 - p.sbi.fake_share) * n_real, n_fake + p.sbi.fake_share * n_real, mode)
+    return Splits(train_rows, val_rows, n_real, n_fake, mode)
 
 
 @dataclass
-class _Loop:
+class Loop:
     """What one epoch needs: data, loss, optimiser and schedule."""
 
     loader: DataLoader
@@ -186,18 +205,19 @@ class _Loop:
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
 
 
-def _build_loop(p: TrainParams, rt: Runtime, data: _Splits, crops_dir: Path, model: nn.Module) -> _Loop:
+def build_loop(p: TrainParams, rt: Runtime, data: Splits, crops_dir: Path, model: nn.Module) -> Loop:
+    """The stage's datasets, loader, loss, optimiser and schedule for ``model``."""
     train_tf = build_train_transform(p.input_size, p.augment)
     eval_tf = build_eval_transform(p.input_size)
     train_ds: CropDataset | SbiCropDataset
     val_ds: CropDataset | SbiCropDataset
     if p.sbi.enabled:
         # Both reals and self-blended fakes then get the same augmentation (JPEG included).
-        train_ds = SbiCropDataset(data.train, crops_dir, train_tf, p.sbi, p.seed, mode="train")
-        val_ds = SbiCropDataset(data.val, crops_dir, eval_tf, p.sbi, p.seed, mode="fixed")
+        train_ds = SbiCropDataset(data.train, crops_dir, train_tf, p.sbi, p.seed, mode="train", cache_bytes=CROP_CACHE_BYTES)
+        val_ds = SbiCropDataset(data.val, crops_dir, eval_tf, p.sbi, p.seed, mode="fixed", cache_bytes=CROP_CACHE_BYTES)
     else:
-        train_ds = CropDataset(data.train, crops_dir, train_tf)
-        val_ds = CropDataset(data.val, crops_dir, eval_tf)
+        train_ds = CropDataset(data.train, crops_dir, train_tf, cache_bytes=CROP_CACHE_BYTES)
+        val_ds = CropDataset(data.val, crops_dir, eval_tf, cache_bytes=CROP_CACHE_BYTES)
 
     generator = torch.Generator().manual_seed(p.seed)
     sampler: Any = None
@@ -218,7 +238,7 @@ def _build_loop(p: TrainParams, rt: Runtime, data: _Splits, crops_dir: Path, mod
     optimizer = _make_optimizer(model, p)
     steps = p.epochs * max(1, len(loader))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps) if p.schedule == "cosine" else None
-    return _Loop(loader, sampler, train_ds, val_ds, nn.BCEWithLogitsLoss(pos_weight=pos_weight), optimizer, scheduler)
+    return Loop(loader, sampler, train_ds, val_ds, nn.BCEWithLogitsLoss(pos_weight=pos_weight), optimizer, scheduler)
 
 
 def _start_live(live_dir: Path, rt: Runtime, init_used: str, n_train: int) -> Any:
@@ -233,7 +253,7 @@ def _start_live(live_dir: Path, rt: Runtime, init_used: str, n_train: int) -> An
     return live
 
 
-def _fit(p: TrainParams, rt: Runtime, model: nn.Module, loop: _Loop, data: _Splits, live: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def _fit(p: TrainParams, rt: Runtime, model: nn.Module, loop: Loop, data: Splits, live: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Train epoch by epoch; keep the weights of the best validation video AUC; stop early."""
     best: dict[str, Any] = {"key": -math.inf, "epoch": 0}
     best_state: dict[str, torch.Tensor] = {}

@@ -13,6 +13,10 @@ fail mid-stream, a stream that ends early, a truncated image) is counted in
 :attr:`VideoInfo.decode_errors` and described in :attr:`VideoInfo.notes`, so a damaged
 file is never judged as if it were whole.
 
+:class:`FrameStream` runs :func:`read_frames` in a background thread and hands out the
+sampled frames as they decode, so a caller can detect faces in one frame while the next
+ones decode.
+
 Example:
     >>> info, frames = read_frames(Path("clip.mp4"), 16)  # doctest: +SKIP
     >>> frames[0].image.shape  # (H, W, 3) RGB uint8, upright  # doctest: +SKIP
@@ -21,8 +25,11 @@ Example:
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -208,7 +215,8 @@ class _Capture:
         self.declared_frames = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT))
         self.fps = float(self.cap.get(cv2.CAP_PROP_FPS))
 
-    def decode(self, wanted: list[int], stop: int) -> _Decoded:
+    def decode(self, wanted: list[int], stop: int,
+               on_image: Callable[[int, np.ndarray], None] | None = None) -> _Decoded:
         """Decode sequentially, converting only the ``wanted`` frames.
 
         A frame that fails to decode is skipped (it takes its index); :data:`MAX_FAILED_RUN`
@@ -217,6 +225,7 @@ class _Capture:
         Args:
             wanted: Sorted frame indices to return.
             stop: Decode at most this many frames.
+            on_image: Called with ``(index, rgb)`` as each wanted frame is converted.
 
         Returns:
             What was decoded; ``end < stop`` means the stream ended early.
@@ -238,6 +247,8 @@ class _Capture:
                     if not self.auto_rotates:
                         bgr = rotate_upright(bgr, self.rotation)
                     out.images[index] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                    if on_image is not None:
+                        on_image(index, out.images[index])
                 else:
                     logger.debug("%s: frame %d decoded but not converted", self.path, index)
                     out.unconverted += 1
@@ -281,7 +292,8 @@ def check_readable(path: Path) -> Probe:
     return found
 
 
-def read_frames(path: Path, n: int, max_frames: int = MAX_FRAMES_DECODED) -> tuple[VideoInfo, list[Frame]]:
+def read_frames(path: Path, n: int, max_frames: int = MAX_FRAMES_DECODED,
+                on_frame: Callable[[Frame], None] | None = None) -> tuple[VideoInfo, list[Frame]]:
     """Read ``n`` evenly spaced, upright RGB frames from a video (or one still image).
 
     Frames are spread with ``np.linspace`` over the *decodable* frames. When the stream
@@ -294,6 +306,9 @@ def read_frames(path: Path, n: int, max_frames: int = MAX_FRAMES_DECODED) -> tup
         n: Number of frames wanted (fewer when the video is shorter).
         max_frames: Decode at most this many frames (a longer video is sampled over its
             first ``max_frames`` frames).
+        on_frame: Called with each sampled frame as soon as it is decoded, in order, while
+            the rest decode. Only during the first pass: when the stream turns out shorter
+            than declared, the frames returned (planned again) are not the ones it saw.
 
     Returns:
         ``(info, frames)`` with frames in increasing ``frame_index`` order; ``info`` counts
@@ -310,9 +325,22 @@ def read_frames(path: Path, n: int, max_frames: int = MAX_FRAMES_DECODED) -> tup
         raise ValueError(f"n must be >= 1, got {n}")
     found = probe(path)
     if found.kind == IMAGE:
-        return _read_still(found)
+        info, frames = _read_still(found)
+        if on_frame is not None:
+            on_frame(frames[0])
+        return info, frames
 
     cap = _Capture(path, found.format)
+    fps = cap.fps
+    if not fps > 0:  # also catches NaN
+        logger.debug("%s: container reports fps=%r; using %.0f for timestamps", path, fps, FALLBACK_FPS)
+        fps = FALLBACK_FPS
+    emitted: list[int] = []
+
+    def emit(i: int, rgb: np.ndarray) -> None:
+        emitted.append(i)
+        on_frame(Frame(frame_index=i, timestamp_s=i / fps, image=rgb))  # type: ignore[misc]
+
     notes: list[str] = []
     try:
         declared = cap.declared_frames
@@ -320,7 +348,8 @@ def read_frames(path: Path, n: int, max_frames: int = MAX_FRAMES_DECODED) -> tup
         if declared > max_frames:
             notes.append(f"only the first {max_frames} of {declared} frames decoded (limit)")
         # Unknown length: count the frames first, then sample them.
-        done = cap.decode(sample_indices(stop, n) if declared > 0 else [], stop)
+        done = cap.decode(sample_indices(stop, n) if declared > 0 else [], stop,
+                          on_image=emit if on_frame and declared > 0 else None)
         if done.end == 0:
             raise VideoReadError(f"no decodable frame ({declared} declared by the container): {path}")
         if declared <= 0 or done.end < stop:
@@ -333,7 +362,8 @@ def read_frames(path: Path, n: int, max_frames: int = MAX_FRAMES_DECODED) -> tup
             # Re-planning needs a second pass: a fresh capture decodes from the start.
             cap.release()
             cap = _Capture(path, found.format)
-            done = cap.decode(sample_indices(done.end, n), done.end)
+            # Unknown length: the frames are handed out now; truncated: the caller sees the difference.
+            done = cap.decode(sample_indices(done.end, n), done.end, on_image=emit if on_frame and not emitted else None)
     except cv2.error as exc:
         raise VideoReadError(f"OpenCV failed while decoding {path}: {exc}") from exc
     finally:
@@ -351,12 +381,6 @@ def read_frames(path: Path, n: int, max_frames: int = MAX_FRAMES_DECODED) -> tup
         notes.append(f"{done.unconverted} sampled frame(s) decoded but did not convert to an image")
     if done.end >= max_frames and declared <= 0:
         notes.append(f"only the first {max_frames} frames decoded (limit; the container gives no frame count)")
-    fps = cap.fps
-    if not fps > 0:  # also catches NaN
-        logger.debug(
-            "%s: container reports fps=%r; using %.0f for timestamps", path, fps, FALLBACK_FPS
-        )
-        fps = FALLBACK_FPS
     frames = [
         Frame(frame_index=i, timestamp_s=i / fps, image=images[i]) for i in sorted(images)
     ]
@@ -378,3 +402,66 @@ def _missing_at_end(declared: int, stop: int, end: int, fmt: str) -> int:
     if short <= (EXACT_COUNT_SLACK if exact else max(EXACT_COUNT_SLACK, ESTIMATED_COUNT_SLACK * declared)):
         return 0
     return short
+
+
+class FrameStream:
+    """:func:`read_frames` in a background thread; iterating yields the sampled frames as they decode.
+
+    Decoding is OpenCV/FFmpeg work that releases the GIL, so it proceeds on another core
+    while the caller works on the frames already out (no torch in the thread). After the
+    iteration, :meth:`result` is what :func:`read_frames` returned; :attr:`replanned` is True
+    when the stream ended before its declared length and the returned frames are not the
+    ones yielded (rare: truncated files): the caller then redoes its work on them.
+
+    Args:
+        path: The video (or still image).
+        n: Frames wanted.
+
+    Raises:
+        VideoReadError: While iterating, if the file cannot be read (as :func:`read_frames`).
+    """
+
+    def __init__(self, path: Path, n: int) -> None:
+        self.path, self.n = Path(path), n
+        self._queue: queue.Queue = queue.Queue()
+        self._result: tuple[VideoInfo, list[Frame]] | None = None
+        self._error: BaseException | None = None
+        self._done = False
+        self._yielded: list[int] = []
+        self._thread = threading.Thread(target=self._decode, name=f"decode {self.path.name}", daemon=True)
+        self._thread.start()
+
+    def _decode(self) -> None:
+        try:
+            self._result = read_frames(self.path, self.n, on_frame=self._queue.put)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer's thread
+            self._error = exc
+        self._queue.put(None)
+
+    def __iter__(self) -> Iterator[Frame]:
+        while not self._done:
+            item = self._queue.get()
+            if item is None:
+                self._done = True
+                break
+            self._yielded.append(item.frame_index)
+            yield item
+        if self._error is not None:
+            raise self._error
+
+    def result(self) -> tuple[VideoInfo, list[Frame]]:
+        """``(info, frames)`` as :func:`read_frames` returns them (waits for decoding to end).
+
+        Raises:
+            VideoReadError: If the file could not be read.
+        """
+        for _ in self:  # drain what was not taken; re-raises a decoding error
+            pass
+        self._thread.join()
+        assert self._result is not None
+        return self._result
+
+    @property
+    def replanned(self) -> bool:
+        """Whether the frames returned differ from the frames yielded (after :meth:`result`)."""
+        return self._result is not None and [f.frame_index for f in self._result[1]] != self._yielded

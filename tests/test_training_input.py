@@ -1,0 +1,151 @@
+"""The training input path: OpenCV augmentations, decoded-crop cache, batch loading threads."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from deepfake_detector.data import CropDataset, DecodedCrops
+from deepfake_detector.engine import prefetch, predict_logits, setup_runtime
+from deepfake_detector.threads import torch_threads
+from deepfake_detector.imaging import encode_image
+from deepfake_detector.shards import ShardWriter
+from deepfake_detector.transforms import AugmentParams, build_augment, build_eval_transform, build_train_transform
+
+OFF = AugmentParams(crop_scale=(1.0, 1.0), hflip=0.0, color_jitter=0.0, hue=0.0, blur_prob=0.0, jpeg_prob=0.0)
+
+
+@pytest.fixture
+def crop(portrait: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(portrait[100:260, 180:340])  # 160x160, a face
+
+
+def test_train_transform_without_augmentation_is_the_eval_transform(crop: np.ndarray) -> None:
+    # A full-frame window of a square crop, no flip, no jitter: exactly what inference sees.
+    assert torch.equal(build_train_transform(160, OFF)(crop), build_eval_transform(160)(crop))
+
+
+def test_augmentations_do_what_they_say(crop: np.ndarray) -> None:
+    torch.manual_seed(0)
+    flipped = build_augment(160, AugmentParams(**{**OFF.__dict__, "hflip": 1.0}))(crop)
+    assert np.array_equal(flipped, crop[:, ::-1])
+    jpeg = build_augment(160, AugmentParams(**{**OFF.__dict__, "jpeg_prob": 1.0, "jpeg_quality": (60, 60)}))(crop)
+    diff = np.abs(jpeg.astype(int) - crop).mean()
+    assert 0 < diff < 6  # re-compressed: changed, but the same picture
+    blur = build_augment(160, AugmentParams(**{**OFF.__dict__, "blur_prob": 1.0}))(crop)
+    assert np.abs(np.diff(blur.astype(float), axis=1)).mean() < np.abs(np.diff(crop.astype(float), axis=1)).mean()
+    small = build_augment(96, AugmentParams(**{**OFF.__dict__, "crop_scale": (0.5, 0.6)}))(crop)
+    assert small.shape == (96, 96, 3) and small.dtype == np.uint8
+
+
+def test_colour_jitter_moves_colours_but_keeps_grey_grey() -> None:
+    jitter = build_augment(64, AugmentParams(**{**OFF.__dict__, "color_jitter": 0.3, "hue": 0.1}))
+    grey = np.tile(np.linspace(20, 230, 64, dtype=np.uint8)[None, :, None], (64, 1, 3))
+    torch.manual_seed(1)
+    out = jitter(grey).astype(int)
+    assert np.abs(out[..., 0] - out[..., 1]).max() <= 1 and np.abs(out[..., 1] - out[..., 2]).max() <= 1
+    assert not np.array_equal(out, grey)  # brightness/contrast still apply
+
+
+def test_train_transform_is_reproducible_from_torch_seed(crop: np.ndarray) -> None:
+    tf = build_train_transform(128, AugmentParams(jpeg_prob=0.5, blur_prob=0.5))
+    torch.manual_seed(7)
+    a = [tf(crop) for _ in range(4)]
+    torch.manual_seed(7)
+    b = [tf(crop) for _ in range(4)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a[0], a[1])  # and random from one call to the next
+    assert a[0].shape == (3, 128, 128) and a[0].dtype == torch.float32
+
+
+def _write_crops(folder: Path, n: int) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    with ShardWriter(folder / "crops-00000.tar") as w:
+        for i in range(n):
+            member = f"v/{i:06d}_00.png"
+            w.add(member, encode_image(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)))
+            rows.append({"shard": "crops-00000.tar", "member": member, "y": i % 2})
+    return pd.DataFrame(rows)
+
+
+def test_decoded_crops_stay_within_their_budget(tmp_path: Path) -> None:
+    rows = _write_crops(tmp_path, 4)
+    one = 32 * 32 * 3
+    cache = DecodedCrops(tmp_path, max_bytes=2 * one + 10)
+    first = [cache.get(r.shard, r.member) for r in rows.itertuples()]
+    assert cache.bytes == 2 * one and len(cache._images) == 2
+    again = [cache.get(r.shard, r.member) for r in rows.itertuples()]
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert again[0] is first[0] and again[3] is not first[3]  # kept vs decoded again
+    assert DecodedCrops(tmp_path).get(rows.shard[0], rows.member[0]).shape == (32, 32, 3)
+
+
+class _ThreadSpy(Dataset):
+    """Records the intra-op thread count and the thread each item is made in."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.seen: list[tuple[int, str]] = []
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        self.seen.append((torch.get_num_threads(), threading.current_thread().name))
+        return torch.zeros(3, 8, 8), torch.tensor(0.0), i
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_in_process_loading_runs_single_threaded(threads: int) -> None:
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 1))
+    data = _ThreadSpy(10)
+    rt = setup_runtime("fp32", device="cpu")
+    with torch_threads(threads):
+        logits = predict_logits(model, data, rt, batch_size=4)
+        assert torch.get_num_threads() == threads  # restored for the computation
+    assert logits.shape == (10,)
+    assert {t for t, _ in data.seen} == {1}
+    # One thread: a background thread prepares batches; two: loading takes turns with compute.
+    assert {name for _, name in data.seen} == ({"prefetch"} if threads == 1 else {threading.main_thread().name})
+
+
+def test_prefetch_keeps_order_raises_and_stops() -> None:
+    assert list(prefetch(iter(range(7)), depth=2)) == list(range(7))
+
+    def failing():  # noqa: ANN202
+        yield 1
+        raise ValueError("bad crop")
+
+    got = []
+    with pytest.raises(ValueError, match="bad crop"):
+        for item in prefetch(failing()):
+            got.append(item)
+    assert got == [1]
+    produced = []
+
+    def endless():  # noqa: ANN202
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    gen = prefetch(endless(), depth=2)
+    assert next(gen) == 0
+    gen.close()  # joins the thread: it stopped after at most depth + 2 items
+    assert len(produced) <= 4
+
+
+def test_crop_dataset_reads_through_the_cache(tmp_path: Path) -> None:
+    rows = _write_crops(tmp_path, 3)
+    ds = CropDataset(rows, tmp_path, build_eval_transform(16), cache_bytes=10**6)
+    loader = DataLoader(ds, batch_size=3)
+    (x, y, idx), = list(loader)
+    assert x.shape == (3, 3, 16, 16) and y.tolist() == [0.0, 1.0, 0.0] and ds.crops.bytes == 3 * 32 * 32 * 3
