@@ -39,6 +39,10 @@ logger = logging.getLogger(__name__)
 PROG = "deepfake-detector"
 # The detector the pipeline makes (the calibrate stage).
 DEFAULT_MODEL = Path("models/detector.pt")
+# The released detector (release/dvc.yaml, kept in git), used when the pipeline has made
+# none: looked for in the current directory, then in the checkout this package runs from.
+RELEASED_MODEL = Path("release/detector.pt")
+_CHECKOUT = Path(__file__).resolve().parents[2]
 # `--json -` / `--csv -`: write to standard output instead of a file named "-".
 STDOUT = Path("-")
 
@@ -87,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Judge video or image files: fake, real, uncertain, no_face or unreadable.")
     p.add_argument("inputs", nargs="+", type=Path, metavar="VIDEO_OR_DIR", help="files, or directories to search recursively")
     p.add_argument("--model", type=Path, default=None,
-                   help=f"calibrated detector checkpoint (default {DEFAULT_MODEL}, the pipeline's)")
+                   help=f"calibrated detector checkpoint (default: {DEFAULT_MODEL}, the pipeline's, "
+                        f"else the released detector {RELEASED_MODEL})")
     p.add_argument("--frames", type=_positive_int, default=None,
                    help="frames sampled per video (default: the detector's calibration; another number "
                         "departs from what its threshold was calibrated on)")
@@ -100,16 +105,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_detector(path: Path | None) -> Detector:
+def default_model() -> tuple[Path, str]:
+    """The detector to use without ``--model``, and which one it is, in words.
+
+    The pipeline's own detector when it has made one, else the released detector.
+
+    Raises:
+        UsageError: If neither exists.
+    """
+    if DEFAULT_MODEL.is_file():
+        return DEFAULT_MODEL, "the pipeline's detector"
+    for candidate in (RELEASED_MODEL, _CHECKOUT / RELEASED_MODEL):
+        if candidate.is_file():
+            return candidate, f"the released detector (release/MODEL_CARD.md); no pipeline detector at {DEFAULT_MODEL}"
+    raise UsageError(
+        f"no model at {DEFAULT_MODEL} and no released detector at {RELEASED_MODEL}: make one with `make demo` "
+        "(trains on the embedded sample) or `dvc repro`, or pass --model PATH"
+    )
+
+
+def _load_detector(path: Path | None) -> tuple[Detector, str]:
+    which = "given with --model"
     if path is None:
-        path = DEFAULT_MODEL
-        if not path.is_file():
-            raise UsageError(
-                f"no model at {path}: make one with `make demo` (trains on the embedded sample) "
-                "or `dvc repro`, or pass --model PATH"
-            )
+        path, which = default_model()
     try:
-        return load_detector(path)
+        return load_detector(path), which
     except CheckpointError as exc:
         raise UsageError(f"--model: {exc}") from exc
 
@@ -170,13 +190,13 @@ def _predict(args: argparse.Namespace) -> int:
     paths = find_media(args.inputs)
     if not paths:
         raise UsageError("no video or image files to judge in: " + " ".join(str(p) for p in args.inputs))
-    detector = _load_detector(args.model)
+    detector, which = _load_detector(args.model)
     cal = detector.calibration
     n_frames = args.frames or cal.frames_per_video
     rt = setup_runtime("auto")
     # With `--json -` or `--csv -` the data owns stdout, so the human-readable table goes to stderr.
     table = sys.stderr if STDOUT in (args.json, args.csv) else sys.stdout
-    print(f"model: {detector.path} ({detector.meta.arch}, input {detector.meta.input_size} px, "
+    print(f"model: {detector.path}, {which} ({detector.meta.arch}, input {detector.meta.input_size} px, "
           f"weights {detector.meta.weights_sha256[:12]})", file=table)
     print(f"calibration: {cal.describe()}" + (f"; --frames {n_frames} overrides it" if args.frames else "")
           + f"; runtime {rt.describe()}", file=table)
