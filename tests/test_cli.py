@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -125,6 +126,7 @@ def test_usage_errors_exit_2(checkpoint: Path, media: dict[str, Path], tmp_path:
     assert _run([str(media["good"]), "--json", "a.json", "--csv", "a.csv"]) == 2
     assert cli.main([]) == 2
     monkeypatch.chdir(tmp_path)  # no models/detector.pt here
+    monkeypatch.setattr(cli, "_CHECKOUT", tmp_path)  # and no released detector either
     assert _run([str(media["good"])]) == 2
     err = capsys.readouterr().err
     assert "models/detector.pt" in err and "make demo" in err and "dvc repro" in err
@@ -132,6 +134,26 @@ def test_usage_errors_exit_2(checkpoint: Path, media: dict[str, Path], tmp_path:
     empty.mkdir()
     assert _run([str(empty), "--model", str(checkpoint)]) == 2
     assert "no video or image files" in capsys.readouterr().err
+
+
+def test_default_model_is_the_pipelines_else_the_released_one(checkpoint: Path, media: dict[str, Path], tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "_CHECKOUT", tmp_path / "elsewhere")
+    (tmp_path / "release").mkdir()
+    shutil.copy(checkpoint, tmp_path / "release" / "detector.pt")
+    assert _run([str(media["image"])]) == 0
+    assert "model: release/detector.pt, the released detector" in capsys.readouterr().out
+    (tmp_path / "models").mkdir()
+    shutil.copy(checkpoint, tmp_path / "models" / "detector.pt")
+    assert _run([str(media["image"])]) == 0
+    assert "model: models/detector.pt, the pipeline's detector" in capsys.readouterr().out
+    # From another directory, the checkout's released detector.
+    monkeypatch.setattr(cli, "_CHECKOUT", tmp_path)
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path / "other")
+    assert cli.default_model() == (tmp_path / "release" / "detector.pt", cli.default_model()[1])
+    assert "released detector" in cli.default_model()[1]
 
 
 def test_output_paths_are_checked_before_any_work(checkpoint: Path, media: dict[str, Path], tmp_path: Path,

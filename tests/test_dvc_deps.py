@@ -171,12 +171,30 @@ def test_main_prints_and_exits(tmp_path: Path, capsys: pytest.CaptureFixture) ->
 # -- the repository's own pipeline ----------------------------------------------------------
 
 
-def test_repository_dvc_yaml_lists_every_imported_module() -> None:
-    assert missing_deps(REPO / "dvc.yaml", REPO) == {}
+PIPELINES = ["dvc.yaml", "release/dvc.yaml"]  # the embedded sample's and the released detector's
 
 
-def test_repository_source_deps_exist() -> None:
-    assert stale_deps(REPO / "dvc.yaml", REPO) == {}
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_repository_dvc_yaml_lists_every_imported_module(pipeline: str) -> None:
+    assert missing_deps(REPO / pipeline, REPO) == {}
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_repository_source_deps_exist(pipeline: str) -> None:
+    assert stale_deps(REPO / pipeline, REPO) == {}
+
+
+def test_deps_of_a_pipeline_in_a_subfolder_are_relative_to_it(tmp_path: Path) -> None:
+    dvc_yaml = _repo(tmp_path, deps=[])
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    dvc = yaml.safe_load(dvc_yaml.read_text())
+    dvc["stages"]["run"]["deps"] = [f"../{PKG}"]
+    (sub / "dvc.yaml").write_text(yaml.safe_dump(dvc))
+    assert missing_deps(sub / "dvc.yaml", tmp_path) == {}
+    dvc["stages"]["run"]["deps"] = [PKG]  # would be sub/src/...: nothing there
+    (sub / "dvc.yaml").write_text(yaml.safe_dump(dvc))
+    assert missing_deps(sub / "dvc.yaml", tmp_path) == {"run": CLOSURE}
 
 
 # Imports each stage's entry module in turn, forgetting the package's modules in between,

@@ -238,6 +238,33 @@ def test_folder_groups_csv_joins_files(tmp_path):
     assert [p["reason"] for p in report["problems"]] == ["lists fake/gone.mp4, which is not an ingested video"]
 
 
+def test_folder_groups_option_names_index_and_column(tmp_path):
+    # real_talking's layout: one folder of clips and identities.csv (file, identity).
+    root = tmp_path / "talking"
+    _touch(root, "a1.mp4", "a2.mp4", "b.mp4", "c.mov")
+    (root / "identities.csv").write_text("file,identity\na1.mp4,alice\na2.mp4,alice\nb.mp4,bob\n,carol\n")
+    source = SourceParams(format="folder", root=str(root), label="real", groups="identities.csv", group_column="identity")
+    df, report = build_manifest(_params(source))
+    assert sorted(Path(p).name for p in df["path"]) == ["a1.mp4", "a2.mp4", "b.mp4", "c.mov"]  # the index is no video
+    by_file = dict(zip(df["path"].map(lambda p: Path(p).name), df["group"]))
+    assert by_file["a1.mp4"] == by_file["a2.mp4"] != by_file["b.mp4"] != by_file["c.mov"]
+    _assert_no_leak(df)
+    assert [p["reason"] for p in report["problems"]] == ["line 5: empty file name"]
+
+
+def test_folder_groups_option_errors(tmp_path):
+    root = tmp_path / "talking"
+    _touch(root, "a.mp4")
+    with pytest.raises(IngestError, match="ids.csv: group index not found"):
+        build_manifest(_params(SourceParams(format="folder", root=str(root), label="real", groups="ids.csv")))
+    (root / "ids.csv").write_text("file,group\na.mp4,x\n")
+    with pytest.raises(IngestError, match=r"missing column\(s\) \['identity'\]"):
+        build_manifest(_params(SourceParams(format="folder", root=str(root), label="real", groups="ids.csv",
+                                            group_column="identity")))
+    with pytest.raises(ValueError, match="only for format: folder"):
+        SourceParams(format="ffpp", root=str(root), groups="ids.csv")
+
+
 def test_folder_forced_label_and_split(tmp_path):
     root = tmp_path / "reals"
     _touch(root, "x/a.mp4", "b.avi", "c.doc")

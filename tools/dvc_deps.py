@@ -289,13 +289,25 @@ def cmd_modules(cmd: str | Sequence[str], package: str = PACKAGE) -> list[str]:
     return sorted(found)
 
 
-def _deps_of(stage: dict[str, Any]) -> list[str]:
-    """The stage's deps as normalized repo-relative paths (``./a/b/`` -> ``a/b``)."""
+def _deps_of(stage: dict[str, Any], base: str = ".") -> list[str]:
+    """The stage's deps as normalized repo-relative paths (``./a/b/`` -> ``a/b``).
+
+    Args:
+        stage: The stage's body.
+        base: Repo-relative folder of its dvc.yaml: deps are relative to it (and to the
+            stage's ``wdir`` below it), as DVC reads them.
+    """
+    base = posixpath.join(base, str(stage.get("wdir") or "."))
     out = []
     for dep in stage.get("deps") or []:
         for path in [dep] if isinstance(dep, str) else list(dep) if isinstance(dep, dict) else []:
-            out.append(posixpath.normpath(str(path)))
+            out.append(posixpath.normpath(posixpath.join(base, str(path))))
     return out
+
+
+def _base(dvc_yaml: Path, repo: Path) -> str:
+    """The repo-relative folder of a dvc.yaml (``.`` for the top-level one)."""
+    return Path(dvc_yaml).resolve().parent.relative_to(Path(repo).resolve()).as_posix() or "."
 
 
 def _covered(path: str, deps: Sequence[str]) -> bool:
@@ -330,12 +342,13 @@ def missing_deps(dvc_yaml: Path, repo: Path, package: str = PACKAGE) -> dict[str
     """
     dvc = _load(dvc_yaml)
     index = PackageIndex.find(repo, package)
+    base = _base(dvc_yaml, repo)
     result: dict[str, list[str]] = {}
     for name, stage in _stage_bodies(dvc):
         modules = cmd_modules(stage.get("cmd") or "", package)
         if not modules:
             continue
-        deps = _deps_of(stage)
+        deps = _deps_of(stage, base)
         missing = sorted(
             rel for rel in (index.relative(p) for p in index.closure(modules)) if not _covered(rel, deps)
         )
@@ -361,10 +374,11 @@ def stale_deps(dvc_yaml: Path, repo: Path, package: str = PACKAGE) -> dict[str, 
     dvc = _load(dvc_yaml)
     index = PackageIndex.find(repo, package)
     root = index.source_root
+    base = _base(dvc_yaml, repo)
     result: dict[str, list[str]] = {}
     for name, stage in _stage_bodies(dvc):
         gone = sorted(
-            dep for dep in _deps_of(stage)
+            dep for dep in _deps_of(stage, base)
             if _covered(dep, [root]) and "${" not in dep and not (index.repo / dep).exists()
         )
         if gone:

@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 # MTCNN's five points, in its order: left eye, right eye (image left/right), nose,
 # left mouth corner, right mouth corner.
 N_POINTS_MTCNN = 5
-N_POINTS_DLIB = 68
 
 # Rough face outline for five points, in a face frame whose origin is the midpoint of the
 # eyes, x along the eye line in units of the eye distance and y towards the mouth in units
@@ -186,8 +185,10 @@ class SelfBlendDraw:
 
 def _check_landmarks(landmarks: np.ndarray) -> np.ndarray:
     pts = np.asarray(landmarks, dtype=np.float64)
-    if pts.ndim != 2 or pts.shape[1] != 2 or pts.shape[0] not in (N_POINTS_MTCNN, N_POINTS_DLIB):
-        raise ValueError(f"landmarks must have shape (5, 2) or (68, 2), got {pts.shape}")
+    if pts.ndim != 2 or pts.shape[1] != 2 or pts.shape[0] < 3:
+        raise ValueError(
+            f"landmarks must have shape (5, 2) (MTCNN), (68, 2) or (K, 2) outline points with K >= 3, got {pts.shape}"
+        )
     if not np.isfinite(pts).all():
         raise ValueError("landmarks contain NaN or infinite values")
     return pts
@@ -196,7 +197,10 @@ def _check_landmarks(landmarks: np.ndarray) -> np.ndarray:
 def face_polygon(landmarks: np.ndarray) -> np.ndarray:
     """Convex face outline from landmarks, in the landmarks' pixel coordinates.
 
-    With 68 points (dlib/iBUG order) this is their convex hull (jaw line up to the brows).
+    With 68 points (dlib/iBUG order) this is their convex hull (jaw line up to the brows);
+    any other count of at least 3 points (e.g. 68 points plus a face-mesh oval that reaches
+    the forehead, like SBI's 81-point variant) is likewise their convex hull.
+
     With MTCNN's 5 points (eyes, nose, mouth corners) it is only a **rough** hull: a fixed
     face-shaped outline placed in the frame spanned by the eye line and the eye-to-mouth
     direction (so it follows in-plane rotation and scale), extended up to the brows / low
@@ -204,14 +208,15 @@ def face_polygon(landmarks: np.ndarray) -> np.ndarray:
     Jaw line, hair line and the silhouette of a turned head are guesses.
 
     Args:
-        landmarks: ``(5, 2)`` MTCNN points or ``(68, 2)`` points, as (x, y) pixels.
+        landmarks: ``(5, 2)`` MTCNN points, ``(68, 2)`` points or ``(K, 2)`` outline points
+            (K >= 3, K != 5), as (x, y) pixels.
 
     Returns:
         ``(K, 2)`` float64 polygon vertices (convex, in order).
 
     Raises:
-        ValueError: On a wrong shape, non-finite values or degenerate five points (eyes on
-            top of each other, mouth not below the eyes).
+        ValueError: On a wrong shape, non-finite values, degenerate five points (eyes on
+            top of each other, mouth not below the eyes) or an outline without area.
     """
     pts = _check_landmarks(landmarks)
     if pts.shape[0] == N_POINTS_MTCNN:
@@ -238,6 +243,8 @@ def face_polygon(landmarks: np.ndarray) -> np.ndarray:
         expanded = centroid + _POINT_EXPAND * (pts - centroid)
         pts = np.concatenate([outline, expanded])
     hull = cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2)
+    if len(hull) < 3 or cv2.contourArea(hull) < 1e-6:
+        raise ValueError("degenerate landmarks: their outline encloses no area")
     return hull.astype(np.float64)
 
 

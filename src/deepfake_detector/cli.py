@@ -49,6 +49,10 @@ logger = logging.getLogger(__name__)
 PROG = "deepfake-detector"
 # The detector the pipeline makes (the calibrate stage).
 DEFAULT_MODEL = Path("models/detector.pt")
+# The released detector (release/dvc.yaml, kept in git), used when the pipeline has made
+# none: looked for in the current directory, then in the checkout this package runs from.
+RELEASED_MODEL = Path("release/detector.pt")
+_CHECKOUT = Path(__file__).resolve().parents[2]
 # `--json -` / `--csv -`: write to standard output instead of a file named "-".
 STDOUT = Path("-")
 
@@ -103,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Judge video or image files: fake, real, uncertain, no_face or unreadable.")
     p.add_argument("inputs", nargs="+", type=Path, metavar="VIDEO_OR_DIR", help="files, or directories to search recursively")
     p.add_argument("--model", type=Path, default=None,
-                   help=f"calibrated detector checkpoint (default {DEFAULT_MODEL}, the pipeline's)")
+                   help=f"calibrated detector checkpoint (default: {DEFAULT_MODEL}, the pipeline's, "
+                        f"else the released detector {RELEASED_MODEL})")
     p.add_argument("--frames", type=_positive_int, default=None,
                    help="frames sampled per video (default: the detector's calibration; another number "
                         "departs from what its threshold was calibrated on)")
@@ -116,15 +121,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _model_path(path: Path | None) -> Path:
-    """The detector file, checked without loading it (that waits for the first file that decodes)."""
+def default_model() -> tuple[Path, str]:
+    """The detector to use without ``--model``, and which one it is, in words.
+
+    The pipeline's own detector when it has made one, else the released detector.
+
+    Raises:
+        UsageError: If neither exists.
+    """
+    if DEFAULT_MODEL.is_file():
+        return DEFAULT_MODEL, "the pipeline's detector"
+    for candidate in (RELEASED_MODEL, _CHECKOUT / RELEASED_MODEL):
+        if candidate.is_file():
+            return candidate, f"the released detector (release/MODEL_CARD.md); no pipeline detector at {DEFAULT_MODEL}"
+    raise UsageError(
+        f"no model at {DEFAULT_MODEL} and no released detector at {RELEASED_MODEL}: make one with `make demo` "
+        "(trains on the embedded sample) or `dvc repro`, or pass --model PATH"
+    )
+
+
+def _model_path(path: Path | None) -> tuple[Path, str]:
+    """The detector file and which one it is, checked without loading it (that waits for the
+    first file that decodes)."""
+    which = "given with --model"
     if path is None:
-        path = DEFAULT_MODEL
-        if not path.is_file():
-            raise UsageError(
-                f"no model at {path}: make one with `make demo` (trains on the embedded sample) "
-                "or `dvc repro`, or pass --model PATH"
-            )
+        path, which = default_model()
     problem = entry_problem(path)
     if problem:
         raise UsageError(f"--model: {problem}")
@@ -136,7 +157,7 @@ def _model_path(path: Path | None) -> Path:
         raise UsageError(f"--model: cannot read {path} ({exc.strerror or exc})") from exc
     if not is_zip:
         raise UsageError(f"--model: {path} is not a PyTorch checkpoint (torch.save writes a zip archive)")
-    return path
+    return path, which
 
 
 class _Judge:
@@ -144,13 +165,15 @@ class _Judge:
 
     Args:
         model_path: The detector checkpoint.
+        which: Which detector it is, in words (printed with its description).
         frames: ``--frames`` (None: the calibration's).
         keep_frames: Keep the sampled frames (for ``--explain``).
         table: Where the model's description is printed once it is loaded.
     """
 
-    def __init__(self, model_path: Path, frames: int | None, keep_frames: bool, table: object) -> None:
+    def __init__(self, model_path: Path, which: str, frames: int | None, keep_frames: bool, table: object) -> None:
         self.model_path = model_path
+        self.which = which
         self.frames = frames
         self.keep_frames = keep_frames
         self.table = table
@@ -183,7 +206,7 @@ class _Judge:
         self.runtime = setup_runtime("auto")
         self.face_detector = FaceDetector(cal.crop)
         self.detector = detector
-        print(f"model: {detector.path} ({detector.meta.arch}, input {detector.meta.input_size} px, "
+        print(f"model: {detector.path}, {self.which} ({detector.meta.arch}, input {detector.meta.input_size} px, "
               f"weights {detector.meta.weights_sha256[:12]})", file=self.table)
         print(f"calibration: {cal.describe()}" + (f"; --frames {self.frames} overrides it" if self.frames else "")
               + f"; runtime {self.runtime.describe()}", file=self.table, flush=True)
@@ -294,13 +317,13 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 def _predict(args: argparse.Namespace) -> int:
     _check_outputs(args)
-    model_path = _model_path(args.model)
+    model_path, which = _model_path(args.model)
     paths, unlisted = find_media(args.inputs)
     if not paths:
         raise UsageError("no video or image files to judge in: " + " ".join(str(p) for p in args.inputs))
     # With `--json -` or `--csv -` the data owns stdout, so the human-readable table goes to stderr.
     table = sys.stderr if STDOUT in (args.json, args.csv) else sys.stdout
-    judge = _Judge(model_path, args.frames, keep_frames=args.explain is not None, table=table)
+    judge = _Judge(model_path, which, args.frames, keep_frames=args.explain is not None, table=table)
     print(table_header(), file=table, flush=True)
     verdicts: list[records.VideoVerdict] = []
     reports: dict[int, str] = {}

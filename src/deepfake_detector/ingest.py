@@ -74,12 +74,19 @@ class SourceParams:
         root: Dataset folder; relative paths are relative to the current directory.
         label: ``folder`` only: every video under ``root`` gets this label (single-class folder).
         split: Force every video of this source into one split (e.g. ``test``).
+        groups: ``folder`` only: a CSV index (relative to ``root`` unless absolute) with a
+            ``file`` column (path relative to ``root``) and ``group_column``; files that share
+            a value land in the same split (e.g. ``identities.csv`` naming each clip's person).
+            Default: ``<root>/groups.csv`` with a ``group`` column, when it exists.
+        group_column: The column of ``groups`` that names the leakage group.
     """
 
     format: Format
     root: str
     label: Label | None = None
     split: Split | None = None
+    groups: str | None = None
+    group_column: str = "group"
 
     def __post_init__(self) -> None:
         if self.format not in typing.get_args(Format):
@@ -96,6 +103,10 @@ class SourceParams:
                 )
         if self.split is not None and self.split not in records.SPLITS:
             raise ValueError(f"source.split: {self.split!r} is not one of {records.SPLITS}")
+        if (self.groups is not None or self.group_column != "group") and self.format != "folder":
+            raise ValueError(f"source.groups/group_column are only for format: folder (got format: {self.format})")
+        if not self.group_column:
+            raise ValueError("source.group_column must not be empty")
 
 
 @dataclass(frozen=True)
@@ -397,28 +408,48 @@ def scan_sample(source: SourceParams, params: IngestParams) -> SourceScan:
     return scan
 
 
-def _read_groups_csv(source: SourceParams, scan: SourceScan) -> dict[str, str]:
-    """``<root>/groups.csv`` (``file,group``) of a folder source, if present."""
-    path = Path(source.root) / "groups.csv"
+def _groups_index(source: SourceParams) -> tuple[Path, str] | None:
+    """The group index of a folder source and how to name it, or None when it has none.
+
+    Raises:
+        IngestError: If ``source.groups`` is set but the file does not exist.
+    """
+    if source.groups is None:
+        path = Path(source.root) / "groups.csv"
+        return (path, _given(source, "groups.csv")) if path.is_file() else None
+    given = Path(source.groups)
+    path = given if given.is_absolute() else Path(source.root) / given
+    shown = str(given) if given.is_absolute() else _given(source, source.groups)
     if not path.is_file():
+        raise IngestError(f"{shown}: group index not found (source.groups of {source.root})")
+    return path, shown
+
+
+def _read_groups_csv(source: SourceParams, scan: SourceScan) -> dict[str, str]:
+    """File -> group of a folder source, from its group index (see :class:`SourceParams`)."""
+    index = _groups_index(source)
+    if index is None:
         return {}
-    shown = _given(source, "groups.csv")
+    path, shown = index
+    column = source.group_column
     groups: dict[str, str] = {}
-    for line, row in _read_csv_index(path, shown, ("file", "group"), scan):
+    for line, row in _read_csv_index(path, shown, ("file", column), scan):
         rel, why = _clean_rel(row["file"])
-        if rel is None or not row["group"]:
-            scan.problem(shown, INVALID_RECORD, f"line {line}: {why or 'empty group'}")
+        if rel is None or not row[column]:
+            scan.problem(shown, INVALID_RECORD, f"line {line}: {why or f'empty {column}'}")
         elif rel in groups:
             scan.problem(shown, INVALID_RECORD, f"line {line}: duplicate entry for {rel}")
         else:
-            groups[rel] = row["group"]
+            groups[rel] = row[column]
     return groups
 
 
 def scan_folder(source: SourceParams, params: IngestParams) -> SourceScan:
     """Plain folders: ``<root>/real/**`` and ``<root>/fake/**``, or all of ``root`` with ``label``.
 
-    Each file is its own group unless ``<root>/groups.csv`` (``file,group``) joins files.
+    Each file is its own group unless a group index joins files: ``source.groups`` (e.g.
+    ``identities.csv`` with ``group_column: identity``), else ``<root>/groups.csv``
+    (``file,group``) when present. The index itself is not a video and is not reported.
 
     Args:
         source: The source; ``source.label`` makes ``root`` a single-class folder.
@@ -447,9 +478,13 @@ def scan_folder(source: SourceParams, params: IngestParams) -> SourceScan:
             )
     scan = SourceScan()
     groups = _read_groups_csv(source, scan)
+    index = _groups_index(source)
+    index_rel = None
+    if index is not None and index[0].resolve().is_relative_to(root.resolve()):
+        index_rel = index[0].resolve().relative_to(root.resolve()).as_posix()
     used: set[str] = set()
     for rel in _list_files(source, scan):
-        if rel == "groups.csv":
+        if rel in ("groups.csv", index_rel):
             continue
         label: str | None = source.label
         if label is None:
@@ -473,8 +508,7 @@ def scan_folder(source: SourceParams, params: IngestParams) -> SourceScan:
             manipulation="original" if label == "real" else "unknown", links=links,
         ))
     for rel in sorted(set(groups) - used):
-        scan.problem(_given(source, "groups.csv"), INVALID_RECORD,
-                     f"lists {rel}, which is not an ingested video")
+        scan.problem(index[1] if index else "", INVALID_RECORD, f"lists {rel}, which is not an ingested video")
     return scan
 
 

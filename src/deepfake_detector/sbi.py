@@ -7,9 +7,12 @@ detectors trained on them generalise across datasets better than ones trained on
 fakes themselves. The blending itself lives in :mod:`deepfake_detector.blend`, shared
 with the embedded sample.
 
-Masks come from MTCNN's five landmarks (eyes, nose, mouth corners), which give only a
-rough face hull; no landmark model that ships inside a PyPI wheel and runs offline was
-found to be worth its weight here (see README, "Train from real videos only").
+Masks (``train.sbi.mask``): ``landmarks`` takes the dense landmarks the ``landmarks`` stage
+cached per crop (MediaPipe Face Mesh mapped to the 68 iBUG points, plus the mesh's face
+oval up to the hairline). As in the paper's reference code, the hull includes the forehead
+with probability ``forehead`` (its 81-point variant) and stops at the brows otherwise (68
+points). Crops where the landmark model found no face fall back to MTCNN's five points,
+counted. ``five_points`` uses only MTCNN's five points, a rough face hull.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from . import records
 from .blend import BlendParams, self_blend
 from .data import DecodedCrops
 
@@ -41,12 +45,18 @@ class SbiParams:
         fake_share: Probability that a real training crop is turned into a fake.
         drop_real_fakes: Train on real videos only (ignore real deepfakes in train/val):
             the "real videos + SBI" mode. With ``enabled`` and real fakes kept: "mixed".
+        mask: ``landmarks`` (the landmarks stage's dense points; needs its table) or
+            ``five_points`` (MTCNN's five points: a rough hull).
+        forehead: With ``landmarks``, probability that the mask hull includes the forehead
+            (the face oval); otherwise it is the 68 points' hull (SBI: 0.75).
         blend: Blend strengths (see :class:`deepfake_detector.blend.BlendParams`).
     """
 
     enabled: bool = False
     fake_share: float = 0.5
     drop_real_fakes: bool = False
+    mask: Literal["landmarks", "five_points"] = "five_points"
+    forehead: float = 0.75
     blend: BlendParams = field(default_factory=BlendParams)
 
     def __post_init__(self) -> None:
@@ -54,13 +64,41 @@ class SbiParams:
             raise ValueError(f"sbi.fake_share must be in (0, 1), got {self.fake_share}")
         if self.drop_real_fakes and not self.enabled:
             raise ValueError("sbi.drop_real_fakes needs sbi.enabled: without SBI there would be no fakes")
+        if not 0 <= self.forehead <= 1:
+            raise ValueError(f"sbi.forehead must be in [0, 1], got {self.forehead}")
 
 
-def crop_landmarks(row: pd.Series, crop_side_px: int) -> np.ndarray:
-    """A face's five landmarks in its crop's pixels, from the crop window recorded by crop_faces."""
-    points = np.asarray(row["landmarks"], dtype=np.float32).reshape(-1, 2)
+def crop_landmarks(row: pd.Series, crop_side_px: int, column: str = "landmarks") -> np.ndarray:
+    """A face's landmarks (frame pixels, flat) in its crop's pixels, via the crop window
+    recorded by crop_faces; ``column`` is ``landmarks`` (MTCNN's 5), ``points68`` or ``oval``."""
+    points = np.asarray(row[column], dtype=np.float32).reshape(-1, 2)
     origin = np.array([row["crop_left"], row["crop_top"]], dtype=np.float32)
     return (points - origin) * (crop_side_px / float(row["crop_side"]))
+
+
+def attach_landmarks(rows: pd.DataFrame, landmarks: pd.DataFrame) -> pd.DataFrame:
+    """Face rows with the landmarks stage's ``points68`` and ``oval`` (empty where it found none)."""
+    out = rows.drop(columns=["points68", "oval"], errors="ignore").merge(
+        landmarks[[*records.FACE_KEY, "points68", "oval"]], on=records.FACE_KEY, how="left", validate="one_to_one")
+    for column in ("points68", "oval"):
+        out[column] = [v if isinstance(v, (list, np.ndarray)) else [] for v in out[column]]
+    return out
+
+
+def mask_points(row: pd.Series, crop_side_px: int, params: SbiParams, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+    """The points whose hull is this face's SBI mask, in crop pixels.
+
+    Returns:
+        ``(points, dense)``: 68 points (plus the face oval with probability
+        ``params.forehead``) when dense landmarks are wanted and exist, else MTCNN's five
+        points; ``dense`` says which.
+    """
+    if params.mask == "landmarks" and len(row["points68"]) == 136:
+        points = crop_landmarks(row, crop_side_px, "points68")
+        if len(row["oval"]) and rng.random() < params.forehead:
+            points = np.concatenate([points, crop_landmarks(row, crop_side_px, "oval")])
+        return points, True
+    return crop_landmarks(row, crop_side_px), False
 
 
 def with_sbi_twins(rows: pd.DataFrame) -> pd.DataFrame:
@@ -101,6 +139,8 @@ class SbiCropDataset(Dataset):
         missing = [c for c in ("landmarks", "crop_left", "crop_top", "crop_side") if c not in rows]
         if missing:
             raise ValueError(f"SBI needs faces.parquet columns {missing}: rerun crop_faces")
+        if params.mask == "landmarks" and not {"points68", "oval"} <= set(rows.columns):
+            raise ValueError("sbi.mask: landmarks needs the landmarks stage's table (attach_landmarks)")
         if mode not in ("train", "fixed"):
             raise ValueError(f"mode must be train or fixed, got {mode!r}")
         self.rows = rows.reset_index(drop=True)
@@ -111,6 +151,7 @@ class SbiCropDataset(Dataset):
         self.mode = mode
         self.epoch = 0
         self.failed = 0
+        self.sparse = 0  # fakes whose mask fell back to five points (no dense landmarks)
 
     def set_epoch(self, epoch: int) -> None:
         """New random draws for a new epoch (train mode)."""
@@ -131,8 +172,11 @@ class SbiCropDataset(Dataset):
         rng = np.random.default_rng(key)
         y = float(row["y"])
         if self._wants_fake(i, row, rng):
+            points, dense = mask_points(row, image.shape[0], self.params, rng)
+            if self.params.mask == "landmarks" and not dense:
+                self.sparse += 1
             try:
-                image, _ = self_blend(image, crop_landmarks(row, image.shape[0]), rng, self.params.blend)
+                image, _ = self_blend(image, points, rng, self.params.blend)
                 y = 1.0
             except ValueError as exc:
                 # A face too small or landmarks off the crop: keep the real crop with its

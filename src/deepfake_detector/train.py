@@ -36,8 +36,8 @@ from .engine import (
     train_one_epoch,
 )
 from .metrics import roc_auc
-from .model import CheckpointMeta, build_model, save_checkpoint
-from .sbi import SbiCropDataset, SbiParams, with_sbi_twins
+from .model import ARCHS, CheckpointMeta, build_model, get_arch, save_checkpoint
+from .sbi import SbiCropDataset, SbiParams, attach_landmarks, with_sbi_twins
 from .transforms import AugmentParams, build_eval_transform, build_train_transform
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ class TrainParams:
     sbi: SbiParams = field(default_factory=SbiParams)
 
     def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch: {self.arch!r} is not one of {sorted(ARCHS)}")
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
             raise ValueError("epochs, batch_size and patience must be >= 1")
         if self.lr <= 0:
@@ -112,6 +114,7 @@ def run_training(
     crops_dir: Path,
     model_out: Path,
     live_dir: Path,
+    landmarks_path: Path | None = None,
 ) -> dict[str, Any]:
     """Fine-tune the classifier on the train split, select on val video AUC, save the best.
 
@@ -122,6 +125,8 @@ def run_training(
         crops_dir: Crop shards.
         model_out: Checkpoint path to write (rank 0 only).
         live_dir: dvclive folder for per-epoch metrics.
+        landmarks_path: ``data/landmarks.parquet`` (the landmarks stage); needed by
+            ``sbi.mask: landmarks``.
 
     Returns:
         A summary dict (best epoch, val metrics, init used).
@@ -132,7 +137,7 @@ def run_training(
     rt = setup_runtime(params.precision, threads=params.threads)
     with process_group_cleanup(rt):
         seed_everything(params.seed + rt.rank, params.deterministic)
-        data = load_splits(params, manifest_path, faces_path)
+        data = load_splits(params, manifest_path, faces_path, landmarks_path)
         logger.info(
             "train [%s]: %d crops of %d videos (real %d, fake %d); val: %d crops of %d videos; runtime %s, %d thread(s), "
             "%d loader worker(s)", data.mode, len(data.train), data.train["video_id"].nunique(), data.n_real, data.n_fake,
@@ -145,6 +150,9 @@ def run_training(
         best, best_state = _fit(params, rt, model, loop, data, live)
         summary = {"init_used": init_used, "best_epoch": best["epoch"], "val_video_auc": best.get("video_auc"),
                    "val_frame_auc": best.get("frame_auc"), "runtime": rt.describe()}
+        if isinstance(loop.train_ds, SbiCropDataset) and params.sbi.mask == "landmarks":
+            logger.info("SBI masks: %d training fakes had no dense landmarks and used MTCNN's five points",
+                        loop.train_ds.sparse)
         if rt.is_main:
             summary["weights_sha256"] = _save(params, model, best, best_state, init_used, model_out)
             _end_live(live, summary)
@@ -162,14 +170,19 @@ class Splits:
     mode: str
 
 
-def load_splits(p: TrainParams, manifest_path: Path, faces_path: Path) -> Splits:
+def load_splits(p: TrainParams, manifest_path: Path, faces_path: Path, landmarks_path: Path | None = None) -> Splits:
     """The train and val face rows the stage trains and selects on (val with SBI twins when SBI is on).
 
     Raises:
-        ValueError: If a split has no crops, or train has one class and SBI is off.
+        ValueError: If a split has no crops, or train has one class and SBI is off, or the
+            SBI mask needs landmarks and none were given.
     """
     manifest = records.read_manifest(manifest_path)
     faces = load_face_table(faces_path, manifest)
+    if p.sbi.enabled and p.sbi.mask == "landmarks":
+        if landmarks_path is None:
+            raise ValueError("train.sbi.mask: landmarks needs the landmarks stage's table (--landmarks)")
+        faces = attach_landmarks(faces, records.read_landmarks(landmarks_path))
     train_rows = faces[faces["split"] == "train"].reset_index(drop=True)
     val_rows = faces[faces["split"] == "val"].reset_index(drop=True)
     # The guarantee the evaluation rests on: nothing from val/test reaches the optimiser.
@@ -207,8 +220,11 @@ class Loop:
 
 def build_loop(p: TrainParams, rt: Runtime, data: Splits, crops_dir: Path, model: nn.Module) -> Loop:
     """The stage's datasets, loader, loss, optimiser and schedule for ``model``."""
-    train_tf = build_train_transform(p.input_size, p.augment)
-    eval_tf = build_eval_transform(p.input_size)
+    # The normalisation the backbone's ImageNet weights were trained with (and recorded in
+    # the checkpoint, so every stage that scores faces uses it too).
+    arch = get_arch(p.arch)
+    train_tf = build_train_transform(p.input_size, p.augment, arch.mean, arch.std)
+    eval_tf = build_eval_transform(p.input_size, arch.mean, arch.std)
     train_ds: CropDataset | SbiCropDataset
     val_ds: CropDataset | SbiCropDataset
     if p.sbi.enabled:
@@ -296,8 +312,9 @@ def _save(p: TrainParams, model: nn.Module, best: dict[str, Any], best_state: di
     module = model.module if hasattr(model, "module") else model
     module.load_state_dict(best_state)
     val_metrics = {k: float(best[k]) for k in ("video_auc", "frame_auc") if best.get(k) is not None}
-    meta = CheckpointMeta(arch=p.arch, init=init_used, input_size=p.input_size, epoch=int(best["epoch"]),
-                          val_metrics=val_metrics, config=to_dict(p))
+    arch = get_arch(p.arch)
+    meta = CheckpointMeta(arch=p.arch, init=init_used, input_size=p.input_size, mean=list(arch.mean), std=list(arch.std),
+                          epoch=int(best["epoch"]), val_metrics=val_metrics, config=to_dict(p))
     meta = save_checkpoint(model_out, module, meta)
     logger.info("saved %s (epoch %d, val video AUC %s, init %s)", model_out, best["epoch"], _fmt(best.get("video_auc")), init_used)
     return meta.weights_sha256

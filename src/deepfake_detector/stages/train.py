@@ -20,10 +20,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--crops-dir", type=Path, required=True)
     parser.add_argument("--model-out", type=Path, required=True)
     parser.add_argument("--live-dir", type=Path, required=True)
+    parser.add_argument("--landmarks", type=Path, default=None, help="the landmarks stage's table (train.sbi.mask: landmarks)")
     args = parser.parse_args(argv)
     with stage_run("train", args.verbose):
         params = load_section(TrainParams, "train", args.params)
-        run_training(params, args.manifest, args.faces, args.crops_dir, args.model_out, args.live_dir)
+        run_training(params, args.manifest, args.faces, args.crops_dir, args.model_out, args.live_dir, args.landmarks)
 
 
 if __name__ == "__main__":
