@@ -28,7 +28,7 @@ def test_the_registry_is_what_the_stages_read_and_params_yaml_holds() -> None:
                 read.add(node.args[1].value)
     assert read == set(config.SECTIONS)
     assert list(yaml.safe_load((REPO / "params.yaml").read_text())) == list(config.SECTIONS)
-    assert set(read_params(REPO / "configs" / "generalization.yaml")) == set(config.SECTIONS)
+    assert set(read_params(REPO / "release" / "params.yaml")) <= set(config.SECTIONS)  # no gradcam stage there
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from deepfake_detector.imaging import crop_face, crop_window, encode_image
 from deepfake_detector.sbi import SbiCropDataset, SbiParams, crop_landmarks, with_sbi_twins
 from deepfake_detector.shards import ShardWriter, shard_name
 from deepfake_detector.stages import train as train_stage
+from deepfake_detector.train import selection_key
 
 # Grace Hopper's face in matplotlib's sample portrait (512x600): box and MTCNN landmarks,
 # measured once; they only need to be roughly right for a blend mask.
@@ -114,3 +115,9 @@ def test_train_from_real_videos_only(tmp_path: Path) -> None:
                       "--model-out", str(tmp_path / "m.pt"), "--live-dir", str(tmp_path / "live")])
     live = json.loads((tmp_path / "live" / "metrics.json").read_text())
     assert live["best_epoch"] == 1 and "val_video_auc" in live  # AUC defined: val had SBI twins as fakes
+
+
+def test_selection_breaks_saturated_video_auc_ties_on_frame_auc() -> None:
+    assert selection_key(1.0, 0.91, 3) > selection_key(1.0, 0.84, 1)  # both rank every val video right
+    assert selection_key(0.99, 0.99, 2) < selection_key(1.0, 0.5, 1)  # the video AUC comes first
+    assert selection_key(None, None, 3) > selection_key(None, None, 2)  # undefined: the latest epoch

@@ -2,7 +2,8 @@
 
 Best-checkpoint selection and early stopping use the validation **video-level** AUC of
 the mean fake probability: the product's verdict is per video, and frame AUC rewards
-models that are right on many frames of a few easy videos. Choosing the aggregation and
+models that are right on many frames of a few easy videos. The frame AUC only breaks ties
+(a small validation set often ranks every video right). Choosing the aggregation and
 the threshold is not training's business: the calibrate stage does it, once, for the
 checkpoint written here.
 """
@@ -92,6 +93,19 @@ CROP_CACHE_BYTES = 2**30
 # Checkpoint selection aggregates a validation video's faces by their mean probability:
 # the simplest strategy, and a fixed one, so selection does not depend on calibration.
 SELECTION_AGGREGATION = "mean"
+
+
+def selection_key(video_auc: float | None, frame_auc: float | None, epoch: int) -> tuple[float, float]:
+    """What checkpoint selection maximises: validation video AUC, then frame AUC.
+
+    Small validation sets saturate the video AUC (1.0 after one epoch of SBI training is
+    common); the frame AUC then still tells a sharper model from the first one that ranked
+    every video right. An undefined AUC (one class in val) cannot select: the latest epoch
+    wins then.
+    """
+    if video_auc is None:
+        return (-1.0 / epoch, -math.inf)
+    return (video_auc, frame_auc if frame_auc is not None else -math.inf)
 
 
 def _make_optimizer(model: nn.Module, p: TrainParams) -> torch.optim.Optimizer:
@@ -270,8 +284,8 @@ def _start_live(live_dir: Path, rt: Runtime, init_used: str, n_train: int) -> An
 
 
 def _fit(p: TrainParams, rt: Runtime, model: nn.Module, loop: Loop, data: Splits, live: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Train epoch by epoch; keep the weights of the best validation video AUC; stop early."""
-    best: dict[str, Any] = {"key": -math.inf, "epoch": 0}
+    """Train epoch by epoch; keep the weights of the best :func:`selection_key`; stop early."""
+    best: dict[str, Any] = {"key": (-math.inf, -math.inf), "epoch": 0}
     best_state: dict[str, torch.Tensor] = {}
     stale = 0
     for epoch in range(1, p.epochs + 1):
@@ -291,8 +305,7 @@ def _fit(p: TrainParams, rt: Runtime, model: nn.Module, loop: Loop, data: Splits
             live.log_metric("val/video_auc", vauc if vauc is not None else float("nan"))
             live.log_metric("val/frame_auc", fauc if fauc is not None else float("nan"))
             live.next_step()
-        # An undefined AUC (one class in val) cannot select: the latest epoch wins then.
-        key = vauc if vauc is not None else -1.0 / epoch
+        key = selection_key(vauc, fauc, epoch)
         if key > best["key"]:
             module = model.module if hasattr(model, "module") else model
             best_state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
@@ -301,7 +314,7 @@ def _fit(p: TrainParams, rt: Runtime, model: nn.Module, loop: Loop, data: Splits
         else:
             stale += 1
             if stale >= p.patience:
-                logger.info("early stop: no val video AUC gain for %d epochs", stale)
+                logger.info("early stop: no val video (then frame) AUC gain for %d epochs", stale)
                 break
     return best, best_state
 
