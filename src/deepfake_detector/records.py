@@ -263,7 +263,8 @@ def video_status(manifest: pd.DataFrame, detection_report: Path) -> pd.Series:
     status = report.set_index("video_id")["status"].reindex(manifest["video_id"])
     absent = status[status.isna()].index.tolist()
     if absent:
-        logger.warning("%d videos are missing from %s (counted as unreadable), e.g. %s", len(absent), detection_report, absent[:5])
+        logger.warning("%d videos are missing from %s (counted as unreadable), e.g. %s", len(absent), detection_report,
+                       absent[:5])
     return status.fillna(UNREADABLE)
 
 
