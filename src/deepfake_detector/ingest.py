@@ -365,12 +365,12 @@ def scan_sample(source: SourceParams, params: IngestParams) -> SourceScan:
             unknown label.
     """
     root = Path(source.root)
-    index = root / "labels.csv"
-    shown = _given(source, "labels.csv")
+    index = root / records.SAMPLE_LABELS_FILE
+    shown = _given(source, records.SAMPLE_LABELS_FILE)
     if not index.is_file():
         raise IngestError(f"{shown}: not found; a sample source needs labels.csv (make_sample writes it)")
     scan = SourceScan()
-    rows = _read_csv_index(index, shown, ("file", "label", "manipulation", "identity", "origin"), scan)
+    rows = _read_csv_index(index, shown, tuple(records.SAMPLE_LABEL_COLUMNS), scan)
     labels = _parse_labels(rows, shown, {"real": "real", "fake": "fake"})
     on_disk = set(_list_files(source, scan))
     seen: set[str] = set()
