@@ -234,7 +234,10 @@ def _write_corpus(root: Path, scratch: Path) -> list[Entry]:
     write_clip(add("one_frame.mp4", "one-frame video", frozenset({"uncertain"}), "fewer than"), face[:1])
 
     # --- good files in unusual forms
-    rotated = write_clip(add("rotated.mp4", "rotation tag (90 degrees)", SCORED), face)
+    # Stored turned a quarter anticlockwise, as a phone held sideways records it; the 90-degree
+    # tag turns it upright (a sideways face is not what the tag case is about).
+    rotated = write_clip(add("rotated.mp4", "rotation tag (90 degrees)", SCORED),
+                         [np.ascontiguousarray(np.rot90(f)) for f in face])
     set_mp4_rotation(rotated, 90)
     make_vfr(write_clip(add("vfr.mp4", "variable frame rate", SCORED), face))
     grey = add("grey.mp4", "greyscale video", SCORED)
