@@ -102,7 +102,7 @@ def sample_clips(root: Path | None = None) -> list[Path]:
 
 def _md(text: object) -> str:
     """Text from a file name or a reason, safe inside the page's Markdown."""
-    return html.escape(str(text)).replace("*", "\\*").replace("_", "\\_").replace("`", "\\`")
+    return html.escape(str(text), quote=False).replace("*", "\\*").replace("_", "\\_").replace("`", "\\`")
 
 
 class WebJudge:
@@ -131,7 +131,7 @@ class WebJudge:
         return (f"**Model** `{_md(detector.path.name)}` ({_md(self.judge.which)}; {detector.meta.arch}, "
                 f"weights `{detector.meta.weights_sha256[:12]}`). **Calibration**: fake when P(fake) >= "
                 f"**{cal.threshold:.3f}**, *uncertain* within +/-{cal.abstain_band:g} of it or with fewer than "
-                f"{cal.min_faces} faces; {cal.frames_per_video} frames sampled per video, aggregation "
+                f"{cal.min_faces} face(s) scored; {cal.frames_per_video} frames sampled per video, aggregation "
                 f"`{cal.aggregation}`. **Limits**: uploads up to {self.max_upload_mb} MB; a video is judged on "
                 f"its first {MAX_FRAMES_DECODED} frames, fewer above 1280x720 "
                 f"({MAX_DECODED_PIXELS / 1e9:.2f} Gpx decoded per request).")
@@ -164,7 +164,7 @@ class WebJudge:
         report(0.05, "checking the file")
         size = path.stat().st_size if path.is_file() else 0
         if size > self.max_upload_mb * 1_000_000:
-            v = self.judge.unreadable(path, f"{size / 1e6:.0f} MB is above this server's upload limit of "
+            v = self.judge.unreadable(path, f"{size / 1e6:.1f} MB is above this server's upload limit of "
                                             f"{self.max_upload_mb} MB: {path.name}")
             return Analysis(v, self._summary(v, path))
         report(0.15, "decoding frames, finding faces, scoring them")
@@ -200,6 +200,23 @@ class WebJudge:
         return "\n\n".join(lines)
 
 
+# What the page's outputs get: the verdict (Markdown), the plot, the montage, the report.
+PageOutputs = tuple[str, str | None, str | None, str | None]
+
+
+def page_outputs(web: WebJudge, upload: str | None, progress: ProgressFn | None = None) -> PageOutputs:
+    """:meth:`WebJudge.analyse` for the page: an unexpected failure becomes one line there (and a
+    traceback in the server's log), and the server keeps serving."""
+    try:
+        a = web.analyse(upload, progress=progress)
+    except Exception as exc:  # noqa: BLE001 - no stack trace in the page; the next upload must work
+        logger.exception("failed on upload %s", upload)
+        name = Path(upload).name if upload else ""
+        return (f"## Verdict: ERROR\n\nThe server failed on `{_md(name)}` ({_md(type(exc).__name__)}: "
+                f"{_md(str(exc).replace(str(upload), name))}); it keeps serving.", None, None, None)
+    return a.summary, a.plot and str(a.plot), a.montage and str(a.montage), a.report and str(a.report)
+
+
 def build_app(model_path: Path, which: str, max_upload_mb: int = MAX_UPLOAD_MB,
               examples: list[Path] | None = None) -> gradio.Blocks:
     """The page: upload (or pick an example), judge, see the verdict, plot, montage and report.
@@ -219,13 +236,8 @@ def build_app(model_path: Path, which: str, max_upload_mb: int = MAX_UPLOAD_MB,
     about = web.describe()
     examples = sample_clips() if examples is None else examples
 
-    def judge(upload: str | None, progress: gr.Progress = gr.Progress(track_tqdm=True)):  # noqa: ANN202, B008
-        try:
-            a = web.analyse(upload, progress=lambda fraction, what: progress(fraction, desc=what))
-        except Exception as exc:  # noqa: BLE001 - the page gets one line, the log the traceback; keep serving
-            logger.exception("failed on upload %s", upload)
-            return f"## Verdict: ERROR\n\nThe server failed on this file ({_md(type(exc).__name__)}: {_md(exc)}).", None, None, None
-        return a.summary, a.plot and str(a.plot), a.montage and str(a.montage), a.report and str(a.report)
+    def judge(upload: str | None, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> PageOutputs:  # noqa: B008
+        return page_outputs(web, upload, lambda fraction, what: progress(fraction, desc=what))
 
     with gr.Blocks(title="deepfake-detector", delete_cache=(600, 3600)) as app:
         gr.Markdown("# deepfake-detector\nUpload a video (or a photo) to judge whether its faces are deepfakes. "
