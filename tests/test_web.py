@@ -3,6 +3,7 @@ and the page in headless Chromium (a random-init 32 px detector: plumbing, not a
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -187,3 +188,17 @@ def test_page_in_headless_chromium(server, clips: dict[str, Path], tmp_path: Pat
     assert seen["plot"].endswith("probability.png") and seen["montage"].endswith("montage.png")
     image = cv2.imread(str(shot))
     assert image is not None and image.shape[1] >= 1000
+
+
+# ----------------------------------------------------------------------------- the notebook
+
+
+@pytest.mark.slow
+def test_quickstart_notebook_runs(checkpoint: Path, clips: dict[str, Path]) -> None:
+    pytest.importorskip("nbmake", reason="the notebook test needs nbmake (pip install -e .[test])")
+    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
+    env = {**os.environ, "DFD_MODEL": str(checkpoint), "DFD_CLIP": str(clips["good"]), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbmake", str(notebook)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert "1 passed" in out.stdout

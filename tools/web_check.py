@@ -134,8 +134,8 @@ def judge_in_browser(url: str, clip: Path, screenshot: Path, timeout_s: float = 
         for key in ("plot", "montage"):
             images[key] = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f"#{key} img"))).get_attribute("src")
         time.sleep(1.0)  # let the images paint before the screenshot
-        height = driver.execute_script("return document.body.scrollHeight")
-        driver.set_window_size(1400, max(900, min(int(height) + 40, 3000)))
+        height = driver.execute_script("return document.getElementById('montage').getBoundingClientRect().bottom")
+        driver.set_window_size(1400, max(900, min(int(height) + 160, 3000)))  # + the window frame
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(screenshot))
         return {"verdict": driver.find_element(By.ID, "verdict").text,

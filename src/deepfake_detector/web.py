@@ -128,7 +128,7 @@ class WebJudge:
         """The served model and its calibration, as Markdown (loads the model)."""
         detector = self.judge.load()
         cal = detector.calibration
-        return (f"**Model** `{_md(detector.path.name)}` ({_md(self.judge.which)}; {detector.meta.arch}, "
+        return (f"**Model** {_md(detector.path.name)} ({_md(self.judge.which)}; {detector.meta.arch}, "
                 f"weights `{detector.meta.weights_sha256[:12]}`). **Calibration**: fake when P(fake) >= "
                 f"**{cal.threshold:.3f}**, *uncertain* within +/-{cal.abstain_band:g} of it or with fewer than "
                 f"{cal.min_faces} face(s) scored; {cal.frames_per_video} frames sampled per video, aggregation "
@@ -186,7 +186,7 @@ class WebJudge:
         lines = [f"## Verdict: {v.verdict.upper()}"]
         reason = v.reason
         if path is not None:
-            lines.append(f"File: `{_md(path.name)}`")
+            lines.append(f"File: {_md(path.name)}")
             reason = reason.replace(str(path), path.name)
         if v.prob_fake is not None and cal is not None:
             lines.append(f"P(fake) **{v.prob_fake:.3f}**; threshold {cal.threshold:.3f}, abstain band +/-{cal.abstain_band:g} "
@@ -212,7 +212,7 @@ def page_outputs(web: WebJudge, upload: str | None, progress: ProgressFn | None 
     except Exception as exc:  # noqa: BLE001 - no stack trace in the page; the next upload must work
         logger.exception("failed on upload %s", upload)
         name = Path(upload).name if upload else ""
-        return (f"## Verdict: ERROR\n\nThe server failed on `{_md(name)}` ({_md(type(exc).__name__)}: "
+        return (f"## Verdict: ERROR\n\nThe server failed on {_md(name)} ({_md(type(exc).__name__)}: "
                 f"{_md(str(exc).replace(str(upload), name))}); it keeps serving.", None, None, None)
     return a.summary, a.plot and str(a.plot), a.montage and str(a.montage), a.report and str(a.report)
 
@@ -252,9 +252,12 @@ def build_app(model_path: Path, which: str, max_upload_mb: int = MAX_UPLOAD_MB,
             with gr.Column(scale=2):
                 verdict = gr.Markdown("Upload a file and press **Judge**.", elem_id="verdict")
                 report = gr.File(label="Report (self-contained HTML)", elem_id="report")
-        plot = gr.Image(label="P(fake) per sampled frame", type="filepath", elem_id="plot")
-        montage = gr.Image(label="Grad-CAM: most suspicious faces (top row), least suspicious (bottom row)",
-                           type="filepath", elem_id="montage")
+        gr.Markdown("### P(fake) per sampled frame\nEach face's fake probability, the most suspicious face per frame, "
+                    "the threshold, and the frames explained below.")
+        plot = gr.Image(show_label=False, type="filepath", elem_id="plot")
+        gr.Markdown("### Grad-CAM evidence\nWhere the fake score came from: the most suspicious faces (top row, red) "
+                    "and the least suspicious (bottom row, blue).")
+        montage = gr.Image(show_label=False, type="filepath", elem_id="montage")
         button.click(judge, inputs=[upload], outputs=[verdict, plot, montage, report], api_name="judge")
     app.queue(max_size=MAX_QUEUE, default_concurrency_limit=1)
     return app
