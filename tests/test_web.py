@@ -10,13 +10,12 @@ from pathlib import Path
 
 import cv2
 import pytest
+
 from conftest import noise_frames, portrait_frames, write_clip
-
-from test_calibrate import make_calibration
-from test_predict import save_detector
-
 from deepfake_detector import web
 from deepfake_detector.video import read_frames
+from test_calibrate import make_calibration
+from test_predict import save_detector
 
 pytest.importorskip("gradio", reason="the web demo's tests need the demo extra (pip install -e .[demo])")
 

@@ -46,8 +46,8 @@ from .video import MAX_FRAMES_DECODED, VideoReadError, check_readable
 if TYPE_CHECKING:  # the real imports are deferred: they load PyTorch
     from .calibration import Detector
     from .engine import Runtime
-    from .faces import FaceDetector
     from .explain import VideoExplanation
+    from .faces import FaceDetector
     from .judge import PathPrediction
 
 logger = logging.getLogger(__name__)

@@ -336,10 +336,7 @@ def read_frames(path: Path, n: int, max_frames: int = MAX_FRAMES_DECODED,
         return info, frames
 
     cap = _Capture(path, found.format)
-    limit = f"limit {max_frames}"
-    if max_decoded_pixels is not None and max_decoded_pixels // max(cap.pixels, 1) < max_frames:
-        max_frames = max(1, max_decoded_pixels // max(cap.pixels, 1))
-        limit = f"limit {max_decoded_pixels / 1e6:g} Mpx decoded per request: {max_frames} frames at this size"
+    max_frames, limit = _frame_limit(max_frames, max_decoded_pixels, cap.pixels)
     fps = cap.fps
     if not fps > 0:  # also catches NaN
         logger.debug("%s: container reports fps=%r; using %.0f for timestamps", path, fps, FALLBACK_FPS)
@@ -382,14 +379,7 @@ def read_frames(path: Path, n: int, max_frames: int = MAX_FRAMES_DECODED,
     if not images:
         raise VideoReadError(f"frames decode but none converts to an image: {path}")
     missing = _missing_at_end(declared, stop, done.end, found.format)
-    if missing:
-        notes.append(f"the stream ends after {done.end} of {declared} declared frames (truncated or corrupt file)")
-    if done.failed:
-        notes.append(f"{done.failed} frame(s) failed to decode mid-stream (corrupt data)")
-    if done.unconverted:
-        notes.append(f"{done.unconverted} sampled frame(s) decoded but did not convert to an image")
-    if done.end >= max_frames and declared <= 0:
-        notes.append(f"only the first {max_frames} frames decoded ({limit}; the container gives no frame count)")
+    notes += _decode_notes(done, declared, missing, max_frames, limit)
     frames = [
         Frame(frame_index=i, timestamp_s=i / fps, image=images[i]) for i in sorted(images)
     ]
@@ -400,6 +390,28 @@ def read_frames(path: Path, n: int, max_frames: int = MAX_FRAMES_DECODED,
         decode_errors=missing + done.failed + done.unconverted, notes=tuple(notes),
     )
     return info, frames
+
+
+def _frame_limit(max_frames: int, max_decoded_pixels: int | None, frame_pixels: int) -> tuple[int, str]:
+    """Frames that may be decoded under both budgets, and the binding one in words (for the notes)."""
+    if max_decoded_pixels is None or max_decoded_pixels // max(frame_pixels, 1) >= max_frames:
+        return max_frames, f"limit {max_frames}"
+    frames = max(1, max_decoded_pixels // max(frame_pixels, 1))
+    return frames, f"limit {max_decoded_pixels / 1e6:g} Mpx decoded per request: {frames} frames at this size"
+
+
+def _decode_notes(done: _Decoded, declared: int, missing: int, max_frames: int, limit: str) -> list[str]:
+    """What went wrong while decoding, in words (for :attr:`VideoInfo.notes`)."""
+    notes = []
+    if missing:
+        notes.append(f"the stream ends after {done.end} of {declared} declared frames (truncated or corrupt file)")
+    if done.failed:
+        notes.append(f"{done.failed} frame(s) failed to decode mid-stream (corrupt data)")
+    if done.unconverted:
+        notes.append(f"{done.unconverted} sampled frame(s) decoded but did not convert to an image")
+    if done.end >= max_frames and declared <= 0:
+        notes.append(f"only the first {max_frames} frames decoded ({limit}; the container gives no frame count)")
+    return notes
 
 
 def _missing_at_end(declared: int, stop: int, end: int, fmt: str) -> int:
