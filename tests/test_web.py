@@ -149,16 +149,17 @@ def test_sample_clips_one_per_manipulation(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def server(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a generator fixture
-    """`deepfake-detector serve` on a free loopback port, for the module."""
+    """`deepfake-detector serve` on a free loopback port, uploads up to 1 MB, for the module."""
     from tools.web_check import start_server
 
-    running = start_server(checkpoint, tmp_path_factory.mktemp("serve") / "serve.log")
+    running = start_server(checkpoint, tmp_path_factory.mktemp("serve") / "serve.log", extra_args=("--max-upload-mb", "1"))
     yield running
     running.stop()
 
 
 @pytest.mark.slow
-def test_server_judges_an_upload_through_the_client_api(server, clips: dict[str, Path]) -> None:  # noqa: ANN001
+def test_server_judges_an_upload_through_the_client_api(server, clips: dict[str, Path], tmp_path: Path) -> None:  # noqa: ANN001
+    import httpx
     from gradio_client import Client, handle_file
 
     assert server.url.startswith("http://127.0.0.1:")
@@ -168,6 +169,14 @@ def test_server_judges_an_upload_through_the_client_api(server, clips: dict[str,
     assert all(Path(p).is_file() for p in (plot, montage, report))
     summary, *files = client.predict(handle_file(str(clips["text"])), api_name="/judge")
     assert summary.startswith("## Verdict: UNREADABLE") and "plain text" in summary and files == [None, None, None]
+    big = tmp_path / "big.mp4"
+    with big.open("wb") as fh:  # sparse: 1.5 MB that were never written
+        fh.truncate(1_500_000)
+    with pytest.raises(Exception, match="exceeds the maximum file size of 1000000 bytes"):  # the server's --max-upload-mb 1
+        client.predict(handle_file(str(big)), api_name="/judge")
+    with big.open("rb") as fh:  # a client that does not ask first: the server refuses it itself
+        response = httpx.post(f"{server.url}gradio_api/upload", files={"files": ("big.mp4", fh)}, timeout=60)
+    assert response.status_code == 413, (response.status_code, response.text[:300])
     assert client.predict(handle_file(str(clips["good"])), api_name="/judge")[0].startswith("## Verdict: ")  # still serving
     log = server.log.read_text()
     assert "Traceback" not in log and "gradio.live" not in log  # no public link unless asked

@@ -292,5 +292,5 @@ def serve(model_path: Path, which: str, host: str = "127.0.0.1", port: int = 786
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])
     print(f"deepfake-detector web demo on http://{host}:{port}/ (Ctrl+C stops it)", file=sys.stderr, flush=True)
-    app.launch(server_name=host, server_port=port, share=share, max_file_size=f"{limit}mb", allowed_paths=examples,
+    app.launch(server_name=host, server_port=port, share=share, max_file_size=limit * 1_000_000, allowed_paths=examples,
                show_error=False, inbrowser=False, quiet=True, theme=theme, footer_links=[])
