@@ -12,7 +12,7 @@ import cv2
 import pytest
 
 from conftest import noise_frames, portrait_frames, write_clip
-from deepfake_detector import web
+from deepfake_detector import cli, web
 from deepfake_detector.video import read_frames
 from test_calibrate import make_calibration
 from test_predict import save_detector
@@ -133,6 +133,17 @@ def test_predict_does_not_import_gradio(checkpoint: Path, clips: dict[str, Path]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_serve_usage_errors(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cli.main(["serve", "--model", str(tmp_path / "missing.pt")]) == 2
+    assert "--model:" in capsys.readouterr().err
+    assert cli.main(["serve", "--model", str(checkpoint), "--port", "70000"]) == 2
+    assert "must be in 0..65535" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "gradio", None)  # as if the demo extra were not installed
+    assert cli.main(["serve", "--model", str(checkpoint)]) == 2
+    assert "pip install -e '.[demo]'" in capsys.readouterr().err
 
 
 def test_sample_clips_one_per_manipulation(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ imported only there), which judges and explains uploads with the same :class:`Ju
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -450,10 +451,10 @@ def explain_file(detector: Detector, pred: PathPrediction, out_dir: Path) -> Vid
 def _serve(args: argparse.Namespace) -> int:
     """``serve``: check the model, then hand over to the web app (blocks until interrupted)."""
     model_path, which = _model_path(args.model)
-    try:
-        from . import web  # gradio: the demo extra, imported only for `serve`
-    except ImportError as exc:
-        raise UsageError(f"the web demo needs the demo extra (pip install -e '.[demo]'): {exc}") from exc
+    if importlib.util.find_spec("gradio") is None:
+        raise UsageError("the web demo needs gradio, the demo extra: pip install -e '.[demo]'")
+    from . import web  # gradio: the demo extra, imported only for `serve`
+
     web.serve(model_path, which, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, share=args.share)
     return 0
 
