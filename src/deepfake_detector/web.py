@@ -218,7 +218,7 @@ def page_outputs(web: WebJudge, upload: str | None, progress: ProgressFn | None 
 
 
 def build_app(model_path: Path, which: str, max_upload_mb: int = MAX_UPLOAD_MB,
-              examples: list[Path] | None = None) -> gradio.Blocks:
+              examples: list[Path] | None = None, work_dir: Path | None = None) -> gradio.Blocks:
     """The page: upload (or pick an example), judge, see the verdict, plot, montage and report.
 
     Loads the model now, so a broken model fails at start-up and the first upload waits for
@@ -229,10 +229,11 @@ def build_app(model_path: Path, which: str, max_upload_mb: int = MAX_UPLOAD_MB,
         which: Which detector it is, in words.
         max_upload_mb: Largest upload accepted.
         examples: Clips offered as examples (default :func:`sample_clips`).
+        work_dir: Where the requests' reports are written (default: a new temporary folder).
     """
     import gradio as gr
 
-    web = WebJudge(model_path, which, max_upload_mb=max_upload_mb)
+    web = WebJudge(model_path, which, work_dir=work_dir, max_upload_mb=max_upload_mb)
     about = web.describe()
     examples = sample_clips() if examples is None else examples
 
@@ -285,12 +286,14 @@ def serve(model_path: Path, which: str, host: str = "127.0.0.1", port: int = 786
     import gradio as gr
 
     limit = max_upload_mb or MAX_UPLOAD_MB
-    app = build_app(model_path, which, max_upload_mb=limit)
+    clips = sample_clips()
     port = port or free_port(host)
-    examples = [str(p.parent) for p in sample_clips()[:1]]
     # System fonts: the default theme would ask Google Fonts, which an offline machine cannot reach.
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])
-    print(f"deepfake-detector web demo on http://{host}:{port}/ (Ctrl+C stops it)", file=sys.stderr, flush=True)
-    app.launch(server_name=host, server_port=port, share=share, max_file_size=limit * 1_000_000, allowed_paths=examples,
-               show_error=False, inbrowser=False, quiet=True, theme=theme, footer_links=[])
+    with tempfile.TemporaryDirectory(prefix="dfd-web-") as work:  # the reports go when the server stops
+        app = build_app(model_path, which, max_upload_mb=limit, examples=clips, work_dir=Path(work))
+        print(f"deepfake-detector web demo on http://{host}:{port}/ (Ctrl+C stops it)", file=sys.stderr, flush=True)
+        app.launch(server_name=host, server_port=port, share=share, max_file_size=limit * 1_000_000,
+                   allowed_paths=sorted({str(p.parent) for p in clips}), show_error=False, inbrowser=False, quiet=True,
+                   theme=theme, footer_links=[])
