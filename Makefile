@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# Extras installed by `make setup` (see pyproject.toml [project.optional-dependencies]).
+# Extras installed by `make setup` (see pyproject.toml [project.optional-dependencies]);
+# `test` brings the web demo's (`demo`: gradio) since its tests are part of `make test`.
 EXTRAS ?= test,s3
 export PATH := $(abspath $(BIN)):$(PATH)
 export AWS_EC2_METADATA_DISABLED := true

@@ -3,6 +3,7 @@
 Usage:
     deepfake-detector predict VIDEO_OR_DIR... [--model models/detector.pt] [--frames N]
         [--json OUT | --csv OUT] [--explain DIR]
+    deepfake-detector serve [--model models/detector.pt] [--host 127.0.0.1] [--port 7860]
 
 Files go through the pipeline's own code (:func:`judge.judge_paths`) with the detector's
 own calibration: the frames per video, detection and crop settings, aggregation, threshold
@@ -16,11 +17,16 @@ verdict is printed as soon as it is reached. A file that cannot be read gets the
 ``unreadable`` and its reason; the exit status is non-zero only for usage errors (2: bad
 flags, an output path that cannot be written, a model file that is not a calibrated
 checkpoint, nothing to judge) and when the results cannot be written at the end (1).
+
+``serve`` starts the web demo (:mod:`deepfake_detector.web`, an optional extra: gradio is
+imported only there), which judges and explains uploads with the same :class:`Judge` and
+:func:`explain_file` as ``predict --explain``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -36,11 +42,12 @@ import pandas as pd
 from . import __version__, records
 from .logs import setup_logging
 from .media import entry_problem, list_entries
-from .video import VideoReadError, check_readable
+from .video import MAX_FRAMES_DECODED, VideoReadError, check_readable
 
 if TYPE_CHECKING:  # the real imports are deferred: they load PyTorch
     from .calibration import Detector
     from .engine import Runtime
+    from .explain import VideoExplanation
     from .faces import FaceDetector
     from .judge import PathPrediction
 
@@ -97,8 +104,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in 0..65535, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The command's argument parser (``predict`` sub-command)."""
+    """The command's argument parser (``predict`` and ``serve`` sub-commands)."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details (INFO) to stderr")
@@ -118,6 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--csv", type=Path, default=None, metavar="OUT",
                      help="also write the results as CSV, video_predictions.csv columns (- for stdout)")
     p.add_argument("--explain", type=Path, default=None, metavar="DIR", help="write a Grad-CAM report per judged video under DIR")
+    s = sub.add_parser("serve", help="start the local web demo (needs the demo extra: pip install -e .[demo])",
+                       description="Start a local web app: upload a video, see its verdict, the fake probability over "
+                                   "time and the Grad-CAM evidence, download the report.")
+    s.add_argument("--model", type=Path, default=None,
+                   help=f"calibrated detector checkpoint (default: {DEFAULT_MODEL}, else {RELEASED_MODEL})")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to the network)")
+    s.add_argument("--port", type=_port, default=7860, help="port (default 7860; 0: a free one)")
+    s.add_argument("--max-upload-mb", type=_positive_int, default=None, metavar="MB",
+                   help="largest upload accepted (default: web.MAX_UPLOAD_MB)")
+    s.add_argument("--share", action="store_true", help="also open a public gradio.live link (off unless asked)")
     return parser
 
 
@@ -160,23 +185,31 @@ def _model_path(path: Path | None) -> tuple[Path, str]:
     return path, which
 
 
-class _Judge:
+class Judge:
     """Judges one file at a time; loads the detector, MTCNN and the runtime on first use.
+
+    Shared by ``predict`` and the web demo (:mod:`deepfake_detector.web`): both judge a file
+    with :meth:`judge_file` and explain it with :func:`explain_file`.
 
     Args:
         model_path: The detector checkpoint.
         which: Which detector it is, in words (printed with its description).
         frames: ``--frames`` (None: the calibration's).
-        keep_frames: Keep the sampled frames (for ``--explain``).
+        keep_frames: Keep the sampled frames (for Grad-CAM).
         table: Where the model's description is printed once it is loaded.
+        max_frames: Decode at most this many frames per video.
+        max_decoded_pixels: Decode at most this many pixels per video (None: no such budget).
     """
 
-    def __init__(self, model_path: Path, which: str, frames: int | None, keep_frames: bool, table: object) -> None:
+    def __init__(self, model_path: Path, which: str, frames: int | None, keep_frames: bool, table: object,
+                 max_frames: int = MAX_FRAMES_DECODED, max_decoded_pixels: int | None = None) -> None:
         self.model_path = model_path
         self.which = which
         self.frames = frames
         self.keep_frames = keep_frames
         self.table = table
+        self.max_frames = max_frames
+        self.max_decoded_pixels = max_decoded_pixels
         self.detector: Detector | None = None
         self.face_detector: FaceDetector | None = None
         self.runtime: Runtime | None = None
@@ -226,7 +259,21 @@ class _Judge:
 
         detector = self.load()
         return next(judge_paths([path], detector, face_detector=self.face_detector, n_frames=self.n_frames,
-                                keep_frames=self.keep_frames, runtime=self.runtime))
+                                keep_frames=self.keep_frames, runtime=self.runtime, max_frames=self.max_frames,
+                                max_decoded_pixels=self.max_decoded_pixels))
+
+    def judge_file(self, path: Path) -> tuple[records.VideoVerdict, PathPrediction | None]:
+        """Judge one file: refused cheaply (no model loaded) when it cannot be decoded.
+
+        Returns:
+            The verdict, and the prediction (faces, crops, frames) when the file decoded.
+        """
+        try:
+            check_readable(path)  # no model is loaded for a file that cannot be decoded
+        except VideoReadError as exc:
+            return self.unreadable(path, str(exc)), None
+        pred = self(path)
+        return pred.verdict, pred
 
 
 def _explain_dir(root: Path, path: Path, used: set[str]) -> Path:
@@ -323,23 +370,17 @@ def _predict(args: argparse.Namespace) -> int:
         raise UsageError("no video or image files to judge in: " + " ".join(str(p) for p in args.inputs))
     # With `--json -` or `--csv -` the data owns stdout, so the human-readable table goes to stderr.
     table = sys.stderr if STDOUT in (args.json, args.csv) else sys.stdout
-    judge = _Judge(model_path, which, args.frames, keep_frames=args.explain is not None, table=table)
+    judge = Judge(model_path, which, args.frames, keep_frames=args.explain is not None, table=table)
     print(table_header(), file=table, flush=True)
     verdicts: list[records.VideoVerdict] = []
     reports: dict[int, str] = {}
     used_dirs: set[str] = set()
     for i, path in enumerate(paths):
-        try:
-            if path in unlisted:
-                raise VideoReadError(unlisted[path])
-            check_readable(path)  # no model is loaded for a file that cannot be decoded
-        except VideoReadError as exc:
-            verdicts.append(judge.unreadable(path, str(exc)))
-        else:
-            pred = judge(path)
-            verdicts.append(pred.verdict)
-            if args.explain is not None and pred.verdict.prob_fake is not None:
-                reports[i] = _run_explain(judge.detector, pred, _explain_dir(args.explain, path, used_dirs))
+        verdict, pred = (judge.unreadable(path, unlisted[path]), None) if path in unlisted else judge.judge_file(path)
+        verdicts.append(verdict)
+        if args.explain is not None and pred is not None and verdict.prob_fake is not None:
+            result = explain_file(judge.detector, pred, _explain_dir(args.explain, path, used_dirs))
+            reports[i] = result if isinstance(result, str) else str(result.report)
         print(table_row(verdicts[-1]), file=table, flush=True)  # each verdict as soon as it is reached
     print(table_footer(verdicts), file=table)
     for i, report in sorted(reports.items()):
@@ -352,7 +393,7 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_results(args: argparse.Namespace, judge: _Judge, verdicts: list[records.VideoVerdict],
+def _write_results(args: argparse.Namespace, judge: Judge, verdicts: list[records.VideoVerdict],
                    reports: dict[int, str]) -> None:
     cal = judge.detector.calibration if judge.detector is not None else None
     for v in verdicts:  # files refused before the model was loaded get its settings too
@@ -388,19 +429,34 @@ def _write_text(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def _run_explain(detector: Detector, pred: PathPrediction, out_dir: Path) -> str:
-    """Write one file's Grad-CAM report; a failure is reported on that file, not fatal."""
+def explain_file(detector: Detector, pred: PathPrediction, out_dir: Path) -> VideoExplanation | str:
+    """Write one judged file's Grad-CAM montage, probability plot and report under ``out_dir``.
+
+    Returns:
+        What :func:`explain.build_explanation` wrote, or ``"failed: <why>"``: a failure is
+        reported on that file, not fatal (one file's report must not lose the other verdicts).
+    """
     # Imported here: Grad-CAM pulls in pytorch_grad_cam and matplotlib, which plain
     # prediction does not need.
     from .explain import ExplainParams, build_explanation
 
     try:
-        result = build_explanation(detector.model, detector.meta, pred.verdict, pred.faces, pred.crops,
-                                   pred.frames, out_dir, ExplainParams())
-        return str(result.report)
+        return build_explanation(detector.model, detector.meta, pred.verdict, pred.faces, pred.crops,
+                                 pred.frames, out_dir, ExplainParams())
     except Exception as exc:  # noqa: BLE001 - one file's report must not lose the other files' verdicts
         logger.error("Grad-CAM failed for %s: %s: %s", pred.verdict.video_path, type(exc).__name__, exc)
         return f"failed: {type(exc).__name__}: {exc}"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """``serve``: check the model, then hand over to the web app (blocks until interrupted)."""
+    model_path, which = _model_path(args.model)
+    if importlib.util.find_spec("gradio") is None:
+        raise UsageError("the web demo needs gradio, the demo extra: pip install -e '.[demo]'")
+    from . import web  # gradio: the demo extra, imported only for `serve`
+
+    web.serve(model_path, which, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, share=args.share)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -420,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     setup_logging(os.environ.get("DFD_LOG_LEVEL") or ("INFO" if args.verbose else "WARNING"))
     try:
-        return _predict(args)
+        return _serve(args) if args.command == "serve" else _predict(args)
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

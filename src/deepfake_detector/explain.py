@@ -5,8 +5,9 @@ For an explained video the ``top_k`` frames with the highest fake probability an
 logit at the architecture's last block before pooling (:func:`model.cam_target_layer`;
 pytorch-grad-cam's ``GradCAM`` used as a context manager, so its hooks are removed on exit).
 Crops go through the shared eval transform, exactly as in prediction. Outputs per video: a
-montage, the maps placed back on the full frames at each face's recorded crop window, and
-a self-contained ``report.html`` (:mod:`deepfake_detector.report`).
+montage, the per-frame fake probability plot, the maps placed back on the full frames at
+each face's recorded crop window, and a self-contained ``report.html``
+(:mod:`deepfake_detector.report`).
 
 Faithfulness: where the manipulated region is known (the embedded sample's ``masks.csv``
 polygons, frame pixels), the mask is cut out at the crop's recorded window, so it lands
@@ -54,6 +55,9 @@ EXPLAINABLE = records.SCORED_VERDICTS
 # stored losslessly, so a larger gap means a wrong window (stale data, wrong margin).
 GEOMETRY_TOLERANCE = 2.0
 MASK_COLOUR = (0, 255, 0)  # outline of the known manipulated region on full-frame overlays
+# Files written next to report.html (the web demo shows them as they are).
+MONTAGE_FILE = "montage.png"
+PLOT_FILE = "probability.png"
 
 
 @dataclass(frozen=True)
@@ -400,7 +404,7 @@ def build_explanation(
     params: ExplainParams,
     masks: Mapping[int, np.ndarray] | None = None,
 ) -> VideoExplanation:
-    """Explain one video and write its montage, full-frame overlays and ``report.html``.
+    """Explain one video and write its montage, probability plot, full-frame overlays and ``report.html``.
 
     Args:
         model: The classifier.
@@ -448,7 +452,7 @@ def build_explanation(
     faith = _faithfulness_summary(selected)
     note = _faithfulness_note(faith, drawn.geometry_bad, frames, masks)
     montage = _montage(drawn.tiles, params.top_k)
-    (out_dir / "montage.png").write_bytes(encode_image(montage, "png"))
+    (out_dir / MONTAGE_FILE).write_bytes(encode_image(montage, "png"))
     summary = {
         "video_id": verdict.video_id, "verdict": verdict.verdict, "reason": _attr(verdict, "reason") or "",
         "prob_fake": float(verdict.prob_fake), "threshold": float(verdict.threshold),
@@ -460,6 +464,7 @@ def build_explanation(
         "weights": (meta.weights_sha256 or "")[:12],
     }
     plot = probability_plot(faces, float(verdict.threshold), selected)
+    (out_dir / PLOT_FILE).write_bytes(plot)
     report = out_dir / REPORT_FILE
     report.write_text(render_video_report(summary, plot, montage, drawn.overlays, faith, note, selected), encoding="utf-8")
     return VideoExplanation(

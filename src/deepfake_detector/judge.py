@@ -30,7 +30,7 @@ from .data import ArrayDataset
 from .engine import Runtime, predict_logits, prepare_model, setup_runtime
 from .faces import FaceCrop, FaceDetector, detect_and_crop
 from .transforms import build_eval_transform
-from .video import FrameStream, VideoReadError
+from .video import MAX_FRAMES_DECODED, FrameStream, VideoReadError
 
 # Face crops per forward pass.
 BATCH_SIZE = 64
@@ -64,6 +64,8 @@ def judge_paths(
     n_frames: int | None = None,
     keep_frames: bool = False,
     runtime: Runtime | None = None,
+    max_frames: int = MAX_FRAMES_DECODED,
+    max_decoded_pixels: int | None = None,
 ) -> Iterator[PathPrediction]:
     """Judge video (or image) files one by one.
 
@@ -76,6 +78,9 @@ def judge_paths(
             departs from what the threshold was calibrated on.
         keep_frames: Also return the full frames (for Grad-CAM overlays).
         runtime: Device/precision; default ``setup_runtime("auto")``.
+        max_frames: Decode at most this many frames per video (:func:`video.read_frames`).
+        max_decoded_pixels: Decode at most this many pixels per video (the web demo's
+            per-request budget; None: none).
 
     Yields:
         One :class:`PathPrediction` per path, in order. An unreadable file yields the
@@ -98,7 +103,7 @@ def judge_paths(
         common = dict(video_id=str(path), video_path=str(path), true_label=None, split=None,
                       threshold=cal.threshold, aggregation=cal.aggregation)
         empty = pd.DataFrame(columns=records.SCORED_FACE_COLUMNS)
-        stream = FrameStream(path, n_frames)
+        stream = FrameStream(path, n_frames, max_frames=max_frames, max_decoded_pixels=max_decoded_pixels)
         try:
             crops = detect_and_crop(stream, face_detector, cal.crop)
             info, frames = stream.result()

@@ -213,6 +213,7 @@ class _Capture:
         self.cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
         self.auto_rotates = bool(self.cap.get(cv2.CAP_PROP_ORIENTATION_AUTO))
         self.declared_frames = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.pixels = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)) * int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         self.fps = float(self.cap.get(cv2.CAP_PROP_FPS))
 
     def decode(self, wanted: list[int], stop: int,
@@ -293,7 +294,8 @@ def check_readable(path: Path) -> Probe:
 
 
 def read_frames(path: Path, n: int, max_frames: int = MAX_FRAMES_DECODED,
-                on_frame: Callable[[Frame], None] | None = None) -> tuple[VideoInfo, list[Frame]]:
+                on_frame: Callable[[Frame], None] | None = None,
+                max_decoded_pixels: int | None = None) -> tuple[VideoInfo, list[Frame]]:
     """Read ``n`` evenly spaced, upright RGB frames from a video (or one still image).
 
     Frames are spread with ``np.linspace`` over the *decodable* frames. When the stream
@@ -309,6 +311,9 @@ def read_frames(path: Path, n: int, max_frames: int = MAX_FRAMES_DECODED,
         on_frame: Called with each sampled frame as soon as it is decoded, in order, while
             the rest decode. Only during the first pass: when the stream turns out shorter
             than declared, the frames returned (planned again) are not the ones it saw.
+        max_decoded_pixels: Also decode at most this many pixels (frames x frame size),
+            which bounds decoding time whatever the resolution: the web demo's per-request
+            budget (None: no such budget).
 
     Returns:
         ``(info, frames)`` with frames in increasing ``frame_index`` order; ``info`` counts
@@ -331,6 +336,7 @@ def read_frames(path: Path, n: int, max_frames: int = MAX_FRAMES_DECODED,
         return info, frames
 
     cap = _Capture(path, found.format)
+    max_frames, limit = _frame_limit(max_frames, max_decoded_pixels, cap.pixels)
     fps = cap.fps
     if not fps > 0:  # also catches NaN
         logger.debug("%s: container reports fps=%r; using %.0f for timestamps", path, fps, FALLBACK_FPS)
@@ -346,7 +352,7 @@ def read_frames(path: Path, n: int, max_frames: int = MAX_FRAMES_DECODED,
         declared = cap.declared_frames
         stop = min(declared, max_frames) if declared > 0 else max_frames
         if declared > max_frames:
-            notes.append(f"only the first {max_frames} of {declared} frames decoded (limit)")
+            notes.append(f"only the first {max_frames} of {declared} frames decoded ({limit})")
         # Unknown length: count the frames first, then sample them.
         done = cap.decode(sample_indices(stop, n) if declared > 0 else [], stop,
                           on_image=emit if on_frame and declared > 0 else None)
@@ -373,7 +379,7 @@ def read_frames(path: Path, n: int, max_frames: int = MAX_FRAMES_DECODED,
     if not images:
         raise VideoReadError(f"frames decode but none converts to an image: {path}")
     missing = _missing_at_end(declared, stop, done.end, found.format)
-    notes += _decode_notes(done, declared, missing, max_frames)
+    notes += _decode_notes(done, declared, missing, max_frames, limit)
     frames = [
         Frame(frame_index=i, timestamp_s=i / fps, image=images[i]) for i in sorted(images)
     ]
@@ -386,7 +392,15 @@ def read_frames(path: Path, n: int, max_frames: int = MAX_FRAMES_DECODED,
     return info, frames
 
 
-def _decode_notes(done: _Decoded, declared: int, missing: int, max_frames: int) -> list[str]:
+def _frame_limit(max_frames: int, max_decoded_pixels: int | None, frame_pixels: int) -> tuple[int, str]:
+    """Frames that may be decoded under both budgets, and the binding one in words (for the notes)."""
+    if max_decoded_pixels is None or max_decoded_pixels // max(frame_pixels, 1) >= max_frames:
+        return max_frames, f"limit {max_frames}"
+    frames = max(1, max_decoded_pixels // max(frame_pixels, 1))
+    return frames, f"limit {max_decoded_pixels / 1e6:g} Mpx decoded per request: {frames} frames at this size"
+
+
+def _decode_notes(done: _Decoded, declared: int, missing: int, max_frames: int, limit: str) -> list[str]:
     """What went wrong while decoding, in words (for :attr:`VideoInfo.notes`)."""
     notes = []
     if missing:
@@ -396,7 +410,7 @@ def _decode_notes(done: _Decoded, declared: int, missing: int, max_frames: int) 
     if done.unconverted:
         notes.append(f"{done.unconverted} sampled frame(s) decoded but did not convert to an image")
     if done.end >= max_frames and declared <= 0:
-        notes.append(f"only the first {max_frames} frames decoded (limit; the container gives no frame count)")
+        notes.append(f"only the first {max_frames} frames decoded ({limit}; the container gives no frame count)")
     return notes
 
 
@@ -423,13 +437,17 @@ class FrameStream:
     Args:
         path: The video (or still image).
         n: Frames wanted.
+        max_frames: Decode at most this many frames (as :func:`read_frames`).
+        max_decoded_pixels: Decode at most this many pixels (as :func:`read_frames`).
 
     Raises:
         VideoReadError: While iterating, if the file cannot be read (as :func:`read_frames`).
     """
 
-    def __init__(self, path: Path, n: int) -> None:
+    def __init__(self, path: Path, n: int, max_frames: int = MAX_FRAMES_DECODED,
+                 max_decoded_pixels: int | None = None) -> None:
         self.path, self.n = Path(path), n
+        self.max_frames, self.max_decoded_pixels = max_frames, max_decoded_pixels
         self._queue: queue.Queue = queue.Queue()
         self._result: tuple[VideoInfo, list[Frame]] | None = None
         self._error: BaseException | None = None
@@ -440,7 +458,8 @@ class FrameStream:
 
     def _decode(self) -> None:
         try:
-            self._result = read_frames(self.path, self.n, on_frame=self._queue.put)
+            self._result = read_frames(self.path, self.n, max_frames=self.max_frames, on_frame=self._queue.put,
+                                       max_decoded_pixels=self.max_decoded_pixels)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer's thread
             self._error = exc
         self._queue.put(None)
