@@ -67,6 +67,17 @@ def _count(value: object) -> int:
         return 0
 
 
+def _text(value: object) -> str:
+    """An extract report value as the stage reads it from the CSV: a count that pandas made a float
+    (its column has blanks) is ``12``, not ``12.0``, so that a video's shard key does not depend on
+    whether other videos failed."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 @dataclass(frozen=True)
 class _Cropper(VideoHandler):
     """Detects and crops one manifest video at a time (the per-video step of the stage; sent to the workers).
@@ -90,7 +101,7 @@ class _Cropper(VideoHandler):
     def __call__(self, video: dict) -> VideoResult:
         params = self.params
         report = self._report(video)
-        status, reason = video["extract"]["status"], video["extract"]["reason"] or ""
+        status, reason = video["extract"]["status"], video["extract"]["reason"]
         if status == records.OK and not video["frames"]:
             status, reason = records.UNREADABLE, f"no frames of {video['video_id']} in the frames table"
         if status != records.OK:
@@ -161,7 +172,7 @@ def crop_videos(
             raise ValueError("detector was built with other crop params than the ones given")
         _DETECTORS[params] = detector
     code = code_fingerprint(__name__.rsplit(".", 1)[-1])
-    extracted = {row["video_id"]: row for row in records_of(extract_report)}
+    extracted = {row["video_id"]: {k: _text(v) for k, v in row.items()} for row in records_of(extract_report)}
     frames_by_video: dict[str, list[dict]] = {}
     for row in records_of(frames_table):
         frames_by_video.setdefault(row["video_id"], []).append(row)
