@@ -81,6 +81,7 @@ def dask_client(choice: str) -> Iterator[Client | None]:
         return
     from distributed import Client, LocalCluster
 
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # dask's own config logs every worker start at INFO
     workers = local_workers(choice)
     if workers is None:
         with Client(choice) as client:
