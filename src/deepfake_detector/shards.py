@@ -4,7 +4,8 @@ Thousands of loose image files make every DVC command slow, so images are stored
 in a few uncompressed tar files. They are written deterministically (members in
 the order given, which callers sort; fixed mtime, uid, gid, mode, no user names)
 so that re-running a stage on unchanged input gives byte-identical shards and DVC
-sees the same hash.
+sees the same hash. A video's shard is a hash of its id (:func:`partition_of`), so
+a shard can be built, and rebuilt, alone (:mod:`batch`).
 
 Example:
     >>> with ShardWriter(Path("crops-00000.tar")) as w:  # doctest: +SKIP
