@@ -112,7 +112,7 @@ def per_video(work: Path, frames: int) -> tuple[pd.DataFrame, list[Path]]:
 def workers_ratio(work: Path, paths: list[Path], frames: int) -> dict:
     """(2): crop_faces with 1 then 2 workers on the same frames."""
     manifest = manifest_of(paths)
-    fr, ex = extract_videos(manifest, ExtractParams(frames_per_video=frames), work / "ratio" / "frames", videos_per_shard=1)
+    fr, ex = extract_videos(manifest, ExtractParams(frames_per_video=frames, videos_per_shard=1), work / "ratio" / "frames")
     crop = CropParams(videos_per_shard=1)  # one video per shard: the shards are the tasks
     times, files = {}, {}
     for n in (1, 2):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import dask_faults
 from conftest import noise_frames, portrait_frames, write_clip
 
 from deepfake_detector import batch, crop_faces, extract_frames, records
@@ -23,8 +24,9 @@ from deepfake_detector.extract_frames import ExtractParams, extract_videos
 from deepfake_detector.faces import CropParams
 from deepfake_detector.shards import ShardWriter, partition_count, partition_of
 
-PARAMS = ExtractParams(frames_per_video=2)
 PER_SHARD = 3  # 8 or 9 videos -> 4 partitions
+PARAMS = ExtractParams(frames_per_video=2, videos_per_shard=PER_SHARD)
+PARAMS_2 = dataclasses.replace(PARAMS, videos_per_shard=2)
 
 
 @pytest.fixture(scope="module")
@@ -84,14 +86,14 @@ def test_partitions_depend_on_the_video_id_only() -> None:
 def test_adding_or_changing_a_video_decodes_only_its_shard(tmp_path: Path, media: Path, decoded: list[str]) -> None:
     frames_dir = tmp_path / "frames"
     paths = [media / f"n{i}.mp4" for i in range(9)]
-    extract_videos(_manifest(paths[:8]), PARAMS, frames_dir, videos_per_shard=PER_SHARD)
+    extract_videos(_manifest(paths[:8]), PARAMS, frames_dir)
     assert sorted(decoded) == [f"n{i}" for i in range(8)]
 
     # One more video: only the videos of its shard are decoded; the other shards' files are not rewritten.
     ids = [p.stem for p in paths]
     before = _stamps(frames_dir)
     decoded.clear()
-    frames, report = extract_videos(_manifest(paths), PARAMS, frames_dir, videos_per_shard=PER_SHARD)
+    frames, report = extract_videos(_manifest(paths), PARAMS, frames_dir)
     assert set(decoded) == _shard_mates("n8", ids) and len(decoded) < len(ids)
     after = _stamps(frames_dir)
     untouched = [n for n in after if not any(v in _shard_mates("n8", ids) for v in _videos_in(frames_dir, n))]
@@ -100,7 +102,7 @@ def test_adding_or_changing_a_video_decodes_only_its_shard(tmp_path: Path, media
     assert frames["video_id"].tolist() == sorted(ids * PARAMS.frames_per_video)
 
     # The result is the one a run from scratch gives, byte for byte.
-    fresh_frames, fresh_report = extract_videos(_manifest(paths), PARAMS, tmp_path / "fresh", videos_per_shard=PER_SHARD)
+    fresh_frames, fresh_report = extract_videos(_manifest(paths), PARAMS, tmp_path / "fresh")
     assert _files(frames_dir) == _files(tmp_path / "fresh")
     pd.testing.assert_frame_equal(frames, fresh_frames)
     pd.testing.assert_frame_equal(report, fresh_report)
@@ -109,19 +111,17 @@ def test_adding_or_changing_a_video_decodes_only_its_shard(tmp_path: Path, media
     changed = tmp_path / "n3.mp4"
     write_clip(changed, noise_frames(3, 64, 48, seed=99))
     decoded.clear()
-    extract_videos(_manifest([changed if p.stem == "n3" else p for p in paths]), PARAMS, frames_dir,
-                   videos_per_shard=PER_SHARD)
+    extract_videos(_manifest([changed if p.stem == "n3" else p for p in paths]), PARAMS, frames_dir)
     assert set(decoded) == _shard_mates("n3", ids)
 
     # Nothing changed: nothing decoded. Videos removed: a partition left empty loses its files.
     decoded.clear()
-    extract_videos(_manifest([changed if p.stem == "n3" else p for p in paths]), PARAMS, frames_dir,
-                   videos_per_shard=PER_SHARD)
+    extract_videos(_manifest([changed if p.stem == "n3" else p for p in paths]), PARAMS, frames_dir)
     assert decoded == []
     gone = _shard_mates("n0", ids)
     kept = [p for p in paths if p.stem not in gone]
     tasks = plan_shards(frames_dir, "frames", [{"video_id": p.stem} for p in kept], PER_SHARD, lambda part: None)
-    extract_videos(_manifest(kept), PARAMS, frames_dir, videos_per_shard=PER_SHARD)
+    extract_videos(_manifest(kept), PARAMS, frames_dir)
     assert sorted(os.listdir(frames_dir)) == sorted(n for t in tasks for n in (t.tar.name, t.sidecar.name))
     assert not any(set(_videos_in(frames_dir, n)) & gone for n in os.listdir(frames_dir))
 
@@ -135,10 +135,10 @@ def _videos_in(folder: Path, name: str) -> list[str]:
 def test_a_code_change_rebuilds_every_shard(tmp_path: Path, media: Path, decoded: list[str],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     manifest = _manifest([media / f"n{i}.mp4" for i in range(4)])
-    extract_videos(manifest, PARAMS, tmp_path, videos_per_shard=PER_SHARD)
+    extract_videos(manifest, PARAMS, tmp_path)
     decoded.clear()
     monkeypatch.setattr(extract_frames, "code_fingerprint", lambda module: "edited")
-    extract_videos(manifest, PARAMS, tmp_path, videos_per_shard=PER_SHARD)
+    extract_videos(manifest, PARAMS, tmp_path)
     assert sorted(decoded) == ["n0", "n1", "n2", "n3"]
 
 
@@ -171,14 +171,14 @@ def test_a_failing_video_gets_its_row_and_an_interrupted_run_resumes(tmp_path: P
     monkeypatch.setattr(extract_frames, "read_frames", breaks_on_n5)
     monkeypatch.setattr(ShardWriter, "close", full_disk)
     with pytest.raises(IncompleteShardsError, match="1 of 4 shards .* No space left"):
-        extract_videos(_manifest(paths), PARAMS, tmp_path, videos_per_shard=PER_SHARD)
+        extract_videos(_manifest(paths), PARAMS, tmp_path)
     sidecars = sorted(p.name for p in tmp_path.glob("*.json"))
     assert len(sidecars) == 3 and not list(tmp_path.glob(".*"))
 
     # The rerun builds only the unfinished shard; the video that raised has its row and reason.
     monkeypatch.setattr(ShardWriter, "close", close)
     decoded.clear()
-    _, report = extract_videos(_manifest(paths), PARAMS, tmp_path, videos_per_shard=PER_SHARD)
+    _, report = extract_videos(_manifest(paths), PARAMS, tmp_path)
     assert set(decoded) == _shard_mates("n1", ids) - {"n5"}
     row = report.set_index("video_id").loc["n5"]
     assert row["status"] == "unreadable" and "RuntimeError: decoder bug" in row["reason"]
@@ -206,7 +206,7 @@ def test_crop_faces_redetects_only_the_shards_whose_frames_changed(tmp_path: Pat
 
     def run(paths: list[Path]) -> tuple[list[dict], pd.DataFrame]:
         manifest = _manifest(paths)
-        frames, extract = extract_videos(manifest, PARAMS, tmp_path / "frames", videos_per_shard=2)
+        frames, extract = extract_videos(manifest, PARAMS_2, tmp_path / "frames")
         return crop_faces.crop_videos(manifest, frames, extract, tmp_path / "frames", tmp_path / "crops", params)
 
     faces, report = run(paths)
@@ -223,26 +223,14 @@ def test_crop_faces_redetects_only_the_shards_whose_frames_changed(tmp_path: Pat
 # --- on a Dask LocalCluster -------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class _ExitsOn(extract_frames._Extractor):
-    """Ends its worker process, as a decoder crash would, on one video."""
-
-    victim: str = ""
-
-    def __call__(self, video: dict) -> batch.VideoResult:
-        if video["video_id"] == self.victim:
-            os._exit(13)
-        return extract_frames._Extractor.__call__(self, video)
-
-
 @pytest.fixture(scope="module")
 def client():  # noqa: ANN201
     distributed = pytest.importorskip("distributed")
     import cloudpickle
     import dask
 
-    # The workers cannot import this test module: its handler travels by value.
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    # The workers cannot import the tests: the faulty handler's module travels by value.
+    cloudpickle.register_pickle_by_value(dask_faults)
     # A task whose worker dies is not retried here (the default, 3 retries, only costs time).
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
             distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
@@ -267,7 +255,7 @@ def test_frame_shards_built_on_a_cluster_are_the_serial_bytes(tmp_path: Path, me
     manifest = _manifest([media / f"f{i}.mp4" for i in range(2)] + [media / f"n{i}.mp4" for i in range(6)])
 
     def stage(out: Path, dask_client) -> tuple:  # noqa: ANN001
-        frames, extract = extract_videos(manifest, PARAMS, out, client=dask_client, videos_per_shard=2)
+        frames, extract = extract_videos(manifest, PARAMS_2, out, client=dask_client)
         return _files(out), frames, extract
 
     serial, cluster = _serial_and_cluster(tmp_path, client, stage)
@@ -279,7 +267,7 @@ def test_frame_shards_built_on_a_cluster_are_the_serial_bytes(tmp_path: Path, me
 def test_crop_shards_built_on_a_cluster_are_the_serial_bytes(tmp_path: Path, media: Path, client) -> None:  # noqa: ANN001
     """MTCNN on two worker processes gives the crops, rows and parquet bytes of one process (about 35 s)."""
     manifest = _manifest([media / f"f{i}.mp4" for i in range(2)] + [media / f"n{i}.mp4" for i in range(6)])
-    frames, extract = extract_videos(manifest, PARAMS, tmp_path / "frames", videos_per_shard=2)
+    frames, extract = extract_videos(manifest, PARAMS_2, tmp_path / "frames")
 
     def stage(out: Path, dask_client) -> tuple:  # noqa: ANN001
         faces, report = crop_faces.crop_videos(manifest, frames, extract, tmp_path / "frames", out / "crops",
@@ -297,7 +285,7 @@ def test_a_worker_that_dies_costs_its_video_only(tmp_path: Path, media: Path, cl
     ids = [p.stem for p in paths]
     videos = [{"video_id": p.stem, "path": str(p), "status": "ok", "reason": "", "signature": ""} for p in paths]
     tasks = plan_shards(tmp_path, "frames", videos, PER_SHARD, lambda part: batch.shard_key("t", "c", PARAMS, part))
-    reports, rows = run_shards(tmp_path, "frames", tasks, _ExitsOn(PARAMS, victim="n2"), "test", client)
+    reports, rows = run_shards(tmp_path, "frames", tasks, dask_faults.ExitsOn(PARAMS, victim="n2"), "test", client)
     by_id = {r["video_id"]: r for r in reports}
     assert sorted(by_id) == ids
     assert by_id["n2"]["status"] == "unreadable" and "worker process died while handling n2" in by_id["n2"]["reason"]
@@ -321,3 +309,43 @@ def test_the_scheduler_comes_from_the_option_then_the_environment(monkeypatch: p
     assert cluster.local_workers("tcp://10.0.0.5:8786") is None
     with pytest.raises(InputError, match="positive integer"):
         cluster.local_workers("local:0")
+
+
+@pytest.mark.slow
+def test_dvc_keeps_persisted_shards_and_records_the_new_hash(tmp_path: Path, media: Path) -> None:
+    """Under `dvc repro`, with the shard folder `persist: true` as in dvc.yaml: one video more rebuilds
+    its shard only, dvc.lock gets the folder's new hash, and the next status is clean."""
+    import subprocess
+
+    import yaml
+
+    def dvc(*args: str) -> str:
+        env = {**os.environ, "DFD_DASK_SCHEDULER": "none"}
+        proc = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout + proc.stderr
+
+    def frames_hash() -> str:
+        lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
+        return next(o["md5"] for o in lock["stages"]["extract"]["outs"] if o["path"] == "frames")
+
+    params = {"extract_frames": {"frames_per_video": 2, "videos_per_shard": PER_SHARD}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    stage = {"cmd": "python -m deepfake_detector.stages.extract_frames --manifest manifest.csv --frames-dir frames "
+                    "--frames-table frames.csv --report report.csv",
+             "deps": ["manifest.csv"], "params": ["extract_frames"],
+             "outs": [{"frames": {"persist": True}}, "frames.csv", "report.csv"]}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"extract": stage}}))
+    dvc("init", "--no-scm", "-q")
+    paths = [media / f"n{i}.mp4" for i in range(9)]
+    records.write_manifest(_manifest(paths[:8]), tmp_path / "manifest.csv")
+    assert "4 of 4 shards to build (8 videos)" in dvc("repro")
+    first = frames_hash()
+    records.write_manifest(_manifest(paths), tmp_path / "manifest.csv")
+    mates = _shard_mates("n8", [p.stem for p in paths])
+    assert f"1 of 4 shards to build ({len(mates)} videos)" in dvc("repro")
+    assert frames_hash() != first
+    assert "up to date" in dvc("status")
+    assert "0 of 4 shards to build" in dvc("repro", "-f")  # forced: the stage runs, its shards are kept
+    assert "up to date" in dvc("status")

@@ -51,6 +51,8 @@ logger = logging.getLogger(__name__)
 # Bumped when the JSON's layout changes, so that shards written by an older layout are rebuilt.
 SIDECAR_FORMAT = 1
 _PACKAGE_DIR = Path(__file__).resolve().parent
+# Times a shard task is sent again when its worker died before the task started (in another shard's video).
+_MAX_ORPHANED = 3
 _PACKAGE = __package__ or "deepfake_detector"
 
 # A video's result: its report row, its rows of the stage's table (without ``shard``), and
@@ -209,6 +211,9 @@ def build_shard(task: ShardTask, handler: VideoHandler) -> dict:
     Returns:
         The JSON's content.
     """
+    if not task.left_out and is_done(task):
+        # Dask runs a finished task again when the worker holding its result dies: nothing to redo.
+        return read_sidecar(task.sidecar) or {}
     task.sidecar.unlink(missing_ok=True)  # from here on the shard is unfinished until its new JSON lands
     left_out = dict(task.left_out)
     writer: ShardWriter | None = None
@@ -316,6 +321,7 @@ def _run_on_dask(tasks: Sequence[ShardTask], handler: VideoHandler, desc: str, c
     from distributed.scheduler import KilledWorker
 
     failures = {}
+    orphaned: dict[str, int] = {}  # shard -> times its worker died before the task started
     pending = {client.submit(build_shard, task, handler, pure=False): task for task in tasks}
     progress = tqdm(total=len(tasks), desc=desc, unit="shard")
     queue = as_completed(list(pending))
@@ -323,17 +329,30 @@ def _run_on_dask(tasks: Sequence[ShardTask], handler: VideoHandler, desc: str, c
         task = pending.pop(future)
         try:
             future.result()
+            # Forget the result at once: a finished task whose result still lives on a worker that
+            # dies later would be run again by Dask, rewriting a complete shard.
+            future.release()
             progress.update()
         except KilledWorker as exc:
             culprit = task.journal.read_text(encoding="utf-8").strip() if task.journal.is_file() else None
-            if culprit is None or culprit in dict(task.left_out):
-                failures[task.name] = f"its worker died ({exc})"
+            task.journal.unlink(missing_ok=True)
+            if culprit is None:
+                # Queued on a worker that died in another shard's video, never started: run it again.
+                orphaned[task.name] = orphaned.get(task.name, 0) + 1
+                if orphaned[task.name] > _MAX_ORPHANED:
+                    failures[task.name] = f"its worker died {orphaned[task.name]} times before it started ({exc})"
+                    progress.update()
+                    continue
+                retry = task
+            elif culprit in dict(task.left_out):  # cannot happen: a left-out video is never handled
+                failures[task.name] = f"its worker died in {culprit} again ({exc})"
                 progress.update()
                 continue
-            reason = (f"the worker process died while handling {culprit} (killed or crashed; "
-                      f"retried on other workers first): left out, a rerun tries it again")
-            logger.warning("%s: %s: %s", desc, task.name, reason)
-            retry = dataclasses.replace(task, left_out=task.left_out + ((culprit, reason),))
+            else:
+                reason = (f"the worker process died while handling {culprit} (killed or crashed; "
+                          f"retried on other workers first): left out, a rerun tries it again")
+                logger.warning("%s: %s: %s", desc, task.name, reason)
+                retry = dataclasses.replace(task, left_out=task.left_out + ((culprit, reason),))
             future = client.submit(build_shard, retry, handler, pure=False)
             pending[future] = retry
             queue.add(future)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Frame shards hold about this many videos each (crop shards take theirs from params).
+# Frame shards hold about this many videos each by default.
 VIDEOS_PER_SHARD = 64
 SHARD_PREFIX = "frames"
 
@@ -39,14 +39,19 @@ class ExtractParams:
         frames_per_video: Frames sampled evenly over each video's decodable frames.
         image_format: ``png`` (lossless: keeps the forensic traces; default) or ``jpg``
             (quality 95).
+        videos_per_shard: About this many videos per frame shard (the number of hash
+            partitions is the power of two that gives at most this on average).
     """
 
     frames_per_video: int = 16
     image_format: Literal["png", "jpg"] = "png"
+    videos_per_shard: int = VIDEOS_PER_SHARD
 
     def __post_init__(self) -> None:
         if self.frames_per_video < 1:
             raise ValueError(f"frames_per_video must be >= 1, got {self.frames_per_video}")
+        if self.videos_per_shard < 1:
+            raise ValueError(f"videos_per_shard must be >= 1, got {self.videos_per_shard}")
         if self.image_format not in ("png", "jpg"):
             raise ValueError(f"image_format must be png or jpg, got {self.image_format!r}")
 
@@ -95,13 +100,12 @@ class _Extractor(VideoHandler):
 
 def extract_videos(
     manifest: pd.DataFrame, params: ExtractParams, frames_dir: Path, client: Client | None = None,
-    videos_per_shard: int = VIDEOS_PER_SHARD,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Sample the frames of every manifest video and store them in tar shards.
 
-    Videos go to ``frames-<i>-of-<n>.tar`` by a hash of their id (about ``videos_per_shard``
-    per shard), members ``<video_id>/<frame_index:06d>.<png|jpg>``; an unreadable or missing
-    video gets a report row with the reason and the batch goes on. Shards whose inputs did
+    Videos go to ``frames-<i>-of-<n>.tar`` by a hash of their id (about
+    ``params.videos_per_shard`` per shard), members ``<video_id>/<frame_index:06d>.<png|jpg>``;
+    an unreadable or missing video gets a report row with the reason and the batch goes on. Shards whose inputs did
     not change since the last run in ``frames_dir`` are kept, not decoded again
     (:mod:`batch`).
 
@@ -110,7 +114,6 @@ def extract_videos(
         params: ``extract_frames`` params.
         frames_dir: Folder for the frame shards.
         client: A Dask client to build the shards on; None: in this process, one after the other.
-        videos_per_shard: Target average videos per shard.
 
     Returns:
         ``(frames table, report)`` with ``records.FRAME_COLUMNS`` and
@@ -121,7 +124,7 @@ def extract_videos(
     """
     code = code_fingerprint(__name__.rsplit(".", 1)[-1])
     videos = [{k: row.get(k, "") for k in _INPUT_FIELDS} for row in records_of(manifest)]
-    tasks = plan_shards(frames_dir, SHARD_PREFIX, videos, videos_per_shard,
+    tasks = plan_shards(frames_dir, SHARD_PREFIX, videos, params.videos_per_shard,
                         lambda part: shard_key("extract_frames", code, params, part))
     report_rows, frame_rows = run_shards(frames_dir, SHARD_PREFIX, tasks, _Extractor(params), "extract_frames", client)
     frames_df = pd.DataFrame(frame_rows, columns=records.FRAME_COLUMNS)
