@@ -349,3 +349,22 @@ def test_dvc_keeps_persisted_shards_and_records_the_new_hash(tmp_path: Path, med
     assert "up to date" in dvc("status")
     assert "0 of 4 shards to build" in dvc("repro", "-f")  # forced: the stage runs, its shards are kept
     assert "up to date" in dvc("status")
+
+
+def test_the_stage_runs_on_a_local_cluster_and_names_an_unreachable_scheduler(tmp_path: Path, media: Path,
+                                                                              capsys: pytest.CaptureFixture) -> None:
+    from deepfake_detector.stages import extract_frames as stage
+
+    records.write_manifest(_manifest([media / "n0.mp4", media / "n1.mp4"]), tmp_path / "manifest.csv")
+    args = ["--params", str(tmp_path / "params.yaml"), "--manifest", str(tmp_path / "manifest.csv"),
+            "--frames-dir", str(tmp_path / "frames"), "--frames-table", str(tmp_path / "frames.csv"),
+            "--report", str(tmp_path / "report.csv")]
+    (tmp_path / "params.yaml").write_text("extract_frames: {frames_per_video: 2}\n")
+    stage.main([*args, "--scheduler", "local:1"])
+    assert records.read_extract_report(tmp_path / "report.csv")["status"].tolist() == ["ok", "ok"]
+    import dask
+
+    with pytest.raises(SystemExit) as exc, dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        stage.main([*args, "--scheduler", "tcp://127.0.0.1:9"])  # the discard port: nothing listens
+    assert exc.value.code == 1
+    assert "cannot reach the Dask scheduler 'tcp://127.0.0.1:9'" in capsys.readouterr().err

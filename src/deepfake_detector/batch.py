@@ -349,7 +349,8 @@ def _run_on_dask(tasks: Sequence[ShardTask], handler: VideoHandler, desc: str, c
                 progress.update()
                 continue
             else:
-                reason = (f"the worker process died while handling {culprit} (killed or crashed; "
+                path = next((v.get("path", "") for v in task.videos if v["video_id"] == culprit), "")
+                reason = (f"the worker process died while handling {culprit} ({path}; killed or crashed, "
                           f"retried on other workers first): left out, a rerun tries it again")
                 logger.warning("%s: %s: %s", desc, task.name, reason)
                 retry = dataclasses.replace(task, left_out=task.left_out + ((culprit, reason),))

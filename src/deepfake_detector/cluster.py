@@ -84,7 +84,11 @@ def dask_client(choice: str) -> Iterator[Client | None]:
     logging.getLogger("distributed").setLevel(logging.WARNING)  # dask's own config logs every worker start at INFO
     workers = local_workers(choice)
     if workers is None:
-        with Client(choice) as client:
+        try:
+            client = Client(choice)  # waits up to distributed.comm.timeouts.connect (30 s)
+        except (OSError, ValueError) as exc:  # refused or timed out (OSError), or not an address
+            raise InputError(f"cannot reach the Dask scheduler {choice!r} (--scheduler / ${ENV_VAR}): {exc}") from exc
+        with client:
             logger.info("shards built on the Dask cluster at %s (%d workers)", choice,
                         len(client.scheduler_info().get("workers", {})))
             yield client
