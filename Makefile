@@ -9,7 +9,7 @@ EXTRAS ?= test,s3
 export PATH := $(abspath $(BIN)):$(PATH)
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: demo setup test test-fast lock lock-check repro bench clean-venv
+.PHONY: demo setup test test-fast lint lock lock-check repro bench clean-venv
 
 demo: setup
 	$(BIN)/dvc repro
@@ -28,6 +28,10 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
+
+# Style and complexity rules of pyproject.toml's [tool.ruff] (CI runs it).
+lint: setup
+	$(BIN)/ruff check src tests tools benchmarks
 
 # After editing the dependencies in pyproject.toml: re-resolve and write uv.lock.
 lock:

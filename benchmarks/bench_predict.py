@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Callable
 
 import cv2
-import numpy as np
 import torch
 
 from deepfake_detector.aggregate import AggregateParams
@@ -71,7 +70,8 @@ def naive_seed(video: Path, detector: FaceDetector, model: torch.nn.Module, tran
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             boxes, probs = detector.mtcnn.detect(rgb[None])
             if boxes[0] is not None:
-                crops += [crop_face(rgb, tuple(b), params.margin, params.crop_size) for b, p in zip(boxes[0], probs[0]) if p >= params.prob_threshold]
+                kept = [b for b, p in zip(boxes[0], probs[0]) if p >= params.prob_threshold]
+                crops += [crop_face(rgb, tuple(b), params.margin, params.crop_size) for b in kept]
         index += 1
     cap.release()
     with torch.no_grad():
@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> None:
             load_model(model_path)
         except CheckpointError as exc:
             model_path, model_note = Path(tmp) / "random.pt", f"random-init ResNet-18 ({exc})"
-            save_checkpoint(model_path, build_model("resnet18", "random")[0], CheckpointMeta(arch="resnet18", init="random", input_size=224))
+            save_checkpoint(model_path, build_model("resnet18", "random")[0], CheckpointMeta(arch="resnet18", init="random",
+                                                                                             input_size=224))
         print(f"model: {model_note}; torch threads {torch.get_num_threads()} (detection 1); {args.frames} frames; "
               f"repeats {args.repeats} (medians); 1-min load average {os.getloadavg()[0]:.1f}")
         print(f"detection: {crop_params}")
@@ -182,17 +183,19 @@ def main(argv: list[str] | None = None) -> None:
             s, v = r["steps"], r["pred"].verdict
             info = s["info"]
             with_face, without = s["with_face"], s["without"]
-            print(f"\n== {video.name}: {info.width}x{info.height}, {info.n_frames} frames at {info.fps:g} fps; runtime {r['runtime']}; "
-                  f"load {os.getloadavg()[0]:.1f}")
-            print(f"(a) as shipped   : {a:6.2f} s wall, {ca:6.2f} s CPU  ({v.n_frames_sampled} frames, {v.n_frames_with_face} with a face, "
-                  f"{v.n_faces} faces)  runs {_runs(r['runs']['a'])}")
-            print(f"(b) seed's naive : {b:6.2f} s wall, {cb:6.2f} s CPU  ({r['n_naive']} faces, every {NAIVE_STEP}th frame, MTCNN "
-                  f"full-res, fp32 batch 1)  runs {_runs(r['runs']['b'])}")
-            print(f"(c) lower bound  : {c:6.2f} s wall, {cc:6.2f} s CPU  (decode + one batch of the same crops)  runs {_runs(r['runs']['c'])}")
-            print(f"    (a) step by step, no overlap: decode {s['decode']:.2f} s, detect+crop {s['detect']:.2f} s, classify "
-                  f"{s['classify']:.2f} s; detection per frame: {_mean_ms(with_face)} with a face ({len(with_face)}), "
+            print(f"\n== {video.name}: {info.width}x{info.height}, {info.n_frames} frames at {info.fps:g} fps; "
+                  f"runtime {r['runtime']}; load {os.getloadavg()[0]:.1f}")
+            print(f"(a) as shipped   : {a:6.2f} s wall, {ca:6.2f} s CPU  ({v.n_frames_sampled} frames, "
+                  f"{v.n_frames_with_face} with a face, {v.n_faces} faces)  runs {_runs(r['runs']['a'])}")
+            print(f"(b) seed's naive : {b:6.2f} s wall, {cb:6.2f} s CPU  ({r['n_naive']} faces, every {NAIVE_STEP}th frame, "
+                  f"MTCNN full-res, fp32 batch 1)  runs {_runs(r['runs']['b'])}")
+            print(f"(c) lower bound  : {c:6.2f} s wall, {cc:6.2f} s CPU  (decode + one batch of the same crops)  "
+                  f"runs {_runs(r['runs']['c'])}")
+            print(f"    (a) step by step, no overlap: decode {s['decode']:.2f} s, detect+crop {s['detect']:.2f} s, "
+                  f"classify {s['classify']:.2f} s; detection per frame: {_mean_ms(with_face)} with a face ({len(with_face)}), "
                   f"{_mean_ms(without)} without ({len(without)}); searches {r['searches']}")
-            print(f"    a/b = {a / b:.3f} (target <= 0.10), a/c = {a / c:.2f} (target <= 1.5); CPU: a/b = {ca / cb:.3f}, a/c = {ca / cc:.2f}")
+            print(f"    a/b = {a / b:.3f} (target <= 0.10), a/c = {a / c:.2f} (target <= 1.5); "
+                  f"CPU: a/b = {ca / cb:.3f}, a/c = {ca / cc:.2f}")
             ratios.append((video.name, a / b, a / c))
         print("\nsummary: " + "; ".join(f"{name} a/b {ab:.3f} a/c {ac:.2f}" for name, ab, ac in ratios))
 

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from conftest import noise_frames, portrait_frames, portrait_image, set_mp4_rotation, write_clip
 from PIL import Image
+
+from conftest import noise_frames, portrait_frames, portrait_image, set_mp4_rotation, write_clip
 
 SCORED = frozenset({"fake", "real", "uncertain"})
 UNREADABLE = frozenset({"unreadable"})

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_calibrate import make_calibration
-from test_predict import save_detector
 
 from deepfake_detector import cli
 from deepfake_detector.model import CheckpointError, CheckpointMeta, build_model, load_model, save_checkpoint, weights_hash
+from test_calibrate import make_calibration
+from test_predict import save_detector
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_cli_reports_a_bad_model_in_one_line(tmp_path: Path, capsys: pytest.Capt
         (tmp_path / name).write_bytes(data)
         assert cli.main(["predict", str(clip), "--model", str(tmp_path / name)]) == 2
         err = capsys.readouterr().err
-        assert err.startswith(f"deepfake-detector: error: --model: ") and name in err and len(err.strip().splitlines()) == 1
+        assert err.startswith("deepfake-detector: error: --model: ") and name in err and len(err.strip().splitlines()) == 1
     # A calibrated detector whose calibration was edited (hash recomputed) to something invalid.
     det = save_detector(tmp_path / "det.pt", make_calibration())
     p = torch.load(det, weights_only=True)

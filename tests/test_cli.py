@@ -16,11 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+
 from conftest import SHARED_DATA, noise_frames, portrait_frames, unprivileged, write_clip
-
-from test_calibrate import make_calibration
-from test_predict import save_detector
-
 from deepfake_detector import cli, judge, records
 from deepfake_detector.calibration import load_detector
 from deepfake_detector.data import CropDataset
@@ -29,6 +26,8 @@ from deepfake_detector.imaging import encode_image
 from deepfake_detector.model import CheckpointMeta, build_model, save_checkpoint
 from deepfake_detector.shards import ShardWriter, shard_name
 from deepfake_detector.transforms import build_eval_transform
+from test_calibrate import make_calibration
+from test_predict import save_detector
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +49,8 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     cv2.imwrite(str(folder / "b_face.JPG"), cv2.cvtColor(portrait_frames(1)[0], cv2.COLOR_RGB2BGR))
     write_clip(folder / "sub" / "a_noise.mp4", noise_frames(6))
     (folder / "notes.txt").write_text("not media")
-    return {"good": good, "corrupt": corrupt, "dir": folder, "image": folder / "b_face.JPG", "noise": folder / "sub" / "a_noise.mp4"}
+    return {"good": good, "corrupt": corrupt, "dir": folder, "image": folder / "b_face.JPG",
+            "noise": folder / "sub" / "a_noise.mp4"}
 
 
 def _run(args: list[str]) -> int:
@@ -119,7 +119,8 @@ def test_usage_errors_exit_2(checkpoint: Path, media: dict[str, Path], tmp_path:
     assert _run([str(media["good"]), "--model", str(not_a_model)]) == 2
     assert "not a deepfake-detector checkpoint" in capsys.readouterr().err
     uncalibrated = tmp_path / "model.pt"  # what the train stage writes: not yet a detector
-    save_checkpoint(uncalibrated, build_model("resnet18", "random")[0], CheckpointMeta(arch="resnet18", init="random", input_size=32))
+    save_checkpoint(uncalibrated, build_model("resnet18", "random")[0], CheckpointMeta(arch="resnet18", init="random",
+                                                                                       input_size=32))
     assert _run([str(media["good"]), "--model", str(uncalibrated)]) == 2
     assert "without calibration" in capsys.readouterr().err
     assert _run([str(media["good"]), "--model", str(checkpoint), "--frames", "0"]) == 2
@@ -137,7 +138,8 @@ def test_usage_errors_exit_2(checkpoint: Path, media: dict[str, Path], tmp_path:
 
 
 def test_default_model_is_the_pipelines_else_the_released_one(checkpoint: Path, media: dict[str, Path], tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+                                                              capsys: pytest.CaptureFixture,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cli, "_CHECKOUT", tmp_path / "elsewhere")
     (tmp_path / "release").mkdir()

@@ -18,12 +18,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+
 from conftest import PEAK_RSS_KB, unprivileged
 from corpus import SCORED, SHELL_NAME, Entry, unlock, write_corpus, write_dfdc_indexes
+from deepfake_detector import cli, records
 from test_calibrate import make_calibration
 from test_predict import save_detector
-
-from deepfake_detector import cli, records
 
 FRAMES = 2
 # Peak RSS allowed for the whole corpus in one CLI process: PyTorch, the model and MTCNN

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from tools.dvc_deps import PackageIndex, cmd_modules, main, missing_deps, stale_deps
 
 REPO = Path(__file__).resolve().parents[1]

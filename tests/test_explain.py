@@ -18,9 +18,6 @@ from torch import nn
 
 from deepfake_detector import records
 from deepfake_detector.config import ConfigError, from_mapping
-from test_calibrate import make_calibration
-from test_predict import save_detector
-
 from deepfake_detector.explain import (
     ExplainParams,
     build_explanation,
@@ -35,7 +32,8 @@ from deepfake_detector.imaging import crop_face, crop_window, cut_window, encode
 from deepfake_detector.model import CheckpointMeta, build_model, weights_hash
 from deepfake_detector.shards import ShardWriter, shard_name
 from deepfake_detector.stages import gradcam as gradcam_stage
-from deepfake_detector.transforms import build_eval_transform
+from test_calibrate import make_calibration
+from test_predict import save_detector
 
 INPUT = 64  # ResNet-18 layer4 is 2x2 here: coarse, but the code path is the real one
 
@@ -307,7 +305,8 @@ def test_explain_video_with_the_cli_verdict_and_frames(resnet: nn.Module, tmp_pa
     assert len(overlays) == 4 and cv2.imread(str(overlays[0])).shape[:2] == (90, 120)
     # A window that is not the one the crops were cut at: caught against the frames, never drawn.
     shifted = faces.assign(crop_left=faces["crop_left"] + 9)
-    report = build_explanation(resnet, _meta(), verdict, shifted, crops, frames, tmp_path / "wrong", ExplainParams(top_k=2)).report
+    report = build_explanation(resnet, _meta(), verdict, shifted, crops, frames, tmp_path / "wrong",
+                               ExplainParams(top_k=2)).report
     assert "the crops do not match their frames" in report.read_text()
     assert not list((tmp_path / "wrong").glob("frame_*.jpg"))
 
@@ -381,7 +380,8 @@ def _make_stage_set(root: Path) -> dict[str, Path]:
 def _stage_args(root: Path, params: Path, masks: Path | None) -> list[str]:
     args = ["--params", str(params), "--detector", str(root / "detector.pt"), "--manifest", str(root / "manifest.csv"),
             "--predictions", str(root / "video_predictions.csv"), "--faces", str(root / "faces.parquet"),
-            "--scores", str(root / "face_scores.parquet"), "--crops-dir", str(root / "crops"), "--frames-dir", str(root / "frames"),
+            "--scores", str(root / "face_scores.parquet"), "--crops-dir", str(root / "crops"), "--frames-dir",
+            str(root / "frames"),
             "--frames-table", str(root / "frames.csv"), "--out-dir", str(root / "gradcam"),
             "--metrics", str(root / "gradcam_metrics.json")]
     return args + (["--masks", str(masks)] if masks else [])

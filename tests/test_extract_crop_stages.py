@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import noise_frames, portrait_frames, unprivileged, write_clip
 
+from conftest import noise_frames, portrait_frames, unprivileged, write_clip
 from deepfake_detector import records
 from deepfake_detector.crop_faces import crop_videos
 from deepfake_detector.faces import CropParams

@@ -8,8 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, noise_frames, portrait_frames, portrait_image
 
+from conftest import SHARED_DATA, noise_frames, portrait_frames, portrait_image
 from deepfake_detector.config import ConfigError, from_mapping, load_section
 from deepfake_detector.faces import CropParams, FaceDetector, detect_and_crop, pyramid_scales
 from deepfake_detector.imaging import crop_face, crop_window
@@ -172,7 +172,8 @@ def test_faces_are_detected_as_frames_arrive(detector: FaceDetector, portrait_cl
         assert len(faces) == 1
     streamed = detect_and_crop(iter(frames), detector, CropParams())
     listed = detect_and_crop(frames, detector, CropParams())
-    assert [(c.frame_index, c.face_index, c.window) for c in streamed] == [(c.frame_index, c.face_index, c.window) for c in listed]
+    assert [(c.frame_index, c.face_index, c.window) for c in streamed] == [(c.frame_index, c.face_index,
+                                                                            c.window) for c in listed]
     assert all(np.array_equal(a.crop, b.crop) for a, b in zip(streamed, listed))
 
 

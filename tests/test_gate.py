@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from tools.gate import GateError, MetricRule, check_rule, load_rules, lookup, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -393,7 +392,8 @@ def test_check_lock_names_stale_stages(lock_origin: Path, tmp_path: Path, edit: 
     if edit == "command":
         (clone / "dvc.yaml").write_text(PIPELINE.replace("python gen.py out/a.txt", "python gen.py  out/a.txt"))
     elif edit == "new_stage":
-        (clone / "dvc.yaml").write_text(PIPELINE + "  copy:\n    cmd: cp count.txt copy.txt\n    deps: [count.txt]\n    outs: [copy.txt]\n")
+        stage = "  copy:\n    cmd: cp count.txt copy.txt\n    deps: [count.txt]\n    outs: [copy.txt]\n"
+        (clone / "dvc.yaml").write_text(PIPELINE + stage)
     elif edit == "partial_repro":
         # Someone changed a param, reran only `gen` and committed that lock; CI clones it.
         (clone / "params.yaml").write_text("gen:\n  n: 4\n")

@@ -10,9 +10,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from conftest import PEAK_RSS_KB, portrait_frames, unprivileged, write_clip
 from corpus import audio_only_mp4, huge_png
-
 from deepfake_detector import media
 from deepfake_detector.media import VideoNotFoundError, VideoReadError, entry_problem, list_entries, probe, sniff
 

@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from test_calibrate import make_calibration
-from test_train_eval import make_crop_set
 
 from deepfake_detector import records
 from deepfake_detector.aggregate import sigmoid
 from deepfake_detector.model import CheckpointMeta, build_model, save_checkpoint
 from deepfake_detector.stages import predict_videos as stage
+from test_calibrate import make_calibration
+from test_train_eval import make_crop_set
 
 
 def _add_failed_videos(d: dict[str, Path]) -> None:
@@ -28,7 +28,8 @@ def _add_failed_videos(d: dict[str, Path]) -> None:
              ("v19", "fake", "val", records.UNREADABLE, "not a readable video: v19.mp4")]
     for vid, label, split, status, reason in extra:
         manifest.loc[len(manifest)] = {"video_id": vid, "path": f"{vid}.mp4", "label": label, "split": split, "group": vid,
-                                       "source": "synthetic", "manipulation": "original", "status": "ok" if status != records.MISSING else status,
+                                       "source": "synthetic", "manipulation": "original",
+                                       "status": "ok" if status != records.MISSING else status,
                                        "reason": reason if status == records.MISSING else "", "size_bytes": "", "signature": ""}
         report.loc[len(report)] = {"video_id": vid, "label": label, "split": split, "status": status, "reason": reason,
                                    "frames_sampled": "0", "frames_with_face": "0", "faces_kept": "0"}
@@ -63,7 +64,8 @@ def crop_set(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return d
 
 
-def _run_stage(d: dict[str, Path], out: Path, scores: Path, detector: Path, params: dict | None = None) -> tuple[pd.DataFrame, dict]:
+def _run_stage(d: dict[str, Path], out: Path, scores: Path, detector: Path, params: dict | None = None) -> tuple[pd.DataFrame,
+                                                                                                                 dict]:
     out.mkdir(parents=True, exist_ok=True)
     params_file = out / "params.yaml"
     params_file.write_text(yaml.safe_dump({"predict_videos": params or {}, "train": {"epochs": 99}}))

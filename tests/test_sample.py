@@ -107,7 +107,8 @@ def test_masks_cover_every_fake_frame(tiny_sample):
 
 def test_fakes_differ_from_their_real_clip_around_the_mask(tiny_sample):
     masks = pd.read_csv(tiny_sample / sample.MASKS_FILE, keep_default_na=False)
-    for real_name, fake_name in [("astronaut_00.mp4", "astronaut_00_sbi.mp4"), ("grace_hopper_01.mp4", "grace_hopper_01_swap.mp4")]:
+    for real_name, fake_name in [("astronaut_00.mp4", "astronaut_00_sbi.mp4"), ("grace_hopper_01.mp4",
+                                                                                "grace_hopper_01_swap.mp4")]:
         real = _read_frames(tiny_sample / real_name)[0].astype(float)
         fake = _read_frames(tiny_sample / fake_name)[0].astype(float)
         row = masks[(masks["file"] == fake_name) & (masks["frame_index"] == 0)].iloc[0]

@@ -46,9 +46,11 @@ def real_crop_set(root: Path, n_videos: int, size: int = 96) -> tuple[pd.DataFra
                 left, top, side = crop_window(box, 0.3)
                 member = f"{vid}/{f:06d}_00.png"
                 w.add(member, encode_image(crop_face(image, box, 0.3, size)))
-                rows.append({"video_id": vid, "frame_index": f, "face_index": 0, "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3],
+                rows.append({"video_id": vid, "frame_index": f, "face_index": 0, "x1": box[0], "y1": box[1], "x2": box[2],
+                             "y2": box[3],
                              "det_prob": 0.99, "landmarks": (LANDMARKS + [dx, 0]).reshape(-1).tolist(),
-                             "crop_left": left, "crop_top": top, "crop_side": side, "shard": shard_name("crops", 0), "member": member})
+                             "crop_left": left, "crop_top": top, "crop_side": side, "shard": shard_name("crops",
+                                                                                                        0), "member": member})
     faces = pd.DataFrame(rows)
     records.write_faces(faces, root / "faces.parquet")
     records.write_csv(pd.DataFrame(manifest), root / "manifest.csv", records.MANIFEST_COLUMNS)

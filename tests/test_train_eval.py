@@ -47,9 +47,12 @@ def make_crop_set(root: Path, n_videos: int = 18, frames: int = 4, size: int = 4
             # the last test video has no face: it must be counted, not dropped
             status = records.NO_FACE if i == n_videos - 1 else records.OK
             rows.append({"video_id": vid, "path": f"{vid}.mp4", "label": label, "split": split, "group": f"g{i // 2}",
-                         "source": "synthetic", "manipulation": "patch" if label == "fake" else "original", "status": "ok", "reason": ""})
-            report.append({"video_id": vid, "label": label, "split": split, "status": status, "reason": "" if status == "ok" else "no face",
-                           "frames_sampled": frames, "frames_with_face": 0 if status != "ok" else frames, "faces_kept": 0 if status != "ok" else frames})
+                         "source": "synthetic", "manipulation": "patch" if label == "fake" else "original", "status": "ok",
+                         "reason": ""})
+            report.append({"video_id": vid, "label": label, "split": split, "status": status,
+                           "reason": "" if status == "ok" else "no face",
+                           "frames_sampled": frames, "frames_with_face": 0 if status != "ok" else frames,
+                           "faces_kept": 0 if status != "ok" else frames})
             if status != records.OK:
                 continue
             for f in range(frames):
@@ -66,7 +69,8 @@ def make_crop_set(root: Path, n_videos: int = 18, frames: int = 4, size: int = 4
     records.write_csv(manifest, root / "manifest.csv", records.MANIFEST_COLUMNS)
     records.write_faces(faces, root / "faces.parquet")
     records.write_csv(pd.DataFrame(report), root / "detection_report.csv", records.DETECTION_REPORT_COLUMNS)
-    return {"manifest": root / "manifest.csv", "faces": root / "faces.parquet", "crops": crops_dir, "report": root / "detection_report.csv"}
+    return {"manifest": root / "manifest.csv", "faces": root / "faces.parquet", "crops": crops_dir,
+            "report": root / "detection_report.csv"}
 
 
 def write_params(path: Path, train: dict, **sections: dict) -> Path:
@@ -125,7 +129,8 @@ def test_calibrate_makes_a_detector_from_the_same_weights(trained: dict[str, Pat
     assert len(scores) == len(faces) and not scores.duplicated(records.FACE_KEY).any()
     assert set(scores["split"]) == {"train", "val", "test"}
     report = json.loads((trained["root"] / "calibration.json").read_text())
-    assert report["calibration"] == cal.to_dict() and set(report["aggregations"]) == {"mean", "mean_logit", "confident", "max_face_mean"}
+    assert report["calibration"] == cal.to_dict() and set(report["aggregations"]) == {"mean", "mean_logit", "confident",
+                                                                                      "max_face_mean"}
 
 
 def test_edited_checkpoint_settings_are_refused(trained: dict[str, Path], tmp_path: Path) -> None:
@@ -186,8 +191,9 @@ def test_tampered_weights_are_refused(tmp_path: Path) -> None:
 
 
 def test_imagenet_unavailable_falls_back_or_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    from deepfake_detector import model as model_mod
     from torchvision.models import ResNet18_Weights
+
+    from deepfake_detector import model as model_mod
 
     def offline(*a, **k):  # noqa: ANN002, ANN003
         raise OSError("no network")
@@ -227,7 +233,8 @@ def test_torchrun_two_processes(tmp_path: Path) -> None:
     params = write_params(tmp_path / "p.yaml", {**TINY_TRAIN, "epochs": 1})
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "deepfake_detector.stages.train", *train_args(d, tmp_path, params)],
+        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "deepfake_detector.stages.train", *train_args(d, tmp_path,
+                                                                                                             params)],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

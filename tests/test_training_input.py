@@ -12,10 +12,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from deepfake_detector.data import CropDataset, DecodedCrops
-from deepfake_detector.engine import prefetch, predict_logits, setup_runtime
-from deepfake_detector.threads import torch_threads
+from deepfake_detector.engine import predict_logits, prefetch, setup_runtime
 from deepfake_detector.imaging import encode_image
 from deepfake_detector.shards import ShardWriter
+from deepfake_detector.threads import torch_threads
 from deepfake_detector.transforms import AugmentParams, build_augment, build_eval_transform, build_train_transform
 
 OFF = AugmentParams(crop_scale=(1.0, 1.0), hflip=0.0, color_jitter=0.0, hue=0.0, blur_prob=0.0, jpeg_prob=0.0)

@@ -9,8 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import set_mp4_rotation, write_clip
 
+from conftest import set_mp4_rotation, write_clip
 from deepfake_detector.config import ConfigError, from_mapping
 from deepfake_detector.extract_frames import ExtractParams
 from deepfake_detector.video import (

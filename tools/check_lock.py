@@ -146,6 +146,59 @@ def param_diff(root: Path, lock: dict[str, Any], stage: str, file: str, key: str
     return f" ({', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''})" if changed else ""
 
 
+def _declared_outputs(root: Path, lock: dict[str, Any]) -> set[str]:
+    """Outputs recorded in the lock or declared in dvc.yaml (templated stages: the lock covers them)."""
+    declared = {o["path"] for s in lock.values() for o in s.get("outs", [])}
+    for s in ((yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages") or {}).values():
+        for kind in ("outs", "metrics", "plots"):
+            for out in (s.get(kind) or []) if isinstance(s, dict) else []:
+                declared.update([out] if isinstance(out, str) else out)
+    return declared
+
+
+def _status_reasons(root: Path, name: str, entry: Any, lock: dict[str, Any], declared: set[str]) -> list[str]:
+    """What one ``dvc status`` entry of stage ``name`` says, in words."""
+    if entry == "changed command":
+        return ["command changed"]
+    if entry == "changed checksum":
+        return ["stage definition changed"]
+    if not isinstance(entry, dict):
+        return []
+
+    def is_produced(path: str) -> bool:
+        return any(path == out or path.startswith(out.rstrip("/") + "/") for out in declared)
+
+    reasons = []
+    for kind, changes in entry.items():
+        for path, state in changes.items():
+            if kind == "changed deps" and isinstance(state, dict):  # a params file
+                reasons += [f"param {key} {what}{param_diff(root, lock, name, path, key)}" for key, what in state.items()]
+            elif kind == "changed deps" and name in lock:  # else "not in dvc.lock" says it
+                if state != "deleted":
+                    reasons.append(f"dependency {path} {state}")
+                elif not is_produced(path):  # else an upstream output, not pulled
+                    reasons.append(f"dependency {path} is missing and no stage produces it")
+            elif kind == "changed outs" and state not in ("deleted", "not in cache") and name in lock:
+                reasons.append(f"output {path} {state} (differs from dvc.lock)")
+    return reasons
+
+
+def _partial_repros(lock: dict[str, Any]) -> list[tuple[str, str]]:
+    """(stage, reason) where a dependency's hash differs from what its upstream stage recorded.
+
+    dvc status does not compare the lock with itself: such a mismatch means a partial repro
+    was committed.
+    """
+    produced = {o["path"]: (name, o) for name, s in lock.items() for o in s.get("outs", [])}
+    found = []
+    for name, s in lock.items():
+        for dep in s.get("deps", []):
+            up = produced.get(dep["path"])
+            if up and up[0] != name and _hash_of(dep) != _hash_of(up[1]):
+                found.append((name, f"dependency {dep['path']} differs from what stage {up[0]} recorded (rerun after {up[0]})"))
+    return found
+
+
 def find_problems(
     root: Path, status: dict[str, Any], stages: Sequence[str], lock: dict[str, Any]
 ) -> dict[str, list[str]]:
@@ -161,53 +214,16 @@ def find_problems(
         Stage name -> reasons, in the order found (may repeat; the caller deduplicates).
     """
     problems: dict[str, list[str]] = {}
-
-    def add(stage: str, why: str) -> None:
-        problems.setdefault(stage, []).append(why)
-
-    # Outputs recorded in the lock: path -> (stage, entry).
-    produced = {o["path"]: (name, o) for name, s in lock.items() for o in s.get("outs", [])}
-    # Outputs declared in dvc.yaml (plain stages; templated ones are covered by the lock).
-    declared = set(produced)
-    for s in ((yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages") or {}).values():
-        for kind in ("outs", "metrics", "plots"):
-            for out in (s.get(kind) or []) if isinstance(s, dict) else []:
-                declared.update([out] if isinstance(out, str) else out)
-
-    def is_produced(path: str) -> bool:
-        return any(path == out or path.startswith(out.rstrip("/") + "/") for out in declared)
-
     for name in stages:
         if name not in lock:
-            add(name, "not in dvc.lock")
-
+            problems.setdefault(name, []).append("not in dvc.lock")
+    declared = _declared_outputs(root, lock)
     for name, entries in status.items():
         for entry in entries:
-            if entry == "changed command":
-                add(name, "command changed")
-            elif entry == "changed checksum":
-                add(name, "stage definition changed")
-            elif isinstance(entry, dict):
-                for kind, changes in entry.items():
-                    for path, state in changes.items():
-                        if kind == "changed deps" and isinstance(state, dict):  # a params file
-                            for key, what in state.items():
-                                add(name, f"param {key} {what}{param_diff(root, lock, name, path, key)}")
-                        elif kind == "changed deps" and name in lock:  # else "not in dvc.lock" says it
-                            if state != "deleted":
-                                add(name, f"dependency {path} {state}")
-                            elif not is_produced(path):  # else an upstream output, not pulled
-                                add(name, f"dependency {path} is missing and no stage produces it")
-                        elif kind == "changed outs" and state not in ("deleted", "not in cache") and name in lock:
-                            add(name, f"output {path} {state} (differs from dvc.lock)")
-
-    # dvc status does not compare the lock with itself: a dependency recorded with another
-    # hash than the output its upstream stage recorded means a partial repro was committed.
-    for name, s in lock.items():
-        for dep in s.get("deps", []):
-            up = produced.get(dep["path"])
-            if up and up[0] != name and _hash_of(dep) != _hash_of(up[1]):
-                add(name, f"dependency {dep['path']} differs from what stage {up[0]} recorded (rerun after {up[0]})")
+            for why in _status_reasons(root, name, entry, lock, declared):
+                problems.setdefault(name, []).append(why)
+    for name, why in _partial_repros(lock):
+        problems.setdefault(name, []).append(why)
     return problems
 
 

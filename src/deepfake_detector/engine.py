@@ -249,7 +249,8 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, dataset: Dataset, rt: Runtime, batch_size: int = 64, num_workers: int = 0, desc: str = "score") -> np.ndarray:
+def predict_logits(model: nn.Module, dataset: Dataset, rt: Runtime, batch_size: int = 64, num_workers: int = 0,
+                   desc: str = "score") -> np.ndarray:
     """Fake logits for every item of ``dataset``, in dataset order.
 
     Under DDP each rank scores every world_size-th item and the results are gathered,

@@ -103,7 +103,8 @@ def run_evaluation(
     }
     unscored = n_test - len(scores)
     if unscored:
-        logger.warning("%d of %d test videos could not be scored: %s", unscored, n_test, {k: v for k, v in counts.items() if k != records.OK})
+        logger.warning("%d of %d test videos could not be scored: %s", unscored, n_test, {k: v for k,
+                                                                                          v in counts.items() if k != records.OK})
     real_mask = y_video == 0
     for col, key in (("manipulation", "by_manipulation"), ("source", "by_source")):
         for value in sorted(vid[col].unique()):

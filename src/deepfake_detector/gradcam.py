@@ -137,7 +137,7 @@ def load_masks(masks_path: Path, manifest: pd.DataFrame) -> dict[str, dict[int, 
         ValueError: If a column is missing.
     """
     df = pd.read_csv(masks_path, dtype={"file": str, "polygon": str}, keep_default_na=False)
-    missing = [c for c in ("file", "frame_index", "polygon") if c not in df.columns]
+    missing = [c for c in records.SAMPLE_MASK_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{masks_path}: missing column(s) {missing}")
     by_path = {Path(p).resolve(): vid for vid, p in zip(manifest["video_id"], manifest["path"])}

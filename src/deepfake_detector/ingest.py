@@ -365,12 +365,12 @@ def scan_sample(source: SourceParams, params: IngestParams) -> SourceScan:
             unknown label.
     """
     root = Path(source.root)
-    index = root / "labels.csv"
-    shown = _given(source, "labels.csv")
+    index = root / records.SAMPLE_LABELS_FILE
+    shown = _given(source, records.SAMPLE_LABELS_FILE)
     if not index.is_file():
         raise IngestError(f"{shown}: not found; a sample source needs labels.csv (make_sample writes it)")
     scan = SourceScan()
-    rows = _read_csv_index(index, shown, ("file", "label", "manipulation", "identity", "origin"), scan)
+    rows = _read_csv_index(index, shown, tuple(records.SAMPLE_LABEL_COLUMNS), scan)
     labels = _parse_labels(rows, shown, {"real": "real", "fake": "fake"})
     on_disk = set(_list_files(source, scan))
     seen: set[str] = set()
@@ -748,6 +748,45 @@ def _celeb_entry(rel: str) -> tuple[VideoEntry | None, str]:
     return VideoEntry(rel, "fake", "celebdf", links), ""
 
 
+_CELEB_TEST_LIST = "List_of_testing_videos.txt"
+
+
+def _read_celeb_test_list(source: SourceParams, scan: SourceScan) -> dict[str, str]:
+    """Celeb-DF's test list: path -> its label token; bad lines are counted problems.
+
+    Raises:
+        IngestError: If the list is not UTF-8 or holds a label other than 0/1.
+    """
+    shown = _given(source, _CELEB_TEST_LIST)
+    try:
+        lines = (Path(source.root) / _CELEB_TEST_LIST).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise IngestError(f"{shown}: cannot read as UTF-8 text: {exc}") from exc
+    test_rels: dict[str, str] = {}
+    bad_labels = []
+    for number, line in enumerate(lines, start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        if len(tokens) != 2:
+            scan.problem(shown, INVALID_RECORD, f"line {number}: expected '<0|1> <path>', got {line!r}")
+            continue
+        if tokens[0] not in _CELEB_TEST_LABELS:
+            bad_labels.append(f"line {number}: {tokens[0]!r}")
+            continue
+        rel, why = _clean_rel(tokens[1])
+        if rel is None:
+            scan.problem(shown, INVALID_RECORD, f"line {number}: {why}")
+        elif rel in test_rels:
+            scan.problem(shown, INVALID_RECORD, f"line {number}: duplicate entry for {rel}")
+        else:
+            test_rels[rel] = tokens[0]
+    if bad_labels:
+        raise IngestError(f"{shown}: unknown label value(s) ({'; '.join(bad_labels[:5])}); "
+                          "expected 1 (real) or 0 (fake)")
+    return test_rels
+
+
 def scan_celebdf(source: SourceParams, params: IngestParams) -> SourceScan:
     """Celeb-DF: ``Celeb-real/``, ``YouTube-real/``, ``Celeb-synthesis/`` and the test list.
 
@@ -767,36 +806,11 @@ def scan_celebdf(source: SourceParams, params: IngestParams) -> SourceScan:
     """
     root = Path(source.root)
     scan = SourceScan()
-    test_name = "List_of_testing_videos.txt"
+    test_name = _CELEB_TEST_LIST
     test_rels: dict[str, str] = {}  # path -> list label
     if (root / test_name).is_file():
         scan.random_test = False
-        shown = _given(source, test_name)
-        try:
-            lines = (root / test_name).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise IngestError(f"{shown}: cannot read as UTF-8 text: {exc}") from exc
-        bad_labels = []
-        for number, line in enumerate(lines, start=1):
-            tokens = line.split()
-            if not tokens:
-                continue
-            if len(tokens) != 2:
-                scan.problem(shown, INVALID_RECORD, f"line {number}: expected '<0|1> <path>', got {line!r}")
-                continue
-            if tokens[0] not in _CELEB_TEST_LABELS:
-                bad_labels.append(f"line {number}: {tokens[0]!r}")
-                continue
-            rel, why = _clean_rel(tokens[1])
-            if rel is None:
-                scan.problem(shown, INVALID_RECORD, f"line {number}: {why}")
-            elif rel in test_rels:
-                scan.problem(shown, INVALID_RECORD, f"line {number}: duplicate entry for {rel}")
-            else:
-                test_rels[rel] = tokens[0]
-        if bad_labels:
-            raise IngestError(f"{shown}: unknown label value(s) ({'; '.join(bad_labels[:5])}); "
-                              "expected 1 (real) or 0 (fake)")
+        test_rels = _read_celeb_test_list(source, scan)
     on_disk = [rel for rel in _list_files(source, scan) if rel != test_name]
     for rel in sorted(set(on_disk) | set(test_rels)):
         entry, why = _celeb_entry(rel)
@@ -914,6 +928,30 @@ def _leakage_groups(name: str, entries: list[VideoEntry]) -> list[str]:
     return [f"{name}-{group_name[uf.find(e.links[0])]}" for e in entries]
 
 
+def _unique_id(base: str, used: set[str], shown: str, problems: list[dict[str, str]]) -> str:
+    """``base``, or ``base-2``, ``base-3``... when taken (a counted ID_COLLISION problem); marks it used."""
+    video_id, k = base, 1
+    while video_id in used:
+        k += 1
+        video_id = f"{base}-{k}"
+    if k > 1:
+        problems.append({"file": shown, "kind": ID_COLLISION, "reason": f"id {base} already used; this video is {video_id}"})
+    used.add(video_id)
+    return video_id
+
+
+def _size_and_signature(source: SourceParams, entry: VideoEntry) -> tuple[str, str]:
+    """The manifest's ``size_bytes`` and ``signature`` of a video on disk ("" when it is not)."""
+    if entry.status != records.OK:
+        return "", ""
+    try:
+        size, signature = records.file_signature(Path(source.root) / entry.rel_path)
+    except OSError as exc:  # reported by extract_frames, which reads the file anyway
+        logger.warning("%s: no content signature (%s)", _given(source, entry.rel_path), exc)
+        return "", ""
+    return str(size), signature
+
+
 def _assign_source(
     name: str, source: SourceParams, scan: SourceScan, params: IngestParams
 ) -> tuple[list[dict[str, str]], dict[str, Any], list[dict[str, str]]]:
@@ -956,22 +994,9 @@ def _assign_source(
     rows: list[dict[str, str]] = []
     used: set[str] = set()
     for entry, group in zip(scan.entries, group_of):
-        video_id = base = f"{name}-{_safe_id(entry.local_id or _default_local_id(entry.rel_path))}"
-        k = 1
-        while video_id in used:
-            k += 1
-            video_id = f"{base}-{k}"
-        if k > 1:
-            problems.append({"file": _given(source, entry.rel_path), "kind": ID_COLLISION,
-                             "reason": f"id {base} already used; this video is {video_id}"})
-        used.add(video_id)
-        size, signature = "", ""
-        if entry.status == records.OK:
-            try:
-                size_n, signature = records.file_signature(Path(source.root) / entry.rel_path)
-                size = str(size_n)
-            except OSError as exc:  # reported by extract_frames, which reads the file anyway
-                logger.warning("%s: no content signature (%s)", _given(source, entry.rel_path), exc)
+        video_id = _unique_id(f"{name}-{_safe_id(entry.local_id or _default_local_id(entry.rel_path))}", used,
+                              _given(source, entry.rel_path), problems)
+        size, signature = _size_and_signature(source, entry)
         rows.append({
             "video_id": video_id, "path": _given(source, entry.rel_path), "label": entry.label,
             "split": group_split[group], "group": group, "source": source.format,

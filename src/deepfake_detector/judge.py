@@ -103,7 +103,8 @@ def judge_paths(
             crops = detect_and_crop(stream, face_detector, cal.crop)
             info, frames = stream.result()
         except VideoReadError as exc:
-            yield PathPrediction(records.VideoVerdict(**common, verdict=records.UNREADABLE, reason=str(exc), prob_fake=None), empty, [], None)
+            yield PathPrediction(records.VideoVerdict(**common, verdict=records.UNREADABLE, reason=str(exc), prob_fake=None),
+                                 empty, [], None)
             continue
         if stream.replanned:  # the stream ended early and its frames were sampled again
             crops = detect_and_crop(frames, face_detector, cal.crop)

@@ -45,10 +45,10 @@ from . import blend, records
 logger = logging.getLogger(__name__)
 
 IDENTITIES = ("grace_hopper", "astronaut")
-LABEL_COLUMNS = ["file", "label", "manipulation", "identity", "origin"]
-MASK_COLUMNS = ["file", "frame_index", "polygon"]
-LABELS_FILE = "labels.csv"
-MASKS_FILE = "masks.csv"
+LABEL_COLUMNS = records.SAMPLE_LABEL_COLUMNS
+MASK_COLUMNS = records.SAMPLE_MASK_COLUMNS
+LABELS_FILE = records.SAMPLE_LABELS_FILE
+MASKS_FILE = records.SAMPLE_MASKS_FILE
 FOURCC = "mp4v"
 
 # Independent random streams per (identity, clip).

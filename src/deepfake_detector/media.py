@@ -24,7 +24,7 @@ import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from PIL import Image, UnidentifiedImageError
 
@@ -171,6 +171,41 @@ def _link_target(path: Path) -> str:
         return "?"
 
 
+# "BM" alone is too weak for a BMP: also require a known DIB header size.
+_BMP_DIB_SIZES = (12, 40, 52, 56, 64, 108, 124)
+
+# Content signatures, checked in order: (matches the first bytes?, kind, format).
+_SIGNATURES: list[tuple[Callable[[bytes], bool], str, str]] = [
+    (lambda h: h.startswith(b"\x89PNG\r\n\x1a\n"), IMAGE, "png"),
+    (lambda h: h.startswith(b"\xff\xd8\xff"), IMAGE, "jpeg"),
+    (lambda h: h[:4] == b"RIFF" and h[8:12] == b"WEBP", IMAGE, "webp"),
+    (lambda h: h[:4] in (b"II*\x00", b"MM\x00*"), IMAGE, "tiff"),
+    (lambda h: h[:2] == b"BM" and len(h) >= 18 and int.from_bytes(h[14:18], "little") in _BMP_DIB_SIZES, IMAGE, "bmp"),
+    (lambda h: h[4:8] == b"ftyp" and h[8:12] in _IMAGE_BRANDS, IMAGE, "heif"),
+    (lambda h: h[4:8] in _ISO_BOXES, VIDEO, "iso-bmff"),
+    (lambda h: h[:4] == b"RIFF" and h[8:12] == b"AVI ", VIDEO, "avi"),
+    (lambda h: h.startswith(b"\x1a\x45\xdf\xa3"), VIDEO, "matroska"),
+    (lambda h: h.startswith(b"FLV"), VIDEO, "flv"),
+    # FFmpeg decodes (animated) GIFs; OpenCV's image reader may not.
+    (lambda h: h.startswith((b"GIF87a", b"GIF89a")), VIDEO, "gif"),
+    (lambda h: h.startswith((b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3")), VIDEO, "mpeg"),
+    (lambda h: h.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"), VIDEO, "asf"),
+    (lambda h: len(h) > 376 and h[0] == h[188] == h[376] == 0x47, VIDEO, "mpeg-ts"),
+]
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        # A multi-byte character cut at the end of the head is still text.
+        try:
+            text = head[:-3].decode("utf-8") if len(head) > 3 else None
+        except UnicodeDecodeError:
+            text = None
+    return bool(text) and all(c.isprintable() or c in "\r\n\t\f" for c in text)
+
+
 def sniff(head: bytes) -> tuple[str | None, str]:
     """Recognise a format from a file's first bytes.
 
@@ -180,44 +215,10 @@ def sniff(head: bytes) -> tuple[str | None, str]:
     Returns:
         ``(kind, format)``: kind ``image``, ``video``, ``text`` or None (not recognised).
     """
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return IMAGE, "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return IMAGE, "jpeg"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return IMAGE, "webp"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return IMAGE, "tiff"
-    # "BM" alone is too weak: also require a known DIB header size.
-    if head[:2] == b"BM" and len(head) >= 18 and int.from_bytes(head[14:18], "little") in (12, 40, 52, 56, 64, 108, 124):
-        return IMAGE, "bmp"
-    if head[4:8] in _ISO_BOXES:
-        if head[4:8] == b"ftyp" and head[8:12] in _IMAGE_BRANDS:
-            return IMAGE, "heif"
-        return VIDEO, "iso-bmff"
-    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
-        return VIDEO, "avi"
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return VIDEO, "matroska"
-    if head.startswith(b"FLV"):
-        return VIDEO, "flv"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return VIDEO, "gif"  # FFmpeg decodes (animated) GIFs; OpenCV's image reader may not
-    if head.startswith((b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3")):
-        return VIDEO, "mpeg"
-    if head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):
-        return VIDEO, "asf"
-    if len(head) > 376 and head[0] == head[188] == head[376] == 0x47:
-        return VIDEO, "mpeg-ts"
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        # A multi-byte character cut at the end of the head is still text.
-        try:
-            text = head[:-3].decode("utf-8") if len(head) > 3 else None
-        except UnicodeDecodeError:
-            text = None
-    if text and all(c.isprintable() or c in "\r\n\t\f" for c in text):
+    for matches, kind, fmt in _SIGNATURES:
+        if matches(head):
+            return kind, fmt
+    if _is_text(head):
         return "text", "text"
     return None, "unknown"
 

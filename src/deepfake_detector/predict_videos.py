@@ -113,7 +113,8 @@ def run_predict_videos(
     verdicts = []
     for row in selected.itertuples(index=False):
         vid = row.video_id
-        reason = str(report.at[vid, "reason"]) if vid in report.index else f"not in {detection_report} (stale inputs? re-run crop_faces)"
+        stale = f"not in {detection_report} (stale inputs? re-run crop_faces)"
+        reason = str(report.at[vid, "reason"]) if vid in report.index else stale
         count = {c: int(v.get(vid, 0)) for c, v in counts_of.items()}
         kind = str(report.at[vid, "kind"]) if vid in report.index else ""
         verdicts.append(manifest_verdict(row, status[vid], reason, count["frames_sampled"], faces_by_video.get(vid),

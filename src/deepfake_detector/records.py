@@ -70,6 +70,13 @@ def is_media_name(name: str | Path) -> bool:
 
 # --- columns ----------------------------------------------------------------------------
 
+# The embedded sample (make_sample): labels.csv, one row per clip, read by ingest's
+# `sample` source; masks.csv, the manipulated region of every fake frame, read by gradcam.
+SAMPLE_LABELS_FILE = "labels.csv"
+SAMPLE_LABEL_COLUMNS = ["file", "label", "manipulation", "identity", "origin"]
+SAMPLE_MASKS_FILE = "masks.csv"
+SAMPLE_MASK_COLUMNS = ["file", "frame_index", "polygon"]  # polygon: JSON [[x, y], ...] in frame pixels
+
 # data/manifest.csv, written by ingest. One row per listed video, missing ones included.
 MANIFEST_COLUMNS = [
     "video_id",  # unique, filesystem-safe (used as a shard member prefix)
@@ -263,7 +270,8 @@ def video_status(manifest: pd.DataFrame, detection_report: Path) -> pd.Series:
     status = report.set_index("video_id")["status"].reindex(manifest["video_id"])
     absent = status[status.isna()].index.tolist()
     if absent:
-        logger.warning("%d videos are missing from %s (counted as unreadable), e.g. %s", len(absent), detection_report, absent[:5])
+        logger.warning("%d videos are missing from %s (counted as unreadable), e.g. %s", len(absent), detection_report,
+                       absent[:5])
     return status.fillna(UNREADABLE)
 
 

@@ -39,7 +39,8 @@ table { border-collapse: collapse; margin: .5em 0; } td, th { padding: .25em .8e
         border-bottom: 1px solid #ddd; vertical-align: top; }
 th { background: #f4f4f4; } .badge { color: #fff; padding: .15em .6em; border-radius: .3em;
         font-weight: 600; } .note { color: #555; font-size: .92em; max-width: 60em; }
-img { max-width: 100%; } img.zoom { image-rendering: pixelated; } figure { display: inline-block; margin: .4em; } figcaption { font-size: .85em; }
+img { max-width: 100%; } img.zoom { image-rendering: pixelated; }
+figure { display: inline-block; margin: .4em; } figcaption { font-size: .85em; }
 """
 
 
@@ -200,10 +201,13 @@ def render_video_report(
     )
     if faithfulness:
         f = faithfulness
-        faith_html = (
-            f"<table>{_rows([('faces with a mask', _fmt(f['n_faces'])), ('CAM mass inside the mask', _fmt(f['cam_share_in_mask'])), ('mask share of the crop', _fmt(f['mask_area_share'])), ('ratio (1 = no better than uniform)', _fmt(f['lift'], 2))])}</table>"
-            f'<p class="note">{_e(faithfulness_note)}</p>'
-        )
+        faith_rows = [
+            ("faces with a mask", _fmt(f["n_faces"])),
+            ("CAM mass inside the mask", _fmt(f["cam_share_in_mask"])),
+            ("mask share of the crop", _fmt(f["mask_area_share"])),
+            ("ratio (1 = no better than uniform)", _fmt(f["lift"], 2)),
+        ]
+        faith_html = f"<table>{_rows(faith_rows)}</table>" f'<p class="note">{_e(faithfulness_note)}</p>'
     else:
         faith_html = f'<p class="note">Not available: {_e(faithfulness_note)}</p>'
     overlay_note = "Green outline: the known manipulated region. " if faithfulness else ""
@@ -277,7 +281,8 @@ def write_index(out_root: Path, entries: Sequence[IndexEntry], title: str = "Gra
 <p class="note">{len(done)} video(s) explained, {len(skipped)} not explained. "CAM in mask" is the
 share of Grad-CAM mass inside the known manipulated region; "mask area" is the share that a
 uniform map would put there.</p>
-<table><tr><th>video</th><th>verdict</th><th>P(fake)</th><th>true label</th><th>CAM in mask</th><th>mask area</th></tr>{done_rows}</table>
+<table><tr><th>video</th><th>verdict</th><th>P(fake)</th><th>true label</th><th>CAM in mask</th>
+<th>mask area</th></tr>{done_rows}</table>
 <h2>Not explained</h2>
 {skipped_html}
 </body></html>

@@ -283,7 +283,8 @@ def _start_live(live_dir: Path, rt: Runtime, init_used: str, n_train: int) -> An
     return live
 
 
-def _fit(p: TrainParams, rt: Runtime, model: nn.Module, loop: Loop, data: Splits, live: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def _fit(p: TrainParams, rt: Runtime, model: nn.Module, loop: Loop, data: Splits, live: Any) -> tuple[dict[str, Any], dict[str,
+                                                                                                                           torch.Tensor]]:
     """Train epoch by epoch; keep the weights of the best :func:`selection_key`; stop early."""
     best: dict[str, Any] = {"key": (-math.inf, -math.inf), "epoch": 0}
     best_state: dict[str, torch.Tensor] = {}
@@ -293,7 +294,8 @@ def _fit(p: TrainParams, rt: Runtime, model: nn.Module, loop: Loop, data: Splits
             loop.sampler.set_epoch(epoch)
         if isinstance(loop.train_ds, SbiCropDataset):
             loop.train_ds.set_epoch(epoch)
-        stats = train_one_epoch(model, loop.loader, loop.optimizer, loop.loss_fn, rt, loop.scheduler, desc=f"epoch {epoch}/{p.epochs}")
+        stats = train_one_epoch(model, loop.loader, loop.optimizer, loop.loss_fn, rt, loop.scheduler,
+                                desc=f"epoch {epoch}/{p.epochs}")
         val_logits = predict_logits(model, loop.val_ds, rt, batch_size=max(64, p.batch_size), desc="val")
         vauc = _video_auc(data.val, val_logits)
         fauc = roc_auc(data.val["y"].to_numpy(), val_logits)
@@ -329,7 +331,8 @@ def _save(p: TrainParams, model: nn.Module, best: dict[str, Any], best_state: di
     meta = CheckpointMeta(arch=p.arch, init=init_used, input_size=p.input_size, mean=list(arch.mean), std=list(arch.std),
                           epoch=int(best["epoch"]), val_metrics=val_metrics, config=to_dict(p))
     meta = save_checkpoint(model_out, module, meta)
-    logger.info("saved %s (epoch %d, val video AUC %s, init %s)", model_out, best["epoch"], _fmt(best.get("video_auc")), init_used)
+    logger.info("saved %s (epoch %d, val video AUC %s, init %s)", model_out, best["epoch"], _fmt(best.get("video_auc")),
+                init_used)
     return meta.weights_sha256
 
 

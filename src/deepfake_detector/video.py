@@ -373,14 +373,7 @@ def read_frames(path: Path, n: int, max_frames: int = MAX_FRAMES_DECODED,
     if not images:
         raise VideoReadError(f"frames decode but none converts to an image: {path}")
     missing = _missing_at_end(declared, stop, done.end, found.format)
-    if missing:
-        notes.append(f"the stream ends after {done.end} of {declared} declared frames (truncated or corrupt file)")
-    if done.failed:
-        notes.append(f"{done.failed} frame(s) failed to decode mid-stream (corrupt data)")
-    if done.unconverted:
-        notes.append(f"{done.unconverted} sampled frame(s) decoded but did not convert to an image")
-    if done.end >= max_frames and declared <= 0:
-        notes.append(f"only the first {max_frames} frames decoded (limit; the container gives no frame count)")
+    notes += _decode_notes(done, declared, missing, max_frames)
     frames = [
         Frame(frame_index=i, timestamp_s=i / fps, image=images[i]) for i in sorted(images)
     ]
@@ -391,6 +384,20 @@ def read_frames(path: Path, n: int, max_frames: int = MAX_FRAMES_DECODED,
         decode_errors=missing + done.failed + done.unconverted, notes=tuple(notes),
     )
     return info, frames
+
+
+def _decode_notes(done: _Decoded, declared: int, missing: int, max_frames: int) -> list[str]:
+    """What went wrong while decoding, in words (for :attr:`VideoInfo.notes`)."""
+    notes = []
+    if missing:
+        notes.append(f"the stream ends after {done.end} of {declared} declared frames (truncated or corrupt file)")
+    if done.failed:
+        notes.append(f"{done.failed} frame(s) failed to decode mid-stream (corrupt data)")
+    if done.unconverted:
+        notes.append(f"{done.unconverted} sampled frame(s) decoded but did not convert to an image")
+    if done.end >= max_frames and declared <= 0:
+        notes.append(f"only the first {max_frames} frames decoded (limit; the container gives no frame count)")
+    return notes
 
 
 def _missing_at_end(declared: int, stop: int, end: int, fmt: str) -> int:
