@@ -86,7 +86,7 @@ def warm(params: CropParams) -> None:
 def cluster(workers: int):  # noqa: ANN201
     from distributed import Client, LocalCluster
 
-    c = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    c = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
     return c, Client(c)
 
 

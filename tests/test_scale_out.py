@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 import dask_faults
 from conftest import noise_frames, portrait_frames, write_clip
-
 from deepfake_detector import batch, crop_faces, extract_frames, records
 from deepfake_detector.batch import IncompleteShardsError, plan_shards, run_shards
 from deepfake_detector.extract_frames import ExtractParams, extract_videos
@@ -233,7 +233,7 @@ def client():  # noqa: ANN201
     cloudpickle.register_pickle_by_value(dask_faults)
     # A task whose worker dies is not retried here (the default, 3 retries, only costs time).
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
-            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as client:
         yield client
 

@@ -93,7 +93,8 @@ def dask_client(choice: str) -> Iterator[Client | None]:
                         len(client.scheduler_info().get("workers", {})))
             yield client
         return
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    # dashboard_address ":0": any free port, so that two stages running at once do not both want 8787.
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         logger.info("shards built on a local Dask cluster: %d worker processes, 1 thread each", workers)
         yield client

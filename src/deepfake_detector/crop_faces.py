@@ -54,7 +54,8 @@ def _detector(params: CropParams) -> FaceDetector:
 def _load_frames(rows: list[dict], reader: ShardReader) -> list[Frame]:
     """Decode one video's frames from the frame shards, in frame order."""
     return [
-        Frame(frame_index=int(r["frame_index"]), timestamp_s=float(r["timestamp_s"]), image=reader.read_image(r["shard"], r["member"]))
+        Frame(frame_index=int(r["frame_index"]), timestamp_s=float(r["timestamp_s"]),
+              image=reader.read_image(r["shard"], r["member"]))
         for r in sorted(rows, key=lambda r: int(r["frame_index"]))
     ]
 
