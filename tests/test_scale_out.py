@@ -185,6 +185,30 @@ def test_a_failing_video_gets_its_row_and_an_interrupted_run_resumes(tmp_path: P
     assert (report.set_index("video_id").drop("n5")["status"] == "ok").all()
 
 
+def test_a_run_stopped_midway_resumes_where_it_stopped(tmp_path: Path, media: Path, decoded: list[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C (or a killed stage) in the middle of a shard: the shards finished before it are kept."""
+    paths = [media / f"n{i}.mp4" for i in range(8)]
+    ids = [p.stem for p in paths]
+    count = partition_count(len(ids), PER_SHARD)
+    stop_in = max(ids, key=lambda v: partition_of(v, count))  # a video of the last shard built
+    read = extract_frames.read_frames
+
+    def interrupted(path: Path, n: int):  # noqa: ANN202
+        if Path(path).stem == stop_in:
+            raise KeyboardInterrupt
+        return read(path, n)
+
+    monkeypatch.setattr(extract_frames, "read_frames", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        extract_videos(_manifest(paths), PARAMS, tmp_path)
+    assert len(list(tmp_path.glob("*.json"))) == len({partition_of(v, count) for v in ids}) - 1
+    monkeypatch.setattr(extract_frames, "read_frames", read)
+    decoded.clear()
+    _, report = extract_videos(_manifest(paths), PARAMS, tmp_path)
+    assert set(decoded) == _shard_mates(stop_in, ids) and (report["status"] == "ok").all()
+
+
 def _shard_mates_by_name(name: str, ids: list[str]) -> set[str]:
     count = partition_count(len(ids), PER_SHARD)
     index = int(name.split("-")[1])
