@@ -228,9 +228,9 @@ def test_crop_faces_redetects_only_the_shards_whose_frames_changed(tmp_path: Pat
     monkeypatch.setattr(crop_faces._Cropper, "__call__", counting)
     params = CropParams(videos_per_shard=2, detect_every=1)
 
-    def run(paths: list[Path]) -> tuple[list[dict], pd.DataFrame]:
+    def run(paths: list[Path], extract_params: ExtractParams = PARAMS_2) -> tuple[list[dict], pd.DataFrame]:
         manifest = _manifest(paths)
-        frames, extract = extract_videos(manifest, PARAMS_2, tmp_path / "frames")
+        frames, extract = extract_videos(manifest, extract_params, tmp_path / "frames")
         return crop_faces.crop_videos(manifest, frames, extract, tmp_path / "frames", tmp_path / "crops", params)
 
     faces, report = run(paths)
@@ -242,6 +242,10 @@ def test_crop_faces_redetects_only_the_shards_whose_frames_changed(tmp_path: Pat
     count = partition_count(len(ids), 2)
     assert set(handled) == {v for v in ids if partition_of(v, count) == partition_of("f3", count)}
     assert report["video_id"].tolist() == sorted(ids) and "f3" in {r["video_id"] for r in faces}
+    # The same frames in more, renamed frame shards: nothing to detect again.
+    handled.clear()
+    assert run(paths + [media / "f3.mp4"], dataclasses.replace(PARAMS, videos_per_shard=1))[1].equals(report)
+    assert handled == []
 
 
 # --- on a Dask LocalCluster -------------------------------------------------------------

@@ -187,7 +187,10 @@ def crop_videos(
         # Frames of unknown content (shards without their JSON): never counted as up to date.
         if any(v["frames"] and v["frames_digest"] is None for v in part):
             return None
-        return shard_key("crop_faces", code, params, part)
+        # Which frame shard holds a frame is not an input (the digest is): frame shards renamed
+        # when their count doubles leave the crops as they are.
+        inputs = [{**v, "frames": [{k: f for k, f in row.items() if k != "shard"} for row in v["frames"]]} for v in part]
+        return shard_key("crop_faces", code, params, inputs)
 
     tasks = plan_shards(crops_dir, SHARD_PREFIX, videos, params.videos_per_shard, key)
     report_rows, face_rows = run_shards(crops_dir, SHARD_PREFIX, tasks, _Cropper(params, str(frames_dir)), "crop_faces",
