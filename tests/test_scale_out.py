@@ -242,6 +242,14 @@ def test_crop_faces_redetects_only_the_shards_whose_frames_changed(tmp_path: Pat
     count = partition_count(len(ids), 2)
     assert set(handled) == {v for v in ids if partition_of(v, count) == partition_of("f3", count)}
     assert report["video_id"].tolist() == sorted(ids) and "f3" in {r["video_id"] for r in faces}
+    # A new split for a video: its report row says so, nothing is detected again.
+    handled.clear()
+    manifest = _manifest(paths + [media / "f3.mp4"])
+    manifest.loc[manifest["video_id"] == "f0", "split"] = "test"
+    frames, extract = extract_videos(manifest, PARAMS_2, tmp_path / "frames")
+    _, resplit = crop_faces.crop_videos(manifest, frames, extract, tmp_path / "frames", tmp_path / "crops", params)
+    assert handled == [] and resplit.set_index("video_id")["split"].to_dict() == {v: "test" if v == "f0" else "train"
+                                                                                   for v in ids}
     # The same frames in more, renamed frame shards: nothing to detect again.
     handled.clear()
     assert run(paths + [media / "f3.mp4"], dataclasses.replace(PARAMS, videos_per_shard=1))[1].equals(report)

@@ -33,7 +33,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -181,7 +181,8 @@ def shard_key(stage: str, code: str, params: Any, videos: Sequence[dict]) -> str
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def plan_shards(folder: Path, prefix: str, videos: Sequence[dict], videos_per_shard: int, key: Any) -> list[ShardTask]:
+def plan_shards(folder: Path, prefix: str, videos: Sequence[dict], videos_per_shard: int,
+                key: Callable[[tuple[dict, ...]], str | None]) -> list[ShardTask]:
     """Spread ``videos`` over hash partitions: one task per partition that holds any.
 
     Args:

@@ -92,7 +92,7 @@ class _Cropper(VideoHandler):
 
     def _report(self, video: dict) -> dict:
         extracted = video["extract"]
-        return {"video_id": video["video_id"], "label": video["label"], "split": video["split"], "kind": extracted["kind"],
+        return {"video_id": video["video_id"], "kind": extracted["kind"],
                 "frames_expected": _count(extracted["n_frames_expected"]), "frames_sampled": 0,
                 "decode_errors": _count(extracted["decode_errors"]), "frames_with_face": 0, "faces_kept": 0}
 
@@ -178,7 +178,9 @@ def crop_videos(
     for row in records_of(frames_table):
         frames_by_video.setdefault(row["video_id"], []).append(row)
     digests = frame_digests(frames_dir)
-    videos = [{"video_id": row["video_id"], "label": row["label"], "split": row["split"], "path": row["path"],
+    # Labels and splits are not inputs of a shard (a new split detects nothing again): they are
+    # added to the report rows below.
+    videos = [{"video_id": row["video_id"], "path": row["path"],
                "extract": extracted[row["video_id"]], "frames": frames_by_video.get(row["video_id"], []),
                "frames_digest": digests.get(row["video_id"])}
               for row in records_of(manifest)]
@@ -195,4 +197,6 @@ def crop_videos(
     tasks = plan_shards(crops_dir, SHARD_PREFIX, videos, params.videos_per_shard, key)
     report_rows, face_rows = run_shards(crops_dir, SHARD_PREFIX, tasks, _Cropper(params, str(frames_dir)), "crop_faces",
                                         client)
+    labels = manifest.set_index("video_id")[["label", "split"]].to_dict("index")
+    report_rows = [{**row, **labels[row["video_id"]]} for row in report_rows]
     return face_rows, pd.DataFrame(report_rows, columns=records.DETECTION_REPORT_COLUMNS)
