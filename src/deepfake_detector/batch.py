@@ -232,7 +232,8 @@ def build_shard(task: ShardTask, handler: VideoHandler) -> dict:
                 report, video_rows, members = handler(video)
             except Exception as exc:  # a bug or a library error on one video is that video's row
                 logger.exception("%s: handling %s failed", task.name, vid)
-                report, video_rows, members = handler.failed(video, f"failed on {vid}: {type(exc).__name__}: {exc}"), [], []
+                reason = f"failed on {vid} ({video.get('path', '')}): {type(exc).__name__}: {exc}"
+                report, video_rows, members = handler.failed(video, reason), [], []
             if members:
                 writer = writer or ShardWriter(task.tar)
                 digest = hashlib.sha256()
@@ -345,11 +346,7 @@ def _run_on_dask(tasks: Sequence[ShardTask], handler: VideoHandler, desc: str, c
                     progress.update()
                     continue
                 retry = task
-            elif culprit in dict(task.left_out):  # cannot happen: a left-out video is never handled
-                failures[task.name] = f"its worker died in {culprit} again ({exc})"
-                progress.update()
-                continue
-            else:
+            else:  # never a video left out before: those are not handled, so no journal names them
                 path = next((v.get("path", "") for v in task.videos if v["video_id"] == culprit), "")
                 reason = (f"the worker process died while handling {culprit} ({path}; killed or crashed, "
                           f"retried on other workers first): left out, a rerun tries it again")
