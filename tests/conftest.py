@@ -15,6 +15,10 @@ import cv2
 import numpy as np
 import pytest
 
+# Stages run in-process in the tests (no Dask cluster on the shared 2-core machines), also
+# under `dvc repro` in subprocesses; tests of the cluster path ask for one explicitly.
+os.environ.setdefault("DFD_DASK_SCHEDULER", "none")
+
 # Real sample media live next to the repository, never inside it.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -19,7 +19,7 @@ from conftest import noise_frames, portrait_frames, unprivileged, write_clip
 from deepfake_detector import records
 from deepfake_detector.crop_faces import crop_videos
 from deepfake_detector.faces import CropParams
-from deepfake_detector.shards import ShardReader
+from deepfake_detector.shards import ShardReader, partition_of, shard_name
 from deepfake_detector.stages import crop_faces, extract_frames
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,9 +125,10 @@ def test_stages_report_every_video_and_are_deterministic(workspace: Path) -> Non
     assert keys == sorted(keys)
     assert all(len(lm) == 10 for lm in faces["landmarks"])
     assert (faces["det_prob"] >= 0.9).all() and (faces["x2"] > faces["x1"]).all()
-    # videos_per_shard=1: one crop shard per video with faces, members named as promised.
-    assert faces.groupby("video_id")["shard"].first().tolist() == ["crops-00000.tar", "crops-00001.tar"]
-    with tarfile.open(ws / "data/crops/crops-00001.tar") as tar:
+    # videos_per_shard=1, 8 videos: 8 partitions by a hash of the video id, members named as promised.
+    shards = faces.groupby("video_id")["shard"].first()
+    assert shards.tolist() == [shard_name("crops", partition_of(vid, 8), 8) for vid in ("face_a", "face_b")]
+    with tarfile.open(ws / "data/crops" / shards["face_b"]) as tar:
         names = tar.getnames()
     assert names == sorted(names) and names[0].startswith("face_b/") and names[0].endswith("_00.png")
     row = faces.iloc[0]

@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -240,3 +241,26 @@ def test_torchrun_two_processes(tmp_path: Path) -> None:
     assert "world_size=2" in proc.stderr
     model, meta = load_model(tmp_path / "model.pt")
     assert meta.epoch == 1 and meta.config["input_size"] == 32
+
+
+@pytest.mark.slow
+def test_torchrun_two_nodes_meet_at_a_rendezvous_endpoint(tmp_path: Path) -> None:
+    """The multi-node launch of the README (one torchrun per node, c10d rendezvous), with both
+    "nodes" on this machine: 2 processes, gloo over loopback."""
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun not found next to the interpreter")
+    d = make_crop_set(tmp_path)
+    params = write_params(tmp_path / "p.yaml", {**TINY_TRAIN, "epochs": 1})
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    launch = [torchrun, "--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
+              "--rdzv-id=test", "-m", "deepfake_detector.stages.train", *train_args(d, tmp_path, params)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    nodes = [subprocess.Popen(launch, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    logs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    assert all("world_size=2" in log for log in logs)
+    model, meta = load_model(tmp_path / "model.pt")
+    assert meta.epoch == 1

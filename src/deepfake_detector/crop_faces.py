@@ -10,40 +10,54 @@ masks, Grad-CAM overlays) into crop pixels without knowing this stage's margin.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from . import records
-from .batch import VideoResult, for_each_video
-from .faces import CropParams, FaceCrop, FaceDetector, detect_and_crop
+from .batch import VideoHandler, VideoResult, code_fingerprint, frame_digests, plan_shards, records_of, run_shards, shard_key
+from .faces import CropParams, FaceDetector, detect_and_crop
 from .imaging import encode_image
-from .shards import ShardReader, ShardSequence, prepare_shard_dir
+from .shards import ShardReader
 from .video import Frame
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 logger = logging.getLogger(__name__)
 
 SHARD_PREFIX = "crops"
 
 
-def _load_frames(rows: pd.DataFrame, reader: ShardReader) -> list[Frame]:
+# One detector per process (a worker's, or this one in serial mode), built on first use:
+# building MTCNN costs more than a short video.
+_DETECTORS: dict[CropParams, FaceDetector] = {}
+
+
+_READERS: dict[str, ShardReader] = {}
+
+
+def _reader(frames_dir: str) -> ShardReader:
+    """This process's reader of the frame shards (it indexes each shard once, again when it is replaced)."""
+    return _READERS.setdefault(frames_dir, ShardReader(Path(frames_dir)))
+
+
+def _detector(params: CropParams) -> FaceDetector:
+    if params not in _DETECTORS:
+        _DETECTORS[params] = FaceDetector(params)
+        logger.info("MTCNN on %s, detection copies with long side %d", _DETECTORS[params].device, params.detect_long_side)
+    return _DETECTORS[params]
+
+
+def _load_frames(rows: list[dict], reader: ShardReader) -> list[Frame]:
     """Decode one video's frames from the frame shards, in frame order."""
     return [
-        Frame(frame_index=int(r.frame_index), timestamp_s=float(r.timestamp_s), image=reader.read_image(r.shard, r.member))
-        for r in rows.sort_values("frame_index").itertuples(index=False)
+        Frame(frame_index=int(r["frame_index"]), timestamp_s=float(r["timestamp_s"]),
+              image=reader.read_image(r["shard"], r["member"]))
+        for r in sorted(rows, key=lambda r: int(r["frame_index"]))
     ]
-
-
-def _store_crops(video_id: str, crops: list[FaceCrop], shards: ShardSequence) -> list[dict]:
-    """Write one video's crops as PNG shard members; returns their faces rows."""
-    writer = shards.next_video()
-    rows = []
-    for c in crops:
-        member = f"{video_id}/{c.frame_index:06d}_{c.face_index:02d}.png"
-        writer.add(member, encode_image(c.crop, "png"))
-        rows.append({"video_id": video_id, **c.record(), "shard": writer.path.name, "member": member})
-    return rows
 
 
 def _count(value: object) -> int:
@@ -54,40 +68,61 @@ def _count(value: object) -> int:
         return 0
 
 
-class _Cropper:
-    """Detects and crops one manifest video at a time (the per-video step of the stage)."""
+def _text(value: object) -> str:
+    """An extract report value as the stage reads it from the CSV: a count that pandas made a float
+    (its column has blanks) is ``12``, not ``12.0``, so that a video's shard key does not depend on
+    whether other videos failed."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
-    def __init__(self, extract: pd.DataFrame, frames: pd.DataFrame, frames_dir: Path,
-                 detector: FaceDetector, shards: ShardSequence) -> None:
-        self.extract = extract.set_index("video_id")
-        self.frames_by_video = {vid: rows for vid, rows in frames.groupby("video_id", sort=True)}
-        self.reader = ShardReader(frames_dir)
-        self.detector = detector
-        self.shards = shards
 
-    def __call__(self, row: Any) -> VideoResult:
-        params = self.detector.params
-        extracted = self.extract.loc[row.video_id]
-        report: dict = {"video_id": row.video_id, "label": row.label, "split": row.split, "kind": extracted["kind"],
-                        "frames_expected": _count(extracted["n_frames_expected"]), "frames_sampled": 0,
-                        "decode_errors": _count(extracted["decode_errors"]), "frames_with_face": 0, "faces_kept": 0}
-        status, reason = extracted["status"], extracted["reason"]
-        video_frames = self.frames_by_video.get(row.video_id)
-        if status == records.OK and video_frames is None:
-            status, reason = records.UNREADABLE, f"no frames of {row.video_id} in the frames table"
+@dataclass(frozen=True)
+class _Cropper(VideoHandler):
+    """Detects and crops one manifest video at a time (the per-video step of the stage; sent to the workers).
+
+    A video's input holds its manifest fields, its extract report row (``extract``), its
+    frame rows (``frames``) and the digest of its frames' bytes (``frames_digest``).
+    """
+
+    params: CropParams
+    frames_dir: str
+
+    def _report(self, video: dict) -> dict:
+        extracted = video["extract"]
+        return {"video_id": video["video_id"], "kind": extracted["kind"],
+                "frames_expected": _count(extracted["n_frames_expected"]), "frames_sampled": 0,
+                "decode_errors": _count(extracted["decode_errors"]), "frames_with_face": 0, "faces_kept": 0}
+
+    def failed(self, video: dict, reason: str) -> dict:
+        return {**self._report(video), "status": records.UNREADABLE, "reason": reason}
+
+    def __call__(self, video: dict) -> VideoResult:
+        params = self.params
+        report = self._report(video)
+        status, reason = video["extract"]["status"], video["extract"]["reason"]
+        if status == records.OK and not video["frames"]:
+            status, reason = records.UNREADABLE, f"no frames of {video['video_id']} in the frames table"
         if status != records.OK:
-            return {**report, "status": status, "reason": reason}, []
-        frames = _load_frames(video_frames, self.reader)
-        crops = detect_and_crop(frames, self.detector, params)
+            return {**report, "status": status, "reason": reason}, [], []
+        frames = _load_frames(video["frames"], _reader(self.frames_dir))
+        crops = detect_and_crop(frames, _detector(params), params)
         report["frames_sampled"] = len(frames)
         # An ok video's extract reason, when it has one, says what went wrong while decoding it.
         if not crops:
             reason = "; ".join(filter(None, [f"no face with probability >= {params.prob_threshold} in any of "
-                                             f"{len(frames)} sampled frames of {row.path}", reason]))
-            return {**report, "status": records.NO_FACE, "reason": reason}, []
+                                             f"{len(frames)} sampled frames of {video['path']}", reason]))
+            return {**report, "status": records.NO_FACE, "reason": reason}, [], []
         report.update(status=records.OK, reason=reason,
                       frames_with_face=len({c.frame_index for c in crops}), faces_kept=len(crops))
-        return report, _store_crops(row.video_id, crops, self.shards)
+        rows, members = [], []
+        for c in crops:
+            member = f"{video['video_id']}/{c.frame_index:06d}_{c.face_index:02d}.png"
+            members.append((member, encode_image(c.crop, "png")))
+            rows.append({"video_id": video["video_id"], **c.record(), "member": member})
+        return report, rows, members
 
 
 def crop_videos(
@@ -98,22 +133,25 @@ def crop_videos(
     crops_dir: Path,
     params: CropParams,
     detector: FaceDetector | None = None,
+    client: Client | None = None,
 ) -> tuple[list[dict], pd.DataFrame]:
     """Detect and crop the faces of every manifest video's extracted frames.
 
-    Videos are handled in ``video_id`` order; the crops of ``videos_per_shard`` videos
-    with faces go to each ``crops-NNNNN.tar`` (members
-    ``<video_id>/<frame_index:06d>_<face_index:02d>.png``). Videos that extract_frames
-    could not read keep its status and reason.
+    Videos go to ``crops-<i>-of-<n>.tar`` by a hash of their id (about ``videos_per_shard``
+    per shard; members ``<video_id>/<frame_index:06d>_<face_index:02d>.png``). Videos that
+    extract_frames could not read keep its status and reason. Shards whose inputs (the
+    videos' frames, by digest, and extract rows, the params, the code) did not change since
+    the last run in ``crops_dir`` are kept, not detected again (:mod:`batch`).
 
     Args:
         manifest: Rows of ``manifest.csv`` (for labels and splits).
         frames_table: ``frames.csv`` rows.
         extract_report: ``extract_report.csv`` rows.
-        frames_dir: Folder of the frame shards.
-        crops_dir: Folder for the crop shards (its old shards are replaced).
+        frames_dir: Folder of the frame shards (on a cluster: a path every worker reads).
+        crops_dir: Folder for the crop shards (on a cluster: a path every worker writes).
         params: ``crop_faces`` params.
-        detector: A detector built with ``params`` to reuse; built here when None.
+        detector: A detector built with ``params`` to reuse in this process; built on first use when None.
+        client: A Dask client to build the shards on; None: in this process, one after the other.
 
     Returns:
         ``(face rows, report)``: the ``faces.parquet`` rows (by video, frame, face) and the
@@ -122,6 +160,7 @@ def crop_videos(
     Raises:
         ValueError: If a manifest video has no row in the extract report (stale inputs),
             or ``detector`` was built with other params.
+        IncompleteShardsError: If some shards could not be built (the others are kept).
     """
     absent = sorted(set(manifest["video_id"]) - set(extract_report["video_id"]))
     if absent:
@@ -129,12 +168,35 @@ def crop_videos(
             f"{len(absent)} manifest video(s) missing from the extract report, e.g. "
             f"{absent[:5]}: re-run extract_frames"
         )
-    detector = detector or FaceDetector(params)
-    if detector.params != params:
-        raise ValueError("detector was built with other crop params than the ones given")
-    logger.info("MTCNN on %s, detection copies with long side %d", detector.device, params.detect_long_side)
-    prepare_shard_dir(crops_dir, SHARD_PREFIX)
-    shards = ShardSequence(crops_dir, SHARD_PREFIX, params.videos_per_shard)
-    cropper = _Cropper(extract_report, frames_table, frames_dir, detector, shards)
-    report_rows, face_rows = for_each_video(manifest, shards, "crop_faces", cropper)
+    if detector is not None:
+        if detector.params != params:
+            raise ValueError("detector was built with other crop params than the ones given")
+        _DETECTORS[params] = detector
+    code = code_fingerprint(__name__.rsplit(".", 1)[-1])
+    extracted = {row["video_id"]: {k: _text(v) for k, v in row.items()} for row in records_of(extract_report)}
+    frames_by_video: dict[str, list[dict]] = {}
+    for row in records_of(frames_table):
+        frames_by_video.setdefault(row["video_id"], []).append(row)
+    digests = frame_digests(frames_dir)
+    # Labels and splits are not inputs of a shard (a new split detects nothing again): they are
+    # added to the report rows below.
+    videos = [{"video_id": row["video_id"], "path": row["path"],
+               "extract": extracted[row["video_id"]], "frames": frames_by_video.get(row["video_id"], []),
+               "frames_digest": digests.get(row["video_id"])}
+              for row in records_of(manifest)]
+
+    def key(part: tuple[dict, ...]) -> str | None:
+        # Frames of unknown content (shards without their JSON): never counted as up to date.
+        if any(v["frames"] and v["frames_digest"] is None for v in part):
+            return None
+        # Which frame shard holds a frame is not an input (the digest is): frame shards renamed
+        # when their count doubles leave the crops as they are.
+        inputs = [{**v, "frames": [{k: f for k, f in row.items() if k != "shard"} for row in v["frames"]]} for v in part]
+        return shard_key("crop_faces", code, params, inputs)
+
+    tasks = plan_shards(crops_dir, SHARD_PREFIX, videos, params.videos_per_shard, key)
+    report_rows, face_rows = run_shards(crops_dir, SHARD_PREFIX, tasks, _Cropper(params, str(frames_dir)), "crop_faces",
+                                        client)
+    labels = manifest.set_index("video_id")[["label", "split"]].to_dict("index")
+    report_rows = [{**row, **labels[row["video_id"]]} for row in report_rows]
     return face_rows, pd.DataFrame(report_rows, columns=records.DETECTION_REPORT_COLUMNS)

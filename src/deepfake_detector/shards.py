@@ -4,7 +4,8 @@ Thousands of loose image files make every DVC command slow, so images are stored
 in a few uncompressed tar files. They are written deterministically (members in
 the order given, which callers sort; fixed mtime, uid, gid, mode, no user names)
 so that re-running a stage on unchanged input gives byte-identical shards and DVC
-sees the same hash.
+sees the same hash. A video's shard is a hash of its id (:func:`partition_of`), so
+a shard can be built, and rebuilt, alone (:mod:`batch`).
 
 Example:
     >>> with ShardWriter(Path("crops-00000.tar")) as w:  # doctest: +SKIP
@@ -14,8 +15,10 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
+import os
 import tarfile
 import threading
 from pathlib import Path
@@ -32,6 +35,10 @@ _FIXED_MTIME = 0
 class ShardWriter:
     """Append named byte blobs to one tar file, deterministically.
 
+    The tar is written under a hidden temporary name and renamed into place by
+    :meth:`close`, so ``path`` is either the previous complete file or the new complete
+    one, and a file that DVC's cache shares (hard link, symlink) is never written into.
+
     Args:
         path: The tar file to create (parent folders are made).
     """
@@ -39,8 +46,9 @@ class ShardWriter:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp")
         # GNU format: no pax headers with timestamps; USTAR caps names at 100 chars.
-        self._tar = tarfile.open(self.path, "w", format=tarfile.GNU_FORMAT)
+        self._tar = tarfile.open(self._tmp, "w", format=tarfile.GNU_FORMAT)
         self._names: set[str] = set()
 
     def add(self, name: str, data: bytes) -> None:
@@ -61,14 +69,25 @@ class ShardWriter:
         self._tar.addfile(info, io.BytesIO(data))
 
     def close(self) -> None:
-        """Finish the tar file."""
+        """Finish the tar file and move it into place."""
+        if self._tar.closed:
+            return
         self._tar.close()
+        os.replace(self._tmp, self.path)
+
+    def discard(self) -> None:
+        """Drop what was written; ``path`` is left as it was."""
+        self._tar.close()
+        self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> "ShardWriter":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
 
 
 class ShardReader:
@@ -83,17 +102,23 @@ class ShardReader:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self._index: dict[str, dict[str, tuple[int, int]]] = {}
+        # shard -> (the file's identity when indexed, member -> (offset, size))
+        self._index: dict[str, tuple[tuple[int, int, int], dict[str, tuple[int, int]]]] = {}
         self._lock = threading.Lock()
 
     def _members(self, shard: str) -> dict[str, tuple[int, int]]:
+        path = self.root / shard
+        st = path.stat()
+        # Shards are replaced, never edited, when a stage rebuilds them: a reader kept across
+        # runs (a worker's) indexes the new file instead of reading at the old offsets.
+        identity = (st.st_ino, st.st_size, st.st_mtime_ns)
         with self._lock:
-            if shard not in self._index:
-                with tarfile.open(self.root / shard, "r") as tar:
-                    self._index[shard] = {
-                        m.name: (m.offset_data, m.size) for m in tar.getmembers() if m.isfile()
-                    }
-            return self._index[shard]
+            cached = self._index.get(shard)
+            if cached is None or cached[0] != identity:
+                with tarfile.open(path, "r") as tar:
+                    members = {m.name: (m.offset_data, m.size) for m in tar.getmembers() if m.isfile()}
+                cached = self._index[shard] = (identity, members)
+            return cached[1]
 
     def read(self, shard: str, member: str) -> bytes:
         """Return the bytes of one member.
@@ -111,57 +136,22 @@ class ShardReader:
         return decode_image(self.read(shard, member), f"{member} in {self.root / shard}")
 
 
-def shard_name(prefix: str, index: int) -> str:
-    """Stable shard file name, e.g. ``crops-00003.tar``."""
-    return f"{prefix}-{index:05d}.tar"
+def shard_name(prefix: str, index: int, count: int | None = None) -> str:
+    """Stable shard file name: ``crops-00003-of-00016.tar`` (partition 3 of 16), or ``crops-00003.tar``."""
+    return f"{prefix}-{index:05d}.tar" if count is None else f"{prefix}-{index:05d}-of-{count:05d}.tar"
 
 
-def prepare_shard_dir(folder: Path, prefix: str) -> None:
-    """Create ``folder`` and delete the ``<prefix>-*.tar`` shards a previous run left there.
+def partition_count(n_videos: int, videos_per_shard: int) -> int:
+    """The number of shards for ``n_videos``: the power of two that gives at most ``videos_per_shard`` each on average.
 
-    Only this stage's own shards are removed, so a mistyped path cannot wipe unrelated
-    files; anything else found there is left alone and named in a warning.
-
-    Args:
-        folder: The stage's shard folder.
-        prefix: Shard name prefix (``frames``, ``crops``).
+    A power of two, so that when the manifest outgrows it and the count doubles, partition
+    ``i`` splits into ``i`` and ``i + count`` (:func:`partition_of` keeps the low bits).
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for entry in sorted(folder.iterdir()):
-        if entry.is_file() and entry.name.startswith(f"{prefix}-") and entry.suffix == ".tar":
-            entry.unlink()
-        else:
-            logger.warning("%s: unexpected entry %s left in place", folder, entry.name)
+    needed = max(1, -(-n_videos // videos_per_shard))
+    return 1 << (needed - 1).bit_length()
 
 
-class ShardSequence:
-    """Opens ``<prefix>-00000.tar``, ``-00001.tar``, ... as videos are added, N per shard.
-
-    Only videos that store something take a place, so no shard is empty.
-
-    Args:
-        folder: Shard folder.
-        prefix: Shard name prefix.
-        videos_per_shard: Videos per shard.
-    """
-
-    def __init__(self, folder: Path, prefix: str, videos_per_shard: int) -> None:
-        self.folder, self.prefix, self.per_shard = folder, prefix, videos_per_shard
-        self.n_videos = 0
-        self.writer: ShardWriter | None = None
-
-    def next_video(self) -> ShardWriter:
-        """The writer for the next video (a new shard every ``videos_per_shard`` videos)."""
-        name = shard_name(self.prefix, self.n_videos // self.per_shard)
-        self.n_videos += 1
-        if self.writer is None or self.writer.path.name != name:
-            self.close()
-            self.writer = ShardWriter(self.folder / name)
-        return self.writer
-
-    def close(self) -> None:
-        """Finish the open shard, if any."""
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+def partition_of(video_id: str, count: int) -> int:
+    """The shard of a video: a hash of its id, so it never depends on which other videos exist."""
+    digest = hashlib.sha256(video_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % count

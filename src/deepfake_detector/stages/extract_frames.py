@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .. import records
 from ..batch import log_status_summary
+from ..cluster import add_scheduler_option, dask_client, scheduler_choice
 from ..config import load_section
 from ..extract_frames import ExtractParams, extract_videos
 from . import stage_parser, stage_run
@@ -27,10 +28,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames-dir", type=Path, required=True)
     parser.add_argument("--frames-table", type=Path, required=True)
     parser.add_argument("--report", type=Path, required=True)
+    add_scheduler_option(parser)
     args = parser.parse_args(argv)
     with stage_run("extract_frames", args.verbose):
         params = load_section(ExtractParams, "extract_frames", args.params)
-        frames, report = extract_videos(records.read_manifest(args.manifest), params, args.frames_dir)
+        manifest = records.read_manifest(args.manifest)
+        with dask_client(scheduler_choice(args.scheduler)) as client:
+            frames, report = extract_videos(manifest, params, args.frames_dir, client=client)
         records.write_frames(frames, args.frames_table)
         records.write_extract_report(report, args.report)
         log_status_summary(report, "extract_frames", records.EXTRACT_STATUSES)
