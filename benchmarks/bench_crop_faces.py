@@ -5,13 +5,16 @@ Usage:
         [--data-dir data] [--extract-report outputs/extract_report.csv]
 
 (stage) the stage's own per-video step, called as the stage calls it: ``crop_faces._Cropper``
-    (built like :func:`crop_faces.crop_videos` builds it, with a :class:`faces.FaceDetector`
-    from the ``crop_faces`` section of ``--params``) on each video's manifest row: the sampled
-    frames read from the extract_frames tar shards and decoded, faces detected and cropped by
-    :func:`faces.detect_and_crop`, the crops PNG-encoded into crop shards (written to a
-    temporary folder, not to ``data/crops``).
-(floor) the decode floor: the same frames read from the same shards and decoded to arrays
-    (the stage's own ``_load_frames``), nothing else.
+    (built like :func:`crop_faces.crop_videos` builds it, from the ``crop_faces`` section of
+    ``--params``; its MTCNN is the process's ``crop_faces._detector(params)``) on each video's
+    input dict, built as ``crop_videos`` builds it (manifest fields, ``extract`` row, ``frames``
+    rows, ``frames_digest``): the sampled frames read from the extract_frames tar shards and
+    decoded, faces detected and cropped by :func:`faces.detect_and_crop`, the crops
+    PNG-encoded; then, as the shard task (:func:`batch.build_shard`) does with a video's
+    members, each crop added to a crop tar shard by :class:`shards.ShardWriter` and digested
+    (one shard per pass, in a temporary folder, not in ``data/crops``).
+(floor) the decode floor: the same frame rows read from the same shards with the same reader
+    and decoded to arrays (the stage's own ``_load_frames``), nothing else.
 
 Inputs are the pipeline's outputs (``data/manifest.csv``, ``data/frames.csv``,
 ``data/frames/`` and ``outputs/extract_report.csv``: ``dvc repro extract_frames`` or
@@ -26,25 +29,27 @@ cost is measured afterwards on its own: :func:`faces.detect_and_crop` on frames 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import pandas as pd
 import torch
 
 from deepfake_detector import records
+from deepfake_detector.batch import frame_digests, records_of
 from deepfake_detector.config import load_section
 
-# Private on purpose: the benchmark measures the stage's own per-video step and frame loader,
-# not a copy of them (crop_videos only exposes the whole manifest walk).
-from deepfake_detector.crop_faces import SHARD_PREFIX, _Cropper, _load_frames
-from deepfake_detector.faces import CropParams, FaceDetector, detect_and_crop
-from deepfake_detector.shards import ShardSequence
+# Private on purpose: the benchmark measures the stage's own per-video step, frame loader,
+# reader and detector, not copies of them (crop_videos only exposes the whole manifest walk).
+from deepfake_detector.crop_faces import SHARD_PREFIX, _Cropper, _detector, _load_frames, _reader, _text
+from deepfake_detector.faces import CropParams, detect_and_crop
+from deepfake_detector.shards import ShardWriter, shard_name
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,16 +86,36 @@ def load_inputs(data_dir: Path, extract_report: Path, n_videos: int) -> tuple[pd
     return usable.iloc[picks].reset_index(drop=True), frames, extract
 
 
-def alternate(stage: Callable[[Any], object], floor: Callable[[Any], object], rows: list[Any], repeats: int,
+def stage_videos(picked: pd.DataFrame, frames_table: pd.DataFrame, extract: pd.DataFrame, frames_dir: Path) -> list[dict]:
+    """The picked videos' input dicts, as :func:`crop_faces.crop_videos` builds them for ``_Cropper``.
+
+    The dict building lives inside ``crop_videos`` (no helper of its own), so this replicates
+    its minimum with the stage's own helpers (``records_of``, ``_text``, ``frame_digests``):
+    manifest ``video_id`` and ``path``, ``extract`` (the extract report row, values as text),
+    ``frames`` (the video's frame table rows, in table order) and ``frames_digest``. Keep in
+    step with ``crop_videos``.
+    """
+    extracted = {row["video_id"]: {k: _text(v) for k, v in row.items()} for row in records_of(extract)}
+    frames_by_video: dict[str, list[dict]] = {}
+    for row in records_of(frames_table):
+        frames_by_video.setdefault(row["video_id"], []).append(row)
+    digests = frame_digests(frames_dir)
+    return [{"video_id": row["video_id"], "path": row["path"],
+             "extract": extracted[row["video_id"]], "frames": frames_by_video.get(row["video_id"], []),
+             "frames_digest": digests.get(row["video_id"])}
+            for row in records_of(picked)]
+
+
+def alternate(stage: Callable[[dict], object], floor: Callable[[dict], object], videos: list[dict], repeats: int,
               start_pass: Callable[[], None]) -> dict[str, dict[str, list[list[float]]]]:
-    """Time ``stage`` and ``floor`` on every row, alternating video by video, ``repeats`` times.
+    """Time ``stage`` and ``floor`` on every video, alternating video by video, ``repeats`` times.
 
     Args:
-        stage: The stage's per-video step for one row.
-        floor: The decode floor for one row.
-        rows: Manifest rows (namedtuples).
-        repeats: Number of passes over ``rows``; the order of the two is swapped every other pass.
-        start_pass: Called before each pass, untimed (fresh crop shards for the stage).
+        stage: The stage's per-video step for one video.
+        floor: The decode floor for one video.
+        videos: The videos' input dicts (:func:`stage_videos`).
+        repeats: Number of passes over ``videos``; the order of the two is swapped every other pass.
+        start_pass: Called before each pass, untimed (a fresh crop shard for the stage).
 
     Returns:
         ``{"stage"|"floor": {"wall"|"cpu": [per repeat: [seconds per row]]}}``.
@@ -103,10 +128,10 @@ def alternate(stage: Callable[[Any], object], floor: Callable[[Any], object], ro
             per["wall"].append([])
             per["cpu"].append([])
         order = ("stage", "floor") if rep % 2 == 0 else ("floor", "stage")
-        for row in rows:
+        for video in videos:
             for key in order:
                 t0, c0 = time.perf_counter(), time.process_time()
-                runs[key](row)
+                runs[key](video)
                 times[key]["wall"][-1].append(time.perf_counter() - t0)
                 times[key]["cpu"][-1].append(time.process_time() - c0)
     return times
@@ -122,21 +147,22 @@ def median_total(per_repeat: list[list[float]]) -> float:
     return statistics.median(sum(r) for r in per_repeat)
 
 
-def detection_cost(cropper: _Cropper, rows: list[Any], params: CropParams) -> tuple[float, float, int, dict[str, int]]:
-    """:func:`faces.detect_and_crop` alone, once per video, on frames decoded beforehand.
+def detection_cost(frames_dir: str, videos: list[dict], params: CropParams) -> tuple[float, float, int, dict[str, int]]:
+    """:func:`faces.detect_and_crop` alone, once per video, on frames decoded beforehand, with the stage's detector.
 
     Returns:
-        ``(wall s, CPU s, frames, detector search counts)`` over all ``rows``.
+        ``(wall s, CPU s, frames, detector search counts)`` over all ``videos``.
     """
-    decoded = [_load_frames(cropper.frames_by_video[row.video_id], cropper.reader) for row in rows]
-    cropper.detector.searches = dict.fromkeys(cropper.detector.searches, 0)
+    decoded = [_load_frames(v["frames"], _reader(frames_dir)) for v in videos]
+    detector = _detector(params)
+    detector.searches = dict.fromkeys(detector.searches, 0)
     wall = cpu = 0.0
     for frames in decoded:
         t0, c0 = time.perf_counter(), time.process_time()
-        detect_and_crop(frames, cropper.detector, params)
+        detect_and_crop(frames, detector, params)
         wall += time.perf_counter() - t0
         cpu += time.process_time() - c0
-    return wall, cpu, sum(len(f) for f in decoded), dict(cropper.detector.searches)
+    return wall, cpu, sum(len(f) for f in decoded), dict(detector.searches)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -152,52 +178,62 @@ def main(argv: list[str] | None = None) -> None:
     extract_path = args.extract_report or args.data_dir.resolve().parent / "outputs" / "extract_report.csv"
     params = load_section(CropParams, "crop_faces", args.params)
     picked, frames_table, extract = load_inputs(args.data_dir, extract_path, args.videos)
-    rows = list(picked.itertuples(index=False))
+    videos = stage_videos(picked, frames_table, extract, args.data_dir / "frames")
 
     with tempfile.TemporaryDirectory() as tmp:
         folders = itertools.count()
 
-        def crop_shards() -> ShardSequence:
-            folder = Path(tmp) / f"pass-{next(folders)}"
-            folder.mkdir()
-            return ShardSequence(folder, SHARD_PREFIX, params.videos_per_shard)
+        def crop_shard() -> ShardWriter:
+            # One crop shard per pass, in a fresh folder (a shard may hold each video once, as in the stage).
+            return ShardWriter(Path(tmp) / f"pass-{next(folders)}" / shard_name(SHARD_PREFIX, 0, 1))
 
-        # Built as crop_videos builds it; its crop shards go to a fresh temporary folder each pass
-        # (a crop shard may hold each video once, as in the stage).
-        detector = FaceDetector(params)
-        cropper = _Cropper(extract, frames_table, args.data_dir / "frames", detector, crop_shards())
+        # Built as crop_videos builds it (frames_dir as a str, like the stage's task sends it).
+        cropper = _Cropper(params, str(args.data_dir / "frames"))
         reports: dict[str, dict] = {}
+        writer = crop_shard()
 
         def start_pass() -> None:
-            cropper.shards.close()
-            cropper.shards = crop_shards()
+            nonlocal writer
+            writer.close()
+            writer = crop_shard()
 
-        def stage(row: Any) -> None:
-            reports[row.video_id], _ = cropper(row)
+        def stage(video: dict) -> None:
+            # As batch.build_shard handles one video (its journal file aside): the handler, then its
+            # members added to the shard's tar and digested.
+            report, _, members = cropper(video)
+            if members:
+                digest = hashlib.sha256()
+                for member, data in members:
+                    writer.add(member, data)
+                    digest.update(f"{member}\0{len(data)}\0".encode())
+                    digest.update(data)
+            reports[video["video_id"]] = report
 
-        def floor(row: Any) -> None:
-            _load_frames(cropper.frames_by_video[row.video_id], cropper.reader)
+        def floor(video: dict) -> None:
+            _load_frames(video["frames"], _reader(cropper.frames_dir))
 
-        # Warm-up: index every frame shard and warm the page cache (floor), first-call allocations (stage).
-        for row in rows:
-            floor(row)
-        stage(rows[0])
-        times = alternate(stage, floor, rows, args.repeats, start_pass)
-        cropper.shards.close()
-        det_wall, det_cpu, det_frames, searches = detection_cost(cropper, rows, params)
+        # Warm-up: index every frame shard and warm the page cache (floor); build MTCNN and
+        # first-call allocations (stage).
+        for video in videos:
+            floor(video)
+        stage(videos[0])
+        times = alternate(stage, floor, videos, args.repeats, start_pass)
+        writer.close()
+        det_wall, det_cpu, det_frames, searches = detection_cost(cropper.frames_dir, videos, params)
 
-    n_frames = [reports[r.video_id]["frames_sampled"] for r in rows]
+    ids = [v["video_id"] for v in videos]
+    n_frames = [reports[vid]["frames_sampled"] for vid in ids]
     sizes = frames_table.drop_duplicates("video_id").set_index("video_id")
-    print(f"device: {detector.device}; torch threads {torch.get_num_threads()} (detection 1); {len(rows)} videos, "
+    print(f"device: {_detector(params).device}; torch threads {torch.get_num_threads()} (detection 1); {len(videos)} videos, "
           f"{sum(n_frames)} frames; repeats {args.repeats} (medians); 1-min load average {os.getloadavg()[0]:.1f}")
     print(f"detection: {params}")
     med = {k: {m: median_per_video(times[k][m]) for m in ("wall", "cpu")} for k in times}
     print(f"\n{'video':30s} {'size':>9s} {'frames':>6s} {'faces':>5s}   {'stage wall/CPU s':>16s}   "
           f"{'floor wall/CPU s':>16s}   {'stage/floor':>11s}")
-    for i, row in enumerate(rows):
-        rep, size = reports[row.video_id], sizes.loc[row.video_id]
+    for i, vid in enumerate(ids):
+        rep, size = reports[vid], sizes.loc[vid]
         sw, sc, fw, fc = med["stage"]["wall"][i], med["stage"]["cpu"][i], med["floor"]["wall"][i], med["floor"]["cpu"][i]
-        print(f"{row.video_id:30s} {f'{size.width}x{size.height}':>9s} {n_frames[i]:6d} {rep['faces_kept']:5d}   "
+        print(f"{vid:30s} {f'{size.width}x{size.height}':>9s} {n_frames[i]:6d} {rep['faces_kept']:5d}   "
               f"{sw:7.3f} / {sc:6.3f}   {fw:7.3f} / {fc:6.3f}   {sw / fw:11.2f}")
     sw, sc = median_total(times["stage"]["wall"]), median_total(times["stage"]["cpu"])
     fw, fc = median_total(times["floor"]["wall"]), median_total(times["floor"]["cpu"])
