@@ -149,3 +149,20 @@ def test_crop_dataset_reads_through_the_cache(tmp_path: Path) -> None:
     loader = DataLoader(ds, batch_size=3)
     (x, y, idx), = list(loader)
     assert x.shape == (3, 3, 16, 16) and y.tolist() == [0.0, 1.0, 0.0] and ds.crops.bytes == 3 * 32 * 32 * 3
+
+
+def test_training_items_are_keyed_not_drawn_from_the_global_rng(tmp_path: Path) -> None:
+    """Batches are prepared in a background thread while the model draws from torch's global RNG
+    (dropout): the augmentation must not depend on how those draws interleave."""
+    rows = _write_crops(tmp_path, 3)
+    tf = build_train_transform(16, AugmentParams(jpeg_prob=0.5, blur_prob=0.5, hflip=0.5))
+    ds = CropDataset(rows, tmp_path, tf, seed=5)
+    torch.manual_seed(0)
+    first = [ds[i][0] for i in range(3)]
+    torch.manual_seed(1)
+    torch.rand(100)  # another thread's draws in between
+    assert all(torch.equal(a, ds[i][0]) for i, a in enumerate(first))
+    ds.set_epoch(1)
+    assert not all(torch.equal(a, ds[i][0]) for i, a in enumerate(first))  # a new epoch, new draws
+    other = CropDataset(rows, tmp_path, tf, seed=6)
+    assert not all(torch.equal(a, other[i][0]) for i, a in enumerate(first))

@@ -71,6 +71,16 @@ class DecodedCrops:
         return image
 
 
+def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """The random draws of one training item: a generator keyed on (seed, epoch, index).
+
+    The same items get the same augmentation in every run, whatever thread, loader worker or
+    process (DDP) prepares them, and whatever else draws from torch's global RNG meanwhile.
+    """
+    state = np.random.SeedSequence([seed, epoch, index]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
 class CropDataset(Dataset):
     """Face crops from shards, transformed; yields ``(image (3,S,S), y, row index)``.
 
@@ -79,22 +89,32 @@ class CropDataset(Dataset):
         crops_dir: Folder of the crop shards.
         transform: Maps an RGB uint8 crop to a tensor (train or eval transform).
         cache_bytes: Keep up to this many bytes of decoded crops in memory (see :class:`DecodedCrops`).
+        seed: For a training set: ``transform`` is called as ``transform(image, gen)`` with
+            :func:`item_generator` of (seed, epoch, index); None (evaluation): ``transform(image)``.
     """
 
-    def __init__(self, rows: pd.DataFrame, crops_dir: Path, transform: Callable[[np.ndarray], torch.Tensor],
-                 cache_bytes: int = 0) -> None:
+    def __init__(self, rows: pd.DataFrame, crops_dir: Path, transform: Callable[..., torch.Tensor],
+                 cache_bytes: int = 0, seed: int | None = None) -> None:
         self.shards = rows["shard"].to_numpy()
         self.members = rows["member"].to_numpy()
         self.y = rows["y"].to_numpy(dtype=np.float32) if "y" in rows else np.zeros(len(rows), np.float32)
         self.crops = DecodedCrops(crops_dir, cache_bytes)
         self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """New augmentation draws for a new epoch."""
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.members)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         image = self.crops.get(self.shards[i], self.members[i])
-        return self.transform(image), torch.tensor(self.y[i]), i
+        if self.seed is None:
+            return self.transform(image), torch.tensor(self.y[i]), i
+        return self.transform(image, item_generator(self.seed, self.epoch, i)), torch.tensor(self.y[i]), i
 
 
 class ArrayDataset(Dataset):

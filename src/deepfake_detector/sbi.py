@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 
 from . import records
 from .blend import BlendParams, self_blend
-from .data import DecodedCrops
+from .data import DecodedCrops, item_generator
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,10 @@ class SbiCropDataset(Dataset):
     In ``train`` mode every real crop becomes a fake with probability ``fake_share``, drawn
     from a generator keyed on (seed, epoch, index) so a run is reproducible with any number
     of workers. In ``fixed`` mode, rows with ``sbi=True`` are synthesised with a generator
-    keyed on (seed, index) only: the same fakes every epoch.
+    keyed on (seed, index) only: the same fakes every epoch. In ``train`` mode ``transform``
+    is called as ``transform(image, gen)`` (the augmentation's draws, keyed on the same
+    (seed, epoch, index): :func:`deepfake_detector.data.item_generator`); in ``fixed`` mode
+    as ``transform(image)``.
 
     Yields ``(image, y, index)`` like :class:`deepfake_detector.data.CropDataset`, and keeps
     up to ``cache_bytes`` of decoded crops in memory as it does (self-blending starts from the
@@ -130,7 +133,7 @@ class SbiCropDataset(Dataset):
         self,
         rows: pd.DataFrame,
         crops_dir: Path,
-        transform: Callable[[np.ndarray], torch.Tensor],
+        transform: Callable[..., torch.Tensor],
         params: SbiParams,
         seed: int,
         mode: str = "train",
@@ -185,4 +188,6 @@ class SbiCropDataset(Dataset):
                 y = 0.0
                 if self.failed <= 3:
                     logger.warning("SBI failed on %s (%s): used as a real crop", row["member"], exc)
+        if self.mode == "train":  # augmentation draws keyed like the SBI ones (data.item_generator)
+            return self.transform(image, item_generator(self.seed, self.epoch, i)), torch.tensor(y), i
         return self.transform(image), torch.tensor(y), i

@@ -246,7 +246,7 @@ def build_loop(p: TrainParams, rt: Runtime, data: Splits, crops_dir: Path, model
         train_ds = SbiCropDataset(data.train, crops_dir, train_tf, p.sbi, p.seed, mode="train", cache_bytes=CROP_CACHE_BYTES)
         val_ds = SbiCropDataset(data.val, crops_dir, eval_tf, p.sbi, p.seed, mode="fixed", cache_bytes=CROP_CACHE_BYTES)
     else:
-        train_ds = CropDataset(data.train, crops_dir, train_tf, cache_bytes=CROP_CACHE_BYTES)
+        train_ds = CropDataset(data.train, crops_dir, train_tf, cache_bytes=CROP_CACHE_BYTES, seed=p.seed)
         val_ds = CropDataset(data.val, crops_dir, eval_tf, cache_bytes=CROP_CACHE_BYTES)
 
     generator = torch.Generator().manual_seed(p.seed)
@@ -292,8 +292,7 @@ def _fit(p: TrainParams, rt: Runtime, model: nn.Module, loop: Loop, data: Splits
     for epoch in range(1, p.epochs + 1):
         if isinstance(loop.sampler, DistributedSampler):
             loop.sampler.set_epoch(epoch)
-        if isinstance(loop.train_ds, SbiCropDataset):
-            loop.train_ds.set_epoch(epoch)
+        loop.train_ds.set_epoch(epoch)
         stats = train_one_epoch(model, loop.loader, loop.optimizer, loop.loss_fn, rt, loop.scheduler,
                                 desc=f"epoch {epoch}/{p.epochs}")
         val_logits = predict_logits(model, loop.val_ds, rt, batch_size=max(64, p.batch_size), desc="val")

@@ -89,12 +89,13 @@ def build_eval_transform(
     return lambda image: pipeline(_to_uint8_tensor(image))
 
 
-def _random_resized_window(h: int, w: int, scale: tuple[float, float], ratio: tuple[float, float]) -> tuple[int, int, int, int]:
-    """torchvision's RandomResizedCrop window ``(top, left, height, width)``, drawn from torch's RNG."""
+def _random_resized_window(h: int, w: int, scale: tuple[float, float], ratio: tuple[float, float],
+                           gen: torch.Generator | None = None) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop window ``(top, left, height, width)``, drawn from ``gen``."""
     area = h * w
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
     for _ in range(10):
-        u = torch.rand(4).tolist()
+        u = torch.rand(4, generator=gen).tolist()
         target = area * (scale[0] + (scale[1] - scale[0]) * u[0])
         aspect = math.exp(log_lo + (log_hi - log_lo) * u[1])
         cw, ch = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
@@ -104,13 +105,13 @@ def _random_resized_window(h: int, w: int, scale: tuple[float, float], ratio: tu
     return (h - side) // 2, (w - side) // 2, side, side
 
 
-def _jitter_colour(rgb: np.ndarray, cj: float, hue: float) -> np.ndarray:
+def _jitter_colour(rgb: np.ndarray, cj: float, hue: float, gen: torch.Generator | None = None) -> np.ndarray:
     """Brightness, contrast, saturation (factors in [1 - cj, 1 + cj]) and hue (shift in [-hue, hue]
     turns), in random order, as torchvision's ColorJitter does, computed once in float32."""
     x = rgb.astype(np.float32) * (1.0 / 255.0)
-    factors = (1.0 + cj * (2.0 * torch.rand(3) - 1.0)).tolist()
-    shift = hue * (2.0 * torch.rand(1).item() - 1.0)
-    for op in torch.randperm(4).tolist():
+    factors = (1.0 + cj * (2.0 * torch.rand(3, generator=gen) - 1.0)).tolist()
+    shift = hue * (2.0 * torch.rand(1, generator=gen).item() - 1.0)
+    for op in torch.randperm(4, generator=gen).tolist():
         if op == 0 and cj > 0:
             x = np.clip(x * factors[0], 0.0, 1.0)
         elif op == 1 and cj > 0:
@@ -130,12 +131,11 @@ def _jitter_colour(rgb: np.ndarray, cj: float, hue: float) -> np.ndarray:
 _GREY_WEIGHTS = np.array([0.2989, 0.587, 0.114], dtype=np.float32)
 
 
-def build_augment(input_size: int, params: AugmentParams) -> Callable[[np.ndarray], np.ndarray]:
+def build_augment(input_size: int, params: AugmentParams) -> Callable[..., np.ndarray]:
     """The training augmentations, on RGB uint8 ``(H, W, 3)`` arrays, with OpenCV.
 
     The same operations as torchvision's RandomResizedCrop(ratio 0.9-1.1), RandomHorizontalFlip,
-    ColorJitter, RandomApply(GaussianBlur(5)) and RandomApply(JPEG), drawn from torch's RNG
-    (seeded per process and per loader worker), but 4-5x cheaper: torchvision's hue jitter
+    ColorJitter, RandomApply(GaussianBlur(5)) and RandomApply(JPEG), but 4-5x cheaper: torchvision's hue jitter
     alone took 2.3 ms per 160-px crop, the whole chain 3.7 ms against 0.6-0.8 ms here
     (docs/performance.md, "Training").
 
@@ -143,27 +143,34 @@ def build_augment(input_size: int, params: AugmentParams) -> Callable[[np.ndarra
         input_size: Side of the square output, px.
         params: Augmentation strengths.
 
+    Every draw comes from the generator passed with the image (the training datasets derive
+    one per item from (seed, epoch, index): :func:`data.item_generator`), or from torch's
+    global RNG when none is. Per-item generators make training reproducible although batches
+    are prepared in a background thread: draws from the global RNG would interleave with the
+    model's own (dropout) in an order the thread scheduler decides.
+
     Returns:
-        A callable mapping an RGB uint8 crop to an augmented ``(input_size, input_size, 3)`` one.
+        A callable ``(rgb, gen=None)`` mapping an RGB uint8 crop to an augmented
+        ``(input_size, input_size, 3)`` one.
     """
     p = params
 
-    def augment(rgb: np.ndarray) -> np.ndarray:
+    def augment(rgb: np.ndarray, gen: torch.Generator | None = None) -> np.ndarray:
         h, w = rgb.shape[:2]
-        top, left, ch, cw = _random_resized_window(h, w, p.crop_scale, (0.9, 1.1))
+        top, left, ch, cw = _random_resized_window(h, w, p.crop_scale, (0.9, 1.1), gen)
         window = rgb[top : top + ch, left : left + cw]
         shrink = ch >= input_size and cw >= input_size
         x = cv2.resize(window, (input_size, input_size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-        u = torch.rand(3).tolist()
+        u = torch.rand(3, generator=gen).tolist()
         if u[0] < p.hflip:
             x = np.ascontiguousarray(x[:, ::-1])
         if p.color_jitter > 0 or p.hue > 0:
-            x = _jitter_colour(x, p.color_jitter, p.hue)
+            x = _jitter_colour(x, p.color_jitter, p.hue, gen)
         if u[1] < p.blur_prob:
-            sigma = 0.1 + 1.4 * torch.rand(1).item()
+            sigma = 0.1 + 1.4 * torch.rand(1, generator=gen).item()
             x = cv2.GaussianBlur(x, (5, 5), sigma, borderType=cv2.BORDER_REFLECT_101)
         if u[2] < p.jpeg_prob:
-            quality = int(torch.randint(p.jpeg_quality[0], p.jpeg_quality[1] + 1, (1,)).item())
+            quality = int(torch.randint(p.jpeg_quality[0], p.jpeg_quality[1] + 1, (1,), generator=gen).item())
             ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(x[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
             if not ok:
                 raise ValueError("JPEG re-compression failed")
@@ -178,7 +185,7 @@ def build_train_transform(
     params: AugmentParams,
     mean: tuple[float, ...] = IMAGENET_MEAN,
     std: tuple[float, ...] = IMAGENET_STD,
-) -> Callable[[np.ndarray | torch.Tensor], torch.Tensor]:
+) -> Callable[..., torch.Tensor]:
     """Augmenting preprocessing for training; ends exactly like the eval transform.
 
     Augmentations (:func:`build_augment`) run on uint8 images before the shared
@@ -192,11 +199,12 @@ def build_train_transform(
         std: Per-channel normalisation std.
 
     Returns:
-        A callable mapping an RGB uint8 crop to a normalised float tensor ``(3, S, S)``.
+        A callable ``(image, gen=None)`` mapping an RGB uint8 crop to a normalised float tensor
+        ``(3, S, S)``, its random draws from ``gen`` (see :func:`build_augment`).
     """
     augment = build_augment(input_size, params)
     finish = build_eval_transform(input_size, mean, std)
-    return lambda image: finish(augment(_to_numpy(image)))
+    return lambda image, gen=None: finish(augment(_to_numpy(image), gen))
 
 
 def _to_numpy(image: np.ndarray | torch.Tensor) -> np.ndarray:
