@@ -2,7 +2,8 @@
 
 Usage:
     python benchmarks/bench_train.py [--images 160] [--repeats 2] [--threads 1 2] [--workers 0 1]
-        [--precision auto fp32] [--params params.yaml]
+        [--precision auto fp32] [--params params.yaml] [--data-dir data]
+    python benchmarks/bench_train.py --params release/params.yaml --data-dir release/data   # the released recipe
 
 (ours) one epoch of :func:`engine.train_one_epoch` over the loader the train stage builds
     (:func:`train.build_loop`: crops read from the tar shards, PNG decode, the stage's
@@ -55,16 +56,17 @@ def bare_epoch(model: torch.nn.Module, loop: Loop, images: torch.Tensor, labels:
     return n / (time.perf_counter() - t0)
 
 
-def measure(params: TrainParams, images: int, repeats: int) -> tuple[list[float], list[float], str]:
+def measure(params: TrainParams, images: int, repeats: int, data_dir: Path) -> tuple[list[float], list[float], str]:
     """Alternate (ours, bare) epochs ``repeats`` times; returns their img/s and the runtime."""
     rt = setup_runtime(params.precision, threads=params.threads)
-    data = load_splits(params, REPO / "data" / "manifest.csv", REPO / "data" / "faces.parquet")
+    landmarks = data_dir / "landmarks.parquet"
+    data = load_splits(params, data_dir / "manifest.csv", data_dir / "faces.parquet", landmarks if landmarks.is_file() else None)
     rows = data.train.sample(n=min(images, len(data.train)), random_state=0).reset_index(drop=True)
     data = dataclasses.replace(data, train=rows)
     torch.manual_seed(params.seed)
     model = prepare_model(build_model(params.arch, "random")[0], rt)
-    loop = build_loop(params, rt, data, REPO / "data" / "crops", model)
-    plain = CropDataset(rows, REPO / "data" / "crops", build_eval_transform(params.input_size))
+    loop = build_loop(params, rt, data, data_dir / "crops", model)
+    plain = CropDataset(rows, data_dir / "crops", build_eval_transform(params.input_size))
     x = torch.stack([plain[i][0] for i in range(len(plain))])
     y = torch.stack([plain[i][1] for i in range(len(plain))])
     bare_epoch(model, loop, x[: params.batch_size], y[: params.batch_size], params.batch_size, rt)  # warm-up
@@ -84,6 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--precision", nargs="+", default=["auto", "fp32"], choices=["auto", "fp32", "bf16"])
     ap.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    ap.add_argument("--data-dir", type=Path, default=REPO / "data",
+                    help="the pipeline's data folder (release/data for the released recipe, which trains with SBI)")
     args = ap.parse_args(argv)
     base = load_section(TrainParams, "train", args.params)
     print(f"torch {torch.__version__}, {os.cpu_count()} cores, native CPU bf16: {cpu_has_bf16()}; arch {base.arch}, "
@@ -94,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
             for workers in args.workers:
                 params = dataclasses.replace(base, precision=precision, threads=threads, num_workers=workers)
                 load0 = os.getloadavg()[0]
-                ours, bare, runtime = measure(params, args.images, args.repeats)
+                ours, bare, runtime = measure(params, args.images, args.repeats, args.data_dir)
                 o, b = statistics.median(ours), statistics.median(bare)
                 ratio = statistics.median(a / c for a, c in zip(ours, bare))
                 print(f"{runtime:<40} threads {threads} workers {workers}: ours {o:5.1f} img/s, bare {b:5.1f} img/s, "

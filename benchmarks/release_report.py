@@ -1,6 +1,6 @@
 """The released detector's generalization report, as markdown tables (for release/MODEL_CARD.md).
 
-Reads what `dvc repro release/dvc.yaml` wrote: the manifest, every face's score
+Reads what `cd release && dvc repro` wrote: the manifest, every face's score
 (data/face_scores.parquet), the detector's calibration and the video predictions. Test
 videos were never trained on nor used to choose anything (threshold, aggregation, epoch).
 

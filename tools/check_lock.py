@@ -97,9 +97,9 @@ def repo_root(path: Path) -> Path:
 def dvc_state(root: Path) -> tuple[dict[str, Any], list[str]]:
     """``(dvc status --json, dvc stage list --name-only)`` of the top-level ``dvc.yaml`` at ``root``.
 
-    Only that pipeline: the released detector's (``release/dvc.yaml``) records in
-    ``release/dvc.lock`` what the committed release was made with, and is rerun to make a
-    new release, not after every code change.
+    Only that pipeline: the released detector's (``release/dvc.yaml``, a DVC subrepo of its
+    own) records in ``release/dvc.lock`` what the committed release was made with, and is
+    rerun to make a new release, not after every code change.
     """
     dvc = dvc_executable()
     status_json = _run([dvc, "status", "dvc.yaml", "--json"], cwd=root)
