@@ -25,10 +25,10 @@ $(STAMP): uv.lock pyproject.toml tools/install.py
 	touch $@
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow"
 
 # Style and complexity rules of pyproject.toml's [tool.ruff] (CI runs it).
 lint: setup

@@ -356,7 +356,9 @@ def test_dvc_keeps_persisted_shards_and_records_the_new_hash(tmp_path: Path, med
     import yaml
 
     def dvc(*args: str) -> str:
-        env = {**os.environ, "DFD_DASK_SCHEDULER": "none"}
+        # The stages' `python` must be this environment's, whatever the caller's PATH holds.
+        bin_dir = str(Path(sys.executable).parent)
+        env = {**os.environ, "DFD_DASK_SCHEDULER": "none", "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
         proc = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout + proc.stderr
