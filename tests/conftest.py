@@ -19,6 +19,17 @@ import pytest
 # under `dvc repro` in subprocesses; tests of the cluster path ask for one explicitly.
 os.environ.setdefault("DFD_DASK_SCHEDULER", "none")
 
+# `make test` runs the files on 2 processes (pytest-xdist, one file per process, handed out in
+# collection order): the longest files go first, so that the last one to start is a short one
+# and neither process waits at the end (the round trips alone take about 5 minutes).
+LONGEST_FIRST = ("test_remote.py", "test_train_eval.py", "test_web.py", "test_corpus.py", "test_scale_out.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keeps its order
+
+
 # Real sample media live next to the repository, never inside it.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
