@@ -42,12 +42,11 @@ import pandas as pd
 import torch
 
 from deepfake_detector import records
-from deepfake_detector.batch import frame_digests, records_of
 from deepfake_detector.config import load_section
 
 # Private on purpose: the benchmark measures the stage's own per-video step, frame loader,
 # reader and detector, not copies of them (crop_videos only exposes the whole manifest walk).
-from deepfake_detector.crop_faces import SHARD_PREFIX, _Cropper, _detector, _load_frames, _reader, _text
+from deepfake_detector.crop_faces import SHARD_PREFIX, _Cropper, _detector, _load_frames, _reader, video_inputs
 from deepfake_detector.faces import CropParams, detect_and_crop
 from deepfake_detector.shards import ShardWriter, shard_name
 
@@ -86,26 +85,6 @@ def load_inputs(data_dir: Path, extract_report: Path, n_videos: int) -> tuple[pd
     return usable.iloc[picks].reset_index(drop=True), frames, extract
 
 
-def stage_videos(picked: pd.DataFrame, frames_table: pd.DataFrame, extract: pd.DataFrame, frames_dir: Path) -> list[dict]:
-    """The picked videos' input dicts, as :func:`crop_faces.crop_videos` builds them for ``_Cropper``.
-
-    The dict building lives inside ``crop_videos`` (no helper of its own), so this replicates
-    its minimum with the stage's own helpers (``records_of``, ``_text``, ``frame_digests``):
-    manifest ``video_id`` and ``path``, ``extract`` (the extract report row, values as text),
-    ``frames`` (the video's frame table rows, in table order) and ``frames_digest``. Keep in
-    step with ``crop_videos``.
-    """
-    extracted = {row["video_id"]: {k: _text(v) for k, v in row.items()} for row in records_of(extract)}
-    frames_by_video: dict[str, list[dict]] = {}
-    for row in records_of(frames_table):
-        frames_by_video.setdefault(row["video_id"], []).append(row)
-    digests = frame_digests(frames_dir)
-    return [{"video_id": row["video_id"], "path": row["path"],
-             "extract": extracted[row["video_id"]], "frames": frames_by_video.get(row["video_id"], []),
-             "frames_digest": digests.get(row["video_id"])}
-            for row in records_of(picked)]
-
-
 def alternate(stage: Callable[[dict], object], floor: Callable[[dict], object], videos: list[dict], repeats: int,
               start_pass: Callable[[], None]) -> dict[str, dict[str, list[list[float]]]]:
     """Time ``stage`` and ``floor`` on every video, alternating video by video, ``repeats`` times.
@@ -113,7 +92,7 @@ def alternate(stage: Callable[[dict], object], floor: Callable[[dict], object], 
     Args:
         stage: The stage's per-video step for one video.
         floor: The decode floor for one video.
-        videos: The videos' input dicts (:func:`stage_videos`).
+        videos: The videos' input dicts (:func:`crop_faces.video_inputs`).
         repeats: Number of passes over ``videos``; the order of the two is swapped every other pass.
         start_pass: Called before each pass, untimed (a fresh crop shard for the stage).
 
@@ -178,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     extract_path = args.extract_report or args.data_dir.resolve().parent / "outputs" / "extract_report.csv"
     params = load_section(CropParams, "crop_faces", args.params)
     picked, frames_table, extract = load_inputs(args.data_dir, extract_path, args.videos)
-    videos = stage_videos(picked, frames_table, extract, args.data_dir / "frames")
+    videos = video_inputs(picked, frames_table, extract, args.data_dir / "frames")
 
     with tempfile.TemporaryDirectory() as tmp:
         folders = itertools.count()

@@ -125,6 +125,26 @@ class _Cropper(VideoHandler):
         return report, rows, members
 
 
+def video_inputs(manifest: pd.DataFrame, frames_table: pd.DataFrame, extract_report: pd.DataFrame,
+                 frames_dir: Path) -> list[dict]:
+    """Each manifest video's input to the per-video step (:class:`_Cropper`), in manifest order.
+
+    ``video_id`` and ``path``, ``extract`` (its extract report row, values as the stage reads
+    them from the CSV), ``frames`` (its frame table rows) and ``frames_digest``. Labels and
+    splits are not inputs of a shard (a new split detects nothing again): :func:`crop_videos`
+    adds them to the report rows afterwards.
+    """
+    extracted = {row["video_id"]: {k: _text(v) for k, v in row.items()} for row in records_of(extract_report)}
+    frames_by_video: dict[str, list[dict]] = {}
+    for row in records_of(frames_table):
+        frames_by_video.setdefault(row["video_id"], []).append(row)
+    digests = frame_digests(frames_dir)
+    return [{"video_id": row["video_id"], "path": row["path"],
+             "extract": extracted[row["video_id"]], "frames": frames_by_video.get(row["video_id"], []),
+             "frames_digest": digests.get(row["video_id"])}
+            for row in records_of(manifest)]
+
+
 def crop_videos(
     manifest: pd.DataFrame,
     frames_table: pd.DataFrame,
@@ -173,17 +193,7 @@ def crop_videos(
             raise ValueError("detector was built with other crop params than the ones given")
         _DETECTORS[params] = detector
     code = code_fingerprint(__name__.rsplit(".", 1)[-1])
-    extracted = {row["video_id"]: {k: _text(v) for k, v in row.items()} for row in records_of(extract_report)}
-    frames_by_video: dict[str, list[dict]] = {}
-    for row in records_of(frames_table):
-        frames_by_video.setdefault(row["video_id"], []).append(row)
-    digests = frame_digests(frames_dir)
-    # Labels and splits are not inputs of a shard (a new split detects nothing again): they are
-    # added to the report rows below.
-    videos = [{"video_id": row["video_id"], "path": row["path"],
-               "extract": extracted[row["video_id"]], "frames": frames_by_video.get(row["video_id"], []),
-               "frames_digest": digests.get(row["video_id"])}
-              for row in records_of(manifest)]
+    videos = video_inputs(manifest, frames_table, extract_report, frames_dir)
 
     def key(part: tuple[dict, ...]) -> str | None:
         # Frames of unknown content (shards without their JSON): never counted as up to date.
