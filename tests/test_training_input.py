@@ -5,18 +5,26 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
+import torchvision.transforms.v2 as T
+from torch.utils.data import DataLoader, Dataset, default_collate
 
-from deepfake_detector.data import CropDataset, DecodedCrops
+from deepfake_detector.data import CropDataset, DecodedCrops, collate_channels_last
 from deepfake_detector.engine import predict_logits, prefetch, setup_runtime
 from deepfake_detector.imaging import encode_image
 from deepfake_detector.shards import ShardWriter
 from deepfake_detector.threads import torch_threads
-from deepfake_detector.transforms import AugmentParams, build_augment, build_eval_transform, build_train_transform
+from deepfake_detector.transforms import (
+    AugmentParams,
+    _wrap_degrees,
+    build_augment,
+    build_eval_transform,
+    build_train_transform,
+)
 
 OFF = AugmentParams(crop_scale=(1.0, 1.0), hflip=0.0, color_jitter=0.0, hue=0.0, blur_prob=0.0, jpeg_prob=0.0)
 
@@ -29,6 +37,49 @@ def crop(portrait: np.ndarray) -> np.ndarray:
 def test_train_transform_without_augmentation_is_the_eval_transform(crop: np.ndarray) -> None:
     # A full-frame window of a square crop, no flip, no jitter: exactly what inference sees.
     assert torch.equal(build_train_transform(160, OFF)(crop), build_eval_transform(160)(crop))
+
+
+@pytest.mark.parametrize("side", [160, 224, 97])  # as is, shrunk, enlarged
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_eval_transform_is_torchvisions_resize_todtype_normalize(crop: np.ndarray, side: int, as_tensor: bool) -> None:
+    """The table-based normalisation gives torchvision's values to the bit, in any input size."""
+    image = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA if side < 160 else cv2.INTER_LINEAR)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    reference = T.Compose([T.Resize((160, 160), antialias=True), T.ToDtype(torch.float32, scale=True),
+                           T.Normalize(mean=list(mean), std=list(std))])
+    chw = torch.from_numpy(image).permute(2, 0, 1)
+    arg = chw.contiguous() if as_tensor else image
+    got = build_eval_transform(160, mean, std)(arg)
+    assert got.shape == (3, 160, 160) and got.dtype == torch.float32
+    assert torch.equal(got, reference(chw.contiguous() if as_tensor else chw))
+
+
+def test_eval_transform_rejects_what_is_not_an_rgb_uint8_image() -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        build_eval_transform(16)(torch.zeros(3, 16, 16))
+    with pytest.raises(ValueError, match="uint8"):
+        build_eval_transform(16)(np.zeros((16, 16), np.uint8))
+
+
+def test_hue_wrap_is_np_mod() -> None:
+    rng = np.random.default_rng(0)
+    edges = [-180.0, -1e-30, -1e-6, 0.0, 179.99, 359.99997, 360.0, 360.00003, 539.99]
+    a = np.concatenate([rng.uniform(-180, 540, 10**5), edges]).astype(np.float32)
+    got = _wrap_degrees(a)
+    assert got.dtype == np.float32 and np.array_equal(got, np.mod(a, 360.0))
+    with pytest.raises(ValueError, match="hue"):
+        AugmentParams(hue=0.6)
+
+
+def test_collate_channels_last_is_default_collate_in_channels_last(crop: np.ndarray) -> None:
+    tf = build_train_transform(64, AugmentParams())
+    items = [(tf(crop), torch.tensor(float(i % 2)), i) for i in range(5)]
+    images, y, idx = collate_channels_last(items)
+    ref_images, ref_y, ref_idx = default_collate(items)
+    assert images.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(images, ref_images) and torch.equal(y, ref_y) and torch.equal(idx, ref_idx)
+    # Already in the layout the training loop converts to: no copy left for the compute thread.
+    assert images.contiguous(memory_format=torch.channels_last).data_ptr() == images.data_ptr()
 
 
 def test_augmentations_do_what_they_say(crop: np.ndarray) -> None:
@@ -149,6 +200,25 @@ def test_crop_dataset_reads_through_the_cache(tmp_path: Path) -> None:
     loader = DataLoader(ds, batch_size=3)
     (x, y, idx), = list(loader)
     assert x.shape == (3, 3, 16, 16) and y.tolist() == [0.0, 1.0, 0.0] and ds.crops.bytes == 3 * 32 * 32 * 3
+
+
+def test_cached_and_decoded_training_batches_are_identical(tmp_path: Path) -> None:
+    """Keeping decoded crops changes nothing a batch holds, in the first epoch or later ones."""
+    rows = _write_crops(tmp_path, 6)
+    tf = build_train_transform(16, AugmentParams(jpeg_prob=0.5, blur_prob=0.5, hflip=0.5))
+    epochs = {}
+    for budget in (0, 10**6):
+        ds = CropDataset(rows, tmp_path, tf, cache_bytes=budget, seed=3)
+        loader = DataLoader(ds, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0),
+                            collate_fn=collate_channels_last)
+        epochs[budget] = []
+        for epoch in (1, 2):
+            ds.set_epoch(epoch)
+            epochs[budget].append([(x.clone(), y, i) for x, y, i in loader])
+    assert ds.crops.bytes == 6 * 32 * 32 * 3
+    for uncached, cached in zip(epochs[0], epochs[10**6]):
+        for (xa, ya, ia), (xb, yb, ib) in zip(uncached, cached, strict=True):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb) and torch.equal(ia, ib)
 
 
 def test_training_items_are_keyed_not_drawn_from_the_global_rng(tmp_path: Path) -> None:

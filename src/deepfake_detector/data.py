@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from . import records
 from .shards import ShardReader
@@ -115,6 +115,28 @@ class CropDataset(Dataset):
         if self.seed is None:
             return self.transform(image), torch.tensor(self.y[i]), i
         return self.transform(image, item_generator(self.seed, self.epoch, i)), torch.tensor(self.y[i]), i
+
+
+def collate_channels_last(items: Sequence[tuple[torch.Tensor, torch.Tensor, int]]) -> list[Any]:
+    """DataLoader ``collate_fn``: ``default_collate``'s batch, its images in channels_last layout.
+
+    The transforms return each image as a ``(3, S, S)`` view of a pixel-major ``(S, S, 3)``
+    buffer (:func:`deepfake_detector.transforms.build_eval_transform`). ``default_collate``
+    stacks them into a contiguous ``(B, 3, S, S)`` batch, which the training loop then copies
+    back into channels_last: two transposing copies per batch, the second one on the thread
+    that runs the model. Stacked pixel-major, the batch is channels_last already (same
+    values), and the loop's conversion is free.
+
+    Args:
+        items: ``(image (3, S, S), y, index)`` items of :class:`CropDataset` or
+            :class:`deepfake_detector.sbi.SbiCropDataset`.
+
+    Returns:
+        ``[images (B, 3, S, S) channels_last, y (B,), index (B,)]``.
+    """
+    images = torch.stack([item[0].permute(1, 2, 0) for item in items]).permute(0, 3, 1, 2)  # (B, H, W, 3) -> (B, 3, H, W)
+    rest = default_collate([item[1:] for item in items])
+    return [images, *rest]
 
 
 class ArrayDataset(Dataset):

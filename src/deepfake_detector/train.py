@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampl
 from . import records
 from .aggregate import AggregateParams, video_scores
 from .config import to_dict
-from .data import CropDataset, load_face_table
+from .data import CropDataset, collate_channels_last, load_face_table
 from .engine import (
     Runtime,
     predict_logits,
@@ -263,6 +263,7 @@ def build_loop(p: TrainParams, rt: Runtime, data: Splits, crops_dir: Path, model
     loader = DataLoader(
         train_ds, batch_size=p.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=len(train_ds) > p.batch_size,
         num_workers=p.num_workers, worker_init_fn=seed_worker, generator=generator,
+        collate_fn=collate_channels_last if rt.channels_last else None,
     )
     pos_weight = torch.tensor(data.n_real / data.n_fake, device=rt.device) if p.balance == "pos_weight" else None
     optimizer = _make_optimizer(model, p)
