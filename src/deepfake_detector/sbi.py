@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 import pandas as pd
@@ -68,7 +68,7 @@ class SbiParams:
             raise ValueError(f"sbi.forehead must be in [0, 1], got {self.forehead}")
 
 
-def crop_landmarks(row: pd.Series, crop_side_px: int, column: str = "landmarks") -> np.ndarray:
+def crop_landmarks(row: Mapping[str, Any], crop_side_px: int, column: str = "landmarks") -> np.ndarray:
     """A face's landmarks (frame pixels, flat) in its crop's pixels, via the crop window
     recorded by crop_faces; ``column`` is ``landmarks`` (MTCNN's 5), ``points68`` or ``oval``."""
     points = np.asarray(row[column], dtype=np.float32).reshape(-1, 2)
@@ -85,7 +85,8 @@ def attach_landmarks(rows: pd.DataFrame, landmarks: pd.DataFrame) -> pd.DataFram
     return out
 
 
-def mask_points(row: pd.Series, crop_side_px: int, params: SbiParams, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+def mask_points(row: Mapping[str, Any], crop_side_px: int, params: SbiParams,
+                rng: np.random.Generator) -> tuple[np.ndarray, bool]:
     """The points whose hull is this face's SBI mask, in crop pixels.
 
     Returns:
@@ -111,6 +112,10 @@ def with_sbi_twins(rows: pd.DataFrame) -> pd.DataFrame:
     twins = real.assign(video_id=real["video_id"] + SBI_SUFFIX, y=1, sbi=True)
     out = pd.concat([rows.assign(sbi=False), twins], ignore_index=True)
     return out
+
+
+# What SbiCropDataset.__getitem__ reads of a face row.
+_ITEM_COLUMNS = ("shard", "member", "y", "sbi", "landmarks", "crop_left", "crop_top", "crop_side", "points68", "oval")
 
 
 class SbiCropDataset(Dataset):
@@ -147,6 +152,10 @@ class SbiCropDataset(Dataset):
         if mode not in ("train", "fixed"):
             raise ValueError(f"mode must be train or fixed, got {mode!r}")
         self.rows = rows.reset_index(drop=True)
+        # Plain dicts of the columns an item reads: ``DataFrame.iloc[i]`` took about 1 ms per
+        # item here (the landmark lists are Arrow-backed), as long as the augmentation.
+        columns = [c for c in _ITEM_COLUMNS if c in self.rows]
+        self._records: list[dict[str, Any]] = self.rows[columns].to_dict("records")
         self.crops = DecodedCrops(crops_dir, cache_bytes)
         self.transform = transform
         self.params = params
@@ -163,13 +172,13 @@ class SbiCropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _wants_fake(self, i: int, row: pd.Series, rng: np.random.Generator) -> bool:
+    def _wants_fake(self, i: int, row: Mapping[str, Any], rng: np.random.Generator) -> bool:
         if self.mode == "fixed":
             return bool(row.get("sbi", False))
         return int(row["y"]) == 0 and rng.random() < self.params.fake_share
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        row = self.rows.iloc[i]
+        row = self._records[i]
         image = self.crops.get(row["shard"], row["member"])
         key = [self.seed, i] if self.mode == "fixed" else [self.seed, self.epoch, i]
         rng = np.random.default_rng(key)
