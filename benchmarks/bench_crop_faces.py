@@ -15,15 +15,20 @@ Usage:
     (one shard per pass, in a temporary folder, not in ``data/crops``).
 (floor) the decode floor: the same frame rows read from the same shards with the same reader
     and decoded to arrays (the stage's own ``_load_frames``), nothing else.
+(output) the floor of the stage's whole job without detection, as predict's (c) is
+    decoding and classifying without detection: the frames read and decoded as (floor),
+    the same crops as (stage) cut from them at the windows the stage found, PNG-encoded,
+    added to a crop shard and digested.
 
 Inputs are the pipeline's outputs (``data/manifest.csv``, ``data/frames.csv``,
 ``data/frames/`` and ``outputs/extract_report.csv``: ``dvc repro extract_frames`` or
 ``dvc pull``); only videos extract_frames decoded are used, ``--videos`` of them evenly spaced
 in ``video_id`` order. The two alternate within each repeat (video by video, their order
 swapped every other repeat) and medians of wall and CPU seconds are reported, because another
-process on the same cores slows both (docs/performance.md): the ratio stage/floor is the figure
-to quote. Target (issue 13): stage/floor <= 1.5, as predict's a/c. The per-frame detection
-cost is measured afterwards on its own: :func:`faces.detect_and_crop` on frames decoded beforehand.
+process on the same cores slows all three (docs/performance.md): the ratios stage/floor and
+stage/output are the figures to quote. Target (issue 13): at most 1.5, as predict's a/c. The
+per-frame detection cost is measured afterwards on its own: :func:`faces.detect_and_crop` on
+frames decoded beforehand.
 """
 
 from __future__ import annotations
@@ -48,7 +53,9 @@ from deepfake_detector.config import load_section
 # reader and detector, not copies of them (crop_videos only exposes the whole manifest walk).
 from deepfake_detector.crop_faces import SHARD_PREFIX, _Cropper, _detector, _load_frames, _reader, video_inputs
 from deepfake_detector.faces import CropParams, detect_and_crop
+from deepfake_detector.imaging import cut_window, encode_image
 from deepfake_detector.shards import ShardWriter, shard_name
+from deepfake_detector.video import Frame
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,28 +92,26 @@ def load_inputs(data_dir: Path, extract_report: Path, n_videos: int) -> tuple[pd
     return usable.iloc[picks].reset_index(drop=True), frames, extract
 
 
-def alternate(stage: Callable[[dict], object], floor: Callable[[dict], object], videos: list[dict], repeats: int,
+def alternate(runs: dict[str, Callable[[dict], object]], videos: list[dict], repeats: int,
               start_pass: Callable[[], None]) -> dict[str, dict[str, list[list[float]]]]:
-    """Time ``stage`` and ``floor`` on every video, alternating video by video, ``repeats`` times.
+    """Time each of ``runs`` on every video, alternating video by video, ``repeats`` times.
 
     Args:
-        stage: The stage's per-video step for one video.
-        floor: The decode floor for one video.
+        runs: Name -> the per-video work to time.
         videos: The videos' input dicts (:func:`crop_faces.video_inputs`).
-        repeats: Number of passes over ``videos``; the order of the two is swapped every other pass.
-        start_pass: Called before each pass, untimed (a fresh crop shard for the stage).
+        repeats: Number of passes over ``videos``; the order of the runs is reversed every other pass.
+        start_pass: Called before each pass, untimed (fresh crop shards).
 
     Returns:
-        ``{"stage"|"floor": {"wall"|"cpu": [per repeat: [seconds per row]]}}``.
+        ``{name: {"wall"|"cpu": [per repeat: [seconds per video]]}}``.
     """
-    times: dict[str, dict[str, list[list[float]]]] = {k: {"wall": [], "cpu": []} for k in ("stage", "floor")}
-    runs = {"stage": stage, "floor": floor}
+    times: dict[str, dict[str, list[list[float]]]] = {k: {"wall": [], "cpu": []} for k in runs}
     for rep in range(repeats):
         start_pass()
         for per in times.values():
             per["wall"].append([])
             per["cpu"].append([])
-        order = ("stage", "floor") if rep % 2 == 0 else ("floor", "stage")
+        order = list(runs) if rep % 2 == 0 else list(reversed(runs))
         for video in videos:
             for key in order:
                 t0, c0 = time.perf_counter(), time.process_time()
@@ -169,62 +174,81 @@ def main(argv: list[str] | None = None) -> None:
         # Built as crop_videos builds it (frames_dir as a str, like the stage's task sends it).
         cropper = _Cropper(params, str(args.data_dir / "frames"))
         reports: dict[str, dict] = {}
-        writer = crop_shard()
+        rows_of: dict[str, list[dict]] = {}
+        writers = {"stage": crop_shard(), "output": crop_shard()}
 
         def start_pass() -> None:
-            nonlocal writer
-            writer.close()
-            writer = crop_shard()
+            for key, old in writers.items():
+                old.close()
+                writers[key] = crop_shard()
+
+        def write(key: str, members: list[tuple[str, bytes]]) -> None:
+            # As batch.build_shard handles one video's members (its journal file aside): added to
+            # the shard's tar and digested.
+            digest = hashlib.sha256()
+            for member, data in members:
+                writers[key].add(member, data)
+                digest.update(f"{member}\0{len(data)}\0".encode())
+                digest.update(data)
 
         def stage(video: dict) -> None:
-            # As batch.build_shard handles one video (its journal file aside): the handler, then its
-            # members added to the shard's tar and digested.
-            report, _, members = cropper(video)
-            if members:
-                digest = hashlib.sha256()
-                for member, data in members:
-                    writer.add(member, data)
-                    digest.update(f"{member}\0{len(data)}\0".encode())
-                    digest.update(data)
-            reports[video["video_id"]] = report
+            report, rows, members = cropper(video)
+            write("stage", members)
+            reports[video["video_id"]], rows_of[video["video_id"]] = report, rows
 
-        def floor(video: dict) -> None:
-            _load_frames(video["frames"], _reader(cropper.frames_dir))
+        def floor(video: dict) -> list[Frame]:
+            return _load_frames(video["frames"], _reader(cropper.frames_dir))
+
+        def output(video: dict) -> None:
+            images = {f.frame_index: f.image for f in floor(video)}
+            write("output", [(r["member"], encode_image(cut_window(images[r["frame_index"]], (r["crop_left"], r["crop_top"],
+                                                                                             r["crop_side"]), params.crop_size)))
+                             for r in rows_of[video["video_id"]]])
 
         # Warm-up: index every frame shard and warm the page cache (floor); build MTCNN and
-        # first-call allocations (stage).
+        # first-call allocations, and the crop windows (output) cuts (stage).
         for video in videos:
             floor(video)
-        stage(videos[0])
-        times = alternate(stage, floor, videos, args.repeats, start_pass)
-        writer.close()
+            stage(video)
+        times = alternate({"stage": stage, "floor": floor, "output": output}, videos, args.repeats, start_pass)
+        for writer in writers.values():
+            writer.close()
         det_wall, det_cpu, det_frames, searches = detection_cost(cropper.frames_dir, videos, params)
 
+    print_report(videos, reports, frames_table, times, (det_wall, det_cpu, det_frames, searches), params, args.repeats)
+
+
+def print_report(videos: list[dict], reports: dict[str, dict], frames_table: pd.DataFrame,
+                 times: dict[str, dict[str, list[list[float]]]], detection: tuple[float, float, int, dict[str, int]],
+                 params: CropParams, repeats: int) -> None:
+    """Print per-video and total medians, the ratios stage/floor and stage/output, and the detection cost."""
+    det_wall, det_cpu, det_frames, searches = detection
     ids = [v["video_id"] for v in videos]
     n_frames = [reports[vid]["frames_sampled"] for vid in ids]
     sizes = frames_table.drop_duplicates("video_id").set_index("video_id")
     print(f"device: {_detector(params).device}; torch threads {torch.get_num_threads()} (detection 1); {len(videos)} videos, "
-          f"{sum(n_frames)} frames; repeats {args.repeats} (medians); 1-min load average {os.getloadavg()[0]:.1f}")
+          f"{sum(n_frames)} frames; repeats {repeats} (medians); 1-min load average {os.getloadavg()[0]:.1f}")
     print(f"detection: {params}")
     med = {k: {m: median_per_video(times[k][m]) for m in ("wall", "cpu")} for k in times}
     print(f"\n{'video':30s} {'size':>9s} {'frames':>6s} {'faces':>5s}   {'stage wall/CPU s':>16s}   "
-          f"{'floor wall/CPU s':>16s}   {'stage/floor':>11s}")
+          f"{'floor wall/CPU s':>16s}   {'output wall/CPU s':>17s}   {'stage/floor':>11s} {'stage/output':>12s}")
     for i, vid in enumerate(ids):
         rep, size = reports[vid], sizes.loc[vid]
-        sw, sc, fw, fc = med["stage"]["wall"][i], med["stage"]["cpu"][i], med["floor"]["wall"][i], med["floor"]["cpu"][i]
+        (sw, sc), (fw, fc), (ow, oc) = ((med[k]["wall"][i], med[k]["cpu"][i]) for k in ("stage", "floor", "output"))
         print(f"{vid:30s} {f'{size.width}x{size.height}':>9s} {n_frames[i]:6d} {rep['faces_kept']:5d}   "
-              f"{sw:7.3f} / {sc:6.3f}   {fw:7.3f} / {fc:6.3f}   {sw / fw:11.2f}")
-    sw, sc = median_total(times["stage"]["wall"]), median_total(times["stage"]["cpu"])
-    fw, fc = median_total(times["floor"]["wall"]), median_total(times["floor"]["cpu"])
+              f"{sw:7.3f} / {sc:6.3f}   {fw:7.3f} / {fc:6.3f}   {ow:8.3f} / {oc:6.3f}   {sw / fw:11.2f} {sw / ow:12.2f}")
+    (sw, sc), (fw, fc), (ow, oc) = ((median_total(times[k]["wall"]), median_total(times[k]["cpu"]))
+                                    for k in ("stage", "floor", "output"))
     frames_total = sum(n_frames)
-    print(f"\n(stage) crop_faces per-video step: {sw:7.2f} s wall, {sc:7.2f} s CPU  "
-          f"({1000 * sw / frames_total:.1f} ms/frame)  runs {_runs(times['stage']['wall'])}")
-    print(f"(floor) shard read + decode      : {fw:7.2f} s wall, {fc:7.2f} s CPU  "
-          f"({1000 * fw / frames_total:.1f} ms/frame)  runs {_runs(times['floor']['wall'])}")
+    labels = {"stage": "crop_faces per-video step  ", "floor": "shard read + decode        ",
+              "output": "decode + the same crops out"}
+    for key, wall, cpu in (("stage", sw, sc), ("floor", fw, fc), ("output", ow, oc)):
+        print(f"({key}) {labels[key]}: {wall:7.2f} s wall, {cpu:7.2f} s CPU  ({1000 * wall / frames_total:.1f} ms/frame)  "
+              f"runs {_runs(times[key]['wall'])}")
     print(f"detection per frame: {1000 * det_wall / det_frames:.1f} ms wall, {1000 * det_cpu / det_frames:.1f} ms CPU "
           f"(detect_and_crop alone, {det_frames} frames; searches {searches}); "
-          f"stage - floor: {1000 * (sw - fw) / frames_total:.1f} ms/frame (detect, crop, PNG encode, shard write)")
-    print(f"stage/floor = {sw / fw:.2f} (target <= 1.5); CPU: {sc / fc:.2f}")
+          f"stage - output: {1000 * (sw - ow) / frames_total:.1f} ms/frame (detection)")
+    print(f"stage/floor = {sw / fw:.2f}, CPU {sc / fc:.2f}; stage/output = {sw / ow:.2f}, CPU {sc / oc:.2f} (target <= 1.5)")
 
 
 def _runs(per_repeat: list[list[float]]) -> str:

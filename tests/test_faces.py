@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from conftest import SHARED_DATA, noise_frames, portrait_frames, portrait_image
 from deepfake_detector.config import ConfigError, from_mapping, load_section
@@ -121,41 +122,62 @@ def moving_face_frames(n: int, dx: int, width: int = 640, height: int = 360) -> 
     return frames
 
 
-def test_following_finds_what_searching_every_frame_finds() -> None:
+def test_keyframes_find_what_searching_every_frame_finds() -> None:
     frames = moving_face_frames(12, dx=25)  # about a fifth of the face per sampled frame
-    follow = FaceDetector(CropParams(detect_every=4), device="cpu")
+    keyed = FaceDetector(CropParams(detect_every=4), device="cpu")
     search = FaceDetector(CropParams(detect_every=1), device="cpu")
-    followed, searched = follow.detect(frames), search.detect(frames)
-    assert [len(f) for f in followed] == [len(f) for f in searched] == [1] * 12
-    assert all(iou(a[0].box, b[0].box) > 0.8 for a, b in zip(followed, searched))
-    assert all(f[0].prob >= 0.9 and f[0].landmarks.shape == (5, 2) for f in followed)
-    centres = [(f[0].box[0] + f[0].box[2]) / 2 for f in followed]
+    found, searched = keyed.detect(frames), search.detect(frames)
+    assert [len(f) for f in found] == [len(f) for f in searched] == [1] * 12
+    assert all(iou(a[0].box, b[0].box) > 0.8 for a, b in zip(found, searched))
+    assert all(f[0].prob >= 0.9 and f[0].landmarks.shape == (5, 2) for f in found)
+    centres = [(f[0].box[0] + f[0].box[2]) / 2 for f in found]
     assert np.all(np.diff(centres) > 15)  # the boxes move with the face
-    # Whole-frame searches on frames 0, 4 and 8 only; every later frame followed its face.
-    assert follow.searches == {"frame": 3, "follow": 11, "full_res": 0}
-    assert search.searches["frame"] == 12
+    # Whole-frame searches on keyframes 0, 4, 8 and the last (11) only; ONet alone confirmed
+    # the face where the keyframes put it on the 8 frames between, nothing had to be followed.
+    assert keyed.searches == {"frame": 4, "full_res": 0, "follow": 0, "verify": 8}
+    assert search.searches["frame"] == 12 and search.searches["verify"] == 0
 
 
-def test_a_lost_face_is_searched_for_again() -> None:
+def test_a_face_between_keyframes_is_followed_where_onet_misses_it() -> None:
+    frames = moving_face_frames(5, dx=25)
+    frames[2] = moving_face_frames(3, dx=45)[2]  # 40 px (about half the face) off the line between keyframes 0 and 4
+    det = FaceDetector(CropParams(detect_every=4), device="cpu")
+    found = det.detect(frames)
+    assert [len(f) for f in found] == [1] * 5
+    (alone,) = FaceDetector(CropParams(), device="cpu").detect([frames[2]])  # searched on its own
+    assert iou(found[2][0].box, alone[0].box) > 0.8
+    # ONet alone misses the face 40 px off the expected box; the RNet/ONet grid around it finds it.
+    assert det.searches == {"frame": 2, "full_res": 0, "follow": 1, "verify": 3}
+
+
+def test_a_face_that_jumps_between_keyframes_is_found_on_both_sides() -> None:
     frames = moving_face_frames(3, dx=10)
     jumped = moving_face_frames(4, dx=120)[3]  # the face jumps 3 face widths away
     det = FaceDetector(CropParams(detect_every=100), device="cpu")
     found = det.detect(frames + [jumped])
     assert [len(f) for f in found] == [1, 1, 1, 1]
     assert found[3][0].box[0] > found[2][0].box[0] + 250
-    # Frame 0 and the frame where the followed face was lost get a whole-frame search.
-    assert det.searches == {"frame": 2, "follow": 3, "full_res": 0}
+    # Frame 0 and the last frame are keyframes (searched; the last one also follows frame 0's face,
+    # which its search did not find there); frames 1 and 2 check both keyframes' boxes (no pair:
+    # too far apart), find the face at the first, follow the second in vain.
+    assert det.searches == {"frame": 2, "full_res": 0, "follow": 3, "verify": 4}
 
 
-def test_frames_without_faces_cost_one_small_search_each() -> None:
+def test_what_frames_without_a_face_cost() -> None:
     frames = moving_face_frames(2, dx=10, width=1280, height=720) + noise_frames(4, width=1280, height=720)
     for retry in (False, True):
         det = FaceDetector(CropParams(detect_every=4, full_res_retry=retry), device="cpu")
         found = det.detect(frames)
         assert [len(f) for f in found] == [1, 1, 0, 0, 0, 0]
-        # Frame 2 lost the face; frames 3-5 have nothing to follow: one whole-frame search
-        # each, on the 360-px copy, and at full resolution only when asked for.
-        assert det.searches == {"frame": 5, "follow": 2, "full_res": 4 if retry else 0}
+        # Keyframes 0, 4 and 5 (the last) are searched on the 360-px copy (4 and 5, without a face, at full
+        # resolution too when asked for), and keyframe 4 follows keyframe 0's face; frames 1-3 check the
+        # face where keyframe 0 had it, and 2-3, where it is gone, follow it: what a lost face costs.
+        assert det.searches == {"frame": 3, "full_res": 2 if retry else 0, "follow": 3, "verify": 3}
+    det = FaceDetector(CropParams(detect_every=4), device="cpu")
+    assert det.detect(noise_frames(9, width=1280, height=720)) == [[]] * 9
+    # Nothing between keyframes 0, 4 and 8 without a face is searched at all.
+    assert det.searches == {"frame": 3, "full_res": 0, "follow": 0, "verify": 0}
+    assert len(det.frame_cpu) == 9 and all(t >= 0 for t in det.frame_cpu)  # a CPU cost per frame, for benchmarks
 
 
 def test_faces_are_detected_as_frames_arrive(detector: FaceDetector, portrait_clip: Path) -> None:
@@ -167,8 +189,10 @@ def test_faces_are_detected_as_frames_arrive(detector: FaceDetector, portrait_cl
             taken.append(f.frame_index)
             yield f.image
 
+    every = detector.params.detect_every
     for k, faces in enumerate(detector.track(arriving())):
-        assert len(taken) == k + 1  # frame k is detected before frame k + 1 is asked for
+        # Frames are held only until the next keyframe, at most detect_every frames ahead.
+        assert k + 1 <= len(taken) <= min(k + every, len(frames))
         assert len(faces) == 1
     streamed = detect_and_crop(iter(frames), detector, CropParams())
     listed = detect_and_crop(frames, detector, CropParams())
@@ -282,3 +306,15 @@ def test_no_whole_frame_search_scans_more_than_the_pixel_budget(monkeypatch: pyt
         assert search.scale == pytest.approx(w / 1280)
     small = np.zeros((360, 640, 3), np.uint8)
     assert det._frame_search(small, None).image.shape == small.shape
+
+
+def test_the_caller_keeps_its_threads_between_frames(detector: FaceDetector) -> None:
+    # Detection runs on one intra-op thread; while the generator waits for the caller, the
+    # caller's own setting holds (it classifies with it).
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = [torch.get_num_threads() for _ in detector.track(moving_face_frames(6, dx=10))]
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [2] * 6

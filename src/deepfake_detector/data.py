@@ -44,7 +44,7 @@ class DecodedCrops:
     """Decoded crops by (shard, member), kept in memory up to a byte budget.
 
     Training reads every crop once per epoch, and decoding a 224-px PNG crop costs about
-    2.7 ms, a tenth of a 160-px training step (docs/performance.md, "Training"): kept
+    2.7 ms, a tenth of a 160-px training step (docs/performance.md, "Training input"): kept
     decoded, later epochs skip it. Crops beyond the budget are decoded each time. Callers
     must not modify the arrays returned. Each loader worker process has its own copy.
 

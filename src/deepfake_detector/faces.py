@@ -9,24 +9,28 @@ drives facenet-pytorch's trained networks itself:
   ``detect_long_side``; the RNet/ONet patches of its candidates are cut from the
   full-resolution frame, so boxes, landmarks and scores of small or dark faces are as good
   as a full-resolution run gives without its pyramid (which cost 3-4x more per frame).
-* **Faces are followed between sampled frames.** Faces move little from one sampled frame
-  to the next: each face found in a frame is searched for in the next one only in a window
-  around it (2.5x its size, at the scales of 0.6-1.7x its size: a handful of tiny PNet
-  images), refined by RNet/ONet like any candidate. Every ``detect_every``-th sampled
-  frame, every frame where a followed face is lost and every frame that follows one
-  without a face get the whole-frame search as well; faces found both ways are merged.
-  So a frame without a face costs one whole-frame search on the small copy, no more than a
-  frame with one (frames are never searched again at full resolution unless
-  ``full_res_retry`` asks for it).
+* **Keyframes, and what lies between them.** Faces move little from one sampled frame to
+  the next. Every ``detect_every``-th sampled frame and the last one are keyframes: the
+  whole frame is searched (on the small copy), and a face of the previous keyframe that the
+  search did not find is followed (looked for in a window 2.5x its size around its box,
+  from a grid of shifted and rescaled boxes refined by RNet/ONet). The frames between two
+  keyframes wait for the second one and are judged from both: a face in both (matched by
+  position and size) is expected on the line between its two boxes, a face in one of them
+  where that one has it; ONet alone checks each expected box (one batch for the whole gap;
+  its box and landmarks are a detection like any other), and where it finds nothing the
+  face is followed around the box. Between two keyframes without a face nothing is
+  searched: there, a frame without a face costs nothing, and a face seen only between two
+  keyframes is missed (hit rate over the shared real clips: ``benchmarks/bench_hit_rate.py``).
+  Frames are never searched again at full resolution unless ``full_res_retry`` asks for it.
 * **One thread.** Detection runs hundreds of tiny torch ops per frame; with two intra-op
   threads on cores another process uses, each op waits for the descheduled thread (a patch
   resize took 7.8 ms instead of 0.1 ms), so detection always runs with one, and the
   callers spend the other core on decoding.
 
 Boxes and landmarks are in full-resolution frame pixels; crops are always cut from the
-full-resolution frame. "No face" is an empty list, never an exception. Frames are
-detected in order, each one from what was found in the previous ones, so the stage and
-the single-file path feed :func:`detect_and_crop` the same frames in the same order.
+full-resolution frame. "No face" is an empty list, never an exception. What is found in a
+frame depends on the keyframes around it, so the stage and the single-file path feed
+:func:`detect_and_crop` the same frames in the same order.
 
 Example:
     >>> detector = FaceDetector(CropParams())  # doctest: +SKIP
@@ -37,8 +41,9 @@ Example:
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Generator, Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -51,6 +56,9 @@ from .threads import torch_threads
 from .video import Frame
 
 logger = logging.getLogger(__name__)
+
+# A face box (x1, y1, x2, y2), frame pixels.
+Box = tuple[float, float, float, float]
 
 # MTCNN's pyramid cannot hold a face on images smaller than this on their short side,
 # so such images are never searched.
@@ -75,6 +83,11 @@ _FOLLOW_SIDE = 80
 _FOLLOW_GRID = np.array([(dx, dy, 1.0) for dy in (-0.2, 0.0, 0.2) for dx in (-0.2, 0.0, 0.2)] + [(0, 0, 0.85), (0, 0, 1.15)])
 _FOLLOW_ONET = 3
 
+# Two keyframes' faces are the same face when their centres are at most a face size apart and
+# their sizes within 1.5x (between keyframes the face is then expected on the line between them).
+_MATCH_SHIFT = 1.0
+_MATCH_SCALE = 1.5
+
 
 @dataclass(frozen=True)
 class CropParams:
@@ -83,9 +96,9 @@ class CropParams:
     Attributes:
         detect_long_side: The whole-frame search (PNet's pyramid) runs on a copy with this
             long side (never upscaled); candidates are refined at full resolution.
-        detect_every: Search the whole frame on every N-th sampled frame; in between, faces
-            are followed from the previous frame (and the whole frame is searched again
-            where one is lost or none was found). 1: every frame.
+        detect_every: Every N-th sampled frame (and the last) is a keyframe, searched whole;
+            the frames between two keyframes are checked where the keyframes' faces are
+            (module doc). 1: every frame searched whole.
         full_res_retry: Also search frames at full resolution where nothing was found
             (slow: 3-4x a frame's cost, for few extra faces).
         prob_threshold: Keep faces whose ONet probability is at least this.
@@ -234,6 +247,29 @@ def _nms_min(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndar
     return np.array(keep, dtype=np.int64)
 
 
+def _match(before: list[Face], after: list[Face]) -> tuple[list[tuple[Face, Face]], list[Face], list[Face]]:
+    """Pair the faces of two keyframes that are the same face moved: closest centres first, at most
+    ``_MATCH_SHIFT`` times their mean size apart and of sizes within ``_MATCH_SCALE`` of each other.
+
+    Returns:
+        ``(pairs (before, after), faces of ``before`` without a pair, faces of ``after`` without one)``.
+    """
+    links = []
+    for i, a in enumerate(before):
+        for j, b in enumerate(after):
+            shift = np.hypot((a.box[0] + a.box[2] - b.box[0] - b.box[2]) / 2, (a.box[1] + a.box[3] - b.box[1] - b.box[3]) / 2)
+            size = (a.size + b.size) / 2
+            if shift <= _MATCH_SHIFT * size and 1 / _MATCH_SCALE <= a.size / max(b.size, 1e-6) <= _MATCH_SCALE:
+                links.append((shift / size, i, j))
+    pairs, used_a, used_b = [], set(), set()
+    for _, i, j in sorted(links):
+        if i not in used_a and j not in used_b:
+            pairs.append((before[i], after[j]))
+            used_a.add(i)
+            used_b.add(j)
+    return pairs, [f for i, f in enumerate(before) if i not in used_a], [f for j, f in enumerate(after) if j not in used_b]
+
+
 @dataclass(frozen=True, eq=False)
 class _Search:
     """An image PNet scans, and where its pixels lie in the full-resolution frame.
@@ -277,7 +313,12 @@ class FaceDetector:
         # Only its trained networks are used; `mtcnn.detect` is facenet-pytorch's own driver
         # (kept for the benchmarks' naive baseline).
         self.mtcnn = MTCNN(keep_all=True, post_process=False, min_face_size=params.min_face_size, device=self.device)
-        self.searches = {"frame": 0, "follow": 0, "full_res": 0}  # counts, for benchmarks and tests
+        # Counts, for benchmarks and tests: whole-frame searches (small copy, full resolution), boxes
+        # followed (RNet/ONet grid), boxes checked by ONet alone.
+        self.searches = {"frame": 0, "full_res": 0, "follow": 0, "verify": 0}
+        # Per frame of the last :meth:`track`, in order: this thread's CPU seconds spent on it
+        # (a keyframe's own; a share of its gap's ONet batch and its own follow between keyframes).
+        self.frame_cpu: list[float] = []
 
     # ---------------------------------------------------------------- MTCNN's stages
     def _tensor(self, images: np.ndarray) -> torch.Tensor:
@@ -347,20 +388,27 @@ class FaceDetector:
         Returns:
             Per search: boxes ``(k, 4)``, probabilities ``(k,)``, landmarks ``(k, 5, 2)``, frame pixels.
         """
-        empty = (np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
         owner = np.concatenate([np.full(len(b), i, dtype=np.int64) for i, b in enumerate(boxes)])
         cand = np.concatenate(boxes)
         if not len(cand):
-            return [empty for _ in searches]
+            return self._onet(images, searches, cand, owner)
         reg, prob = self._net(self.mtcnn.rnet, images, searches, cand, owner, 24)
         keep = prob[:, 1] > _STAGE_THRESHOLDS[1]
         cand, owner, reg, prob = cand[keep], owner[keep], reg[keep], prob[keep, 1]
         nms = batched_nms(torch.from_numpy(cand), torch.from_numpy(prob), torch.from_numpy(owner), 0.7).numpy()
         if onet_limit is not None:  # nms is by decreasing score: keep each search's first few
             nms = np.concatenate([nms[owner[nms] == i][:onet_limit] for i in range(len(searches))])
-        cand, owner = _square(_regress(cand[nms], reg[nms])), owner[nms]
+        return self._onet(images, searches, _square(_regress(cand[nms], reg[nms])), owner[nms])
+
+    def _onet(self, images: list[np.ndarray], searches: list[_Search], cand: np.ndarray,
+              owner: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """ONet on square candidate boxes (frame pixels), ``owner`` the search of each: MTCNN's last stage.
+
+        Returns:
+            Per search: boxes ``(k, 4)``, probabilities ``(k,)``, landmarks ``(k, 5, 2)``, frame pixels.
+        """
         if not len(cand):
-            return [empty for _ in searches]
+            return [(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))) for _ in searches]
         reg, marks, prob = self._net(self.mtcnn.onet, images, searches, cand, owner, 48)
         keep = prob[:, 1] > _STAGE_THRESHOLDS[2]
         cand, owner, reg, marks, prob = cand[keep], owner[keep], reg[keep], marks[keep], prob[keep, 1]
@@ -375,16 +423,15 @@ class FaceDetector:
             results.append((cand[keep], prob[keep], points[keep]))
         return results
 
+    def _kept(self, results: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> list[list[Face]]:
+        """Per search, its refined faces with probability at least ``prob_threshold``."""
+        return [[Face(box=tuple(float(v) for v in b), prob=float(p), landmarks=pt)
+                 for b, p, pt in zip(boxes, probs, points) if p >= self.params.prob_threshold]
+                for boxes, probs, points in results]
+
     def _faces(self, images: list[np.ndarray], searches: list[_Search], limit: int | None = None) -> list[list[Face]]:
         """Candidates from the searches (one per image, ``limit`` each), refined: faces above ``prob_threshold``."""
-        out = []
-        for boxes, probs, points in self._refine(images, searches, self._propose(searches, limit)):
-            out.append([
-                Face(box=tuple(float(v) for v in b), prob=float(p), landmarks=pt)
-                for b, p, pt in zip(boxes, probs, points)
-                if p >= self.params.prob_threshold
-            ])
-        return out
+        return self._kept(self._refine(images, searches, self._propose(searches, limit)))
 
     # ---------------------------------------------------------------- searches
     def _frame_search(self, image: np.ndarray, long_side: int | None) -> _Search | None:
@@ -416,16 +463,16 @@ class FaceDetector:
                 (faces,) = self._faces([image], [full])
         return faces
 
-    def _follow(self, image: np.ndarray, tracks: list[Face]) -> tuple[list[Face], int]:
-        """Look for each tracked face near its last box: RNet/ONet on a grid of shifted and
-        rescaled copies of the box (no PNet pyramid).
+    def _follow(self, image: np.ndarray, expected: list[Box]) -> list[Face]:
+        """Look for faces near the boxes where they are expected: RNet/ONet on a grid of
+        shifted and rescaled copies of each box (no PNet pyramid).
 
         Returns:
-            The faces found (all tracks together) and how many tracks found none.
+            The faces found (all boxes together).
         """
         searches, boxes = [], []
-        for face in tracks:
-            (box,) = _square(np.array([face.box]))
+        for expected_box in expected:
+            (box,) = _square(np.array([expected_box]))
             side = box[2] - box[0]
             cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
             window = (int(round(cx - _FOLLOW_WINDOW * side / 2)), int(round(cy - _FOLLOW_WINDOW * side / 2)),
@@ -436,11 +483,64 @@ class FaceDetector:
             x, y = cx + side * _FOLLOW_GRID[:, 0], cy + side * _FOLLOW_GRID[:, 1]
             boxes.append(np.stack([x - half, y - half, x + half, y + half], axis=1))
         self.searches["follow"] += len(searches)
-        per_track = []
-        for found, probs, points in self._refine([image] * len(searches), searches, boxes, _FOLLOW_ONET):
-            per_track.append([Face(tuple(float(v) for v in b), float(p), pt)
-                              for b, p, pt in zip(found, probs, points) if p >= self.params.prob_threshold])
-        return [f for faces in per_track for f in faces], sum(not faces for faces in per_track)
+        per_box = self._kept(self._refine([image] * len(searches), searches, boxes, _FOLLOW_ONET))
+        return [f for faces in per_box for f in faces]
+
+    def _verify(self, images: list[np.ndarray], expected: list[list[Box]]) -> list[list[list[Face]]]:
+        """ONet alone on each expected box (squared, cut from its full-resolution frame), all in one batch.
+
+        Args:
+            images: Frames.
+            expected: Per frame, the boxes where a face is expected.
+
+        Returns:
+            Per frame, per expected box: the faces ONet confirms there (its regressed box and
+            landmarks; empty where it finds none).
+        """
+        frame_of = [i for i, boxes in enumerate(expected) for _ in boxes]
+        if not frame_of:
+            return [[] for _ in images]
+        self.searches["verify"] += len(frame_of)
+        # One search per box (the frame itself, scale 1), so each box keeps its own result.
+        searches = [_Search(images[i], 0.0, 0.0, 1.0, ()) for i in frame_of]
+        cand = _square(np.array([box for boxes in expected for box in boxes], dtype=np.float64))
+        found = iter(self._kept(self._onet([images[i] for i in frame_of], searches, cand, np.arange(len(cand)))))
+        return [[next(found) for _ in boxes] for boxes in expected]
+
+    def _keyframe(self, image: np.ndarray, previous: list[Face]) -> list[Face]:
+        """A keyframe: the whole-frame search; the previous keyframe's faces it did not find are followed."""
+        found = self._search_frame(image)
+        _, missed, _ = _match(previous, found)
+        return self._select(found + (self._follow(image, [f.box for f in missed]) if missed else []))
+
+    def _between(self, images: list[np.ndarray], before: list[Face], after: list[Face]) -> list[list[Face]]:
+        """The frames between two keyframes: each face expected where the keyframes put it.
+
+        A face in both keyframes (matched by :func:`_match`) is expected on the line between
+        its two boxes, a face in one of them where that one has it. ONet checks every expected
+        box (one batch for the whole gap); where it finds no face, the face is followed around
+        the box (RNet/ONet grid). No whole-frame search: frames between two keyframes without a
+        face cost nothing, and a face that shows up only between two keyframes is not seen.
+        """
+        if not images:
+            return []
+        pairs, gone, new = _match(before, after)
+        expected = []
+        for j in range(len(images)):
+            t = (j + 1) / (len(images) + 1)  # sampled frames are evenly spaced in time
+            expected.append([tuple((1 - t) * np.asarray(a.box) + t * np.asarray(b.box)) for a, b in pairs]
+                            + [f.box for f in gone + new])
+        start = time.thread_time()
+        verified = self._verify(images, expected)
+        share = (time.thread_time() - start) / len(images)
+        out = []
+        for image, boxes, checked in zip(images, expected, verified):
+            start = time.thread_time()
+            missed = [box for box, faces in zip(boxes, checked) if not faces]
+            followed = self._follow(image, missed) if missed else []
+            out.append(self._select([f for faces in checked for f in faces] + followed))
+            self.frame_cpu.append(share + time.thread_time() - start)
+        return out
 
     # ---------------------------------------------------------------- selection
     def _select(self, faces: list[Face]) -> list[Face]:
@@ -458,27 +558,48 @@ class FaceDetector:
     def track(self, images: Iterable[np.ndarray]) -> Iterator[list[Face]]:
         """Detect faces in the sampled frames of one video, in order, as they come.
 
+        Every ``detect_every``-th frame and the last one are keyframes (:meth:`_keyframe`);
+        the frames between two keyframes wait for the second one (at most ``detect_every - 1``
+        frames are held) and are then judged from both (:meth:`_between`).
+
         Args:
             images: ``(H, W, 3)`` RGB uint8 frames, consecutive samples of one video (any
                 iterable: frames may still be decoding).
 
         Yields:
-            Per frame, its faces (largest first) in full-resolution pixels; an empty list
-            when there is none, including frames too small to search.
+            Per frame, in order, its faces (largest first) in full-resolution pixels; an empty
+            list when there is none, including frames too small to search.
 
         Raises:
             ValueError: If an image is not ``(H, W, 3)`` uint8.
         """
-        tracks: list[Face] = []
+        self.frame_cpu = []
+        key: list[Face] = []  # the last keyframe's faces
+        held: list[np.ndarray] = []  # the frames since it
         for i, image in enumerate(images):
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
                 raise ValueError(f"image {i}: expected (H, W, 3) uint8, got {image.shape} {image.dtype}")
-            with torch_threads(1):
-                found, lost = self._follow(image, tracks) if tracks else ([], 0)
-                if not tracks or lost or i % self.params.detect_every == 0:
-                    found = found + self._search_frame(image)
-                tracks = self._select(found)
-            yield tracks
+            if i % self.params.detect_every:
+                held.append(image)
+                continue
+            key, held = (yield from self._next_keyframe(image, key, held)), []
+        if held:  # the last frame is a keyframe too
+            yield from self._next_keyframe(held[-1], key, held[:-1])
+
+    def _next_keyframe(self, image: np.ndarray, key: list[Face],
+                       held: list[np.ndarray]) -> Generator[list[Face], None, list[Face]]:
+        """Detect keyframe ``image``, then judge the ``held`` frames between ``key`` (the faces of the
+        keyframe before them) and it; yields the held frames' faces, then its own; returns its own."""
+        # One thread while detecting, not while suspended: the caller's own work between frames keeps its threads.
+        with torch_threads(1):
+            start = time.thread_time()
+            after = self._keyframe(image, key)
+            cost = time.thread_time() - start
+            between = self._between(held, key, after)
+        yield from between
+        self.frame_cpu.append(cost)
+        yield after
+        return after
 
     def detect(self, images: Iterable[np.ndarray]) -> list[list[Face]]:
         """:meth:`track` over a whole list: per frame, its faces."""

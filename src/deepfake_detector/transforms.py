@@ -176,7 +176,7 @@ def build_augment(input_size: int, params: AugmentParams) -> Callable[..., np.nd
     The same operations as torchvision's RandomResizedCrop(ratio 0.9-1.1), RandomHorizontalFlip,
     ColorJitter, RandomApply(GaussianBlur(5)) and RandomApply(JPEG), but 4-5x cheaper: torchvision's hue jitter
     alone took 2.3 ms per 160-px crop, the whole chain 3.7 ms against 0.6-0.8 ms here
-    (docs/performance.md, "Training").
+    (docs/performance.md, "Training input").
 
     Args:
         input_size: Side of the square output, px.
