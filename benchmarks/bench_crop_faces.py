@@ -34,7 +34,6 @@ frames decoded beforehand.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import os
 import statistics
@@ -47,6 +46,7 @@ import pandas as pd
 import torch
 
 from deepfake_detector import records
+from deepfake_detector.batch import add_members
 from deepfake_detector.config import load_section
 
 # Private on purpose: the benchmark measures the stage's own per-video step, frame loader,
@@ -182,18 +182,11 @@ def main(argv: list[str] | None = None) -> None:
                 old.close()
                 writers[key] = crop_shard()
 
-        def write(key: str, members: list[tuple[str, bytes]]) -> None:
-            # As batch.build_shard handles one video's members (its journal file aside): added to
-            # the shard's tar and digested.
-            digest = hashlib.sha256()
-            for member, data in members:
-                writers[key].add(member, data)
-                digest.update(f"{member}\0{len(data)}\0".encode())
-                digest.update(data)
-
         def stage(video: dict) -> None:
+            # As batch.build_shard handles one video (its journal file aside): the handler, then its
+            # members added to the shard's tar and digested.
             report, rows, members = cropper(video)
-            write("stage", members)
+            add_members(writers["stage"], members)
             reports[video["video_id"]], rows_of[video["video_id"]] = report, rows
 
         def floor(video: dict) -> list[Frame]:
@@ -201,9 +194,9 @@ def main(argv: list[str] | None = None) -> None:
 
         def output(video: dict) -> None:
             images = {f.frame_index: f.image for f in floor(video)}
-            write("output", [(r["member"], encode_image(cut_window(images[r["frame_index"]], (r["crop_left"], r["crop_top"],
-                                                                                             r["crop_side"]), params.crop_size)))
-                             for r in rows_of[video["video_id"]]])
+            crops = [(r["member"], cut_window(images[r["frame_index"]], (r["crop_left"], r["crop_top"], r["crop_side"]),
+                                              params.crop_size)) for r in rows_of[video["video_id"]]]
+            add_members(writers["output"], [(member, encode_image(crop)) for member, crop in crops])
 
         # Warm-up: index every frame shard and warm the page cache (floor); build MTCNN and
         # first-call allocations, and the crop windows (output) cuts (stage).

@@ -33,7 +33,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -167,11 +167,23 @@ def code_fingerprint(module: str) -> str:
             continue
         sources[name] = (_PACKAGE_DIR / f"{name.replace('.', '/')}.py").read_bytes()
         todo.extend(_imports(name, ast.parse(sources[name])))
+    return _named_digest((name, sources[name]) for name in sorted(sources))
+
+
+def _named_digest(items: Iterable[tuple[str, bytes]]) -> str:
+    """SHA-256 of named byte strings, in order: each name and length, then the bytes."""
     digest = hashlib.sha256()
-    for name in sorted(sources):
-        digest.update(f"{name}\0{len(sources[name])}\0".encode())
-        digest.update(sources[name])
+    for name, data in items:
+        digest.update(f"{name}\0{len(data)}\0".encode())
+        digest.update(data)
     return digest.hexdigest()
+
+
+def add_members(writer: ShardWriter, members: Sequence[tuple[str, bytes]]) -> str:
+    """Add one video's members to a shard, in order; returns their digest (a shard JSON's per-video entry)."""
+    for member, data in members:
+        writer.add(member, data)
+    return _named_digest(members)
 
 
 def shard_key(stage: str, code: str, params: Any, videos: Sequence[dict]) -> str:
@@ -236,12 +248,7 @@ def build_shard(task: ShardTask, handler: VideoHandler) -> dict:
                 report, video_rows, members = handler.failed(video, reason), [], []
             if members:
                 writer = writer or ShardWriter(task.tar)
-                digest = hashlib.sha256()
-                for member, data in members:
-                    writer.add(member, data)
-                    digest.update(f"{member}\0{len(data)}\0".encode())
-                    digest.update(data)
-                digests[vid] = digest.hexdigest()
+                digests[vid] = add_members(writer, members)
             reports.append(report)
             rows.extend({**row, "shard": task.name} for row in video_rows)
         if writer is not None:
