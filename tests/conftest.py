@@ -78,6 +78,25 @@ def write_clip(
     return path
 
 
+def write_h264(path: Path, frames: list[np.ndarray], fps: int = 10, faststart: bool = False) -> Path:
+    """Write RGB frames as H.264 (x264's defaults: B-frames, most of them non-reference) with PyAV.
+
+    OpenCV's wheels carry no H.264 encoder; the datasets' files are H.264, so the decoding
+    paths that depend on it are tested on these. ``faststart`` puts the index (moov) first,
+    so a truncated copy still opens.
+    """
+    import av
+
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for rgb in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        out.mux(stream.encode(None))
+    return path
+
+
 def set_mp4_rotation(path: Path, degrees: int) -> None:
     """Give an mp4 a display matrix that rotates it ``degrees`` clockwise, in place.
 

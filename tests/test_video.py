@@ -1,4 +1,4 @@
-"""Tests for deepfake_detector.video: sampling, bad files, stills, rotation."""
+"""Tests for deepfake_detector.video: sampling, bad files, stills, rotation, skipped H.264 frames."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import set_mp4_rotation, write_clip
+from conftest import SHARED_DATA, set_mp4_rotation, write_clip, write_h264
+from deepfake_detector import skipdecode, video
 from deepfake_detector.config import ConfigError, from_mapping
 from deepfake_detector.extract_frames import ExtractParams
 from deepfake_detector.video import (
@@ -251,3 +252,156 @@ def test_extract_params_validation() -> None:
         from_mapping(ExtractParams, {"image_format": "gif"}, "extract_frames")
     with pytest.raises(ConfigError, match="extract_frames.fps"):
         from_mapping(ExtractParams, {"fps": 5}, "extract_frames")
+
+
+# --- H.264: frames nothing refers to are not decoded unless sampled (skipdecode) ---------------
+
+
+@pytest.fixture
+def every_frame(monkeypatch: pytest.MonkeyPatch) -> callable:
+    """Read a file the way it was read before skipdecode: OpenCV decodes every frame."""
+
+    def read(path: Path, n: int) -> tuple:
+        with monkeypatch.context() as patch:
+            patch.setattr(video.skipdecode, "decode_sampled", lambda *args, **kwargs: None)
+            return read_frames(path, n)
+
+    return read
+
+
+@pytest.fixture
+def fast_calls(monkeypatch: pytest.MonkeyPatch) -> list:
+    """What each call of skipdecode.decode_sampled returned (None: the file went to OpenCV)."""
+    calls: list = []
+    real = skipdecode.decode_sampled
+
+    def spy(*args: object, **kwargs: object) -> object:
+        calls.append(real(*args, **kwargs))
+        return calls[-1]
+
+    monkeypatch.setattr(video.skipdecode, "decode_sampled", spy)
+    return calls
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    (info_a, frames_a), (info_b, frames_b) = a, b
+    return info_a == info_b and [f.frame_index for f in frames_a] == [f.frame_index for f in frames_b] and all(
+        np.array_equal(x.image, y.image) for x, y in zip(frames_a, frames_b))
+
+
+def _unreferenced(path: Path) -> set[int]:
+    """Presentation indices of an MP4's non-reference H.264 pictures (PyAV's demuxer, our parser)."""
+    import av
+
+    with av.open(str(path)) as container:
+        packets = [(p.pts, skipdecode.is_non_reference(bytes(p))) for p in container.demux(video=0) if p.size]
+    order = {pts: i for i, pts in enumerate(sorted(pts for pts, _ in packets))}
+    return {order[pts] for pts, unreferenced in packets if unreferenced}
+
+
+def test_non_reference_pictures_are_recognised() -> None:
+    def nal(header: int, payload: bytes = b"\x88\x84", size_bytes: int = 4) -> bytes:
+        return (len(payload) + 1).to_bytes(size_bytes, "big") + bytes([header]) + payload
+
+    sei, b_slice, p_slice, idr = 0x06, 0x01, 0x41, 0x65  # nal_ref_idc in bits 5-6, type in bits 0-4
+    assert skipdecode.is_non_reference(nal(sei) + nal(b_slice) + nal(b_slice))
+    assert skipdecode.is_non_reference(nal(b_slice, size_bytes=2), length_size=2)
+    assert not skipdecode.is_non_reference(nal(b_slice) + nal(p_slice))  # one referenced slice is enough
+    assert not skipdecode.is_non_reference(nal(idr))
+    assert not skipdecode.is_non_reference(nal(sei))  # no picture at all: decode it, whatever it is
+    assert not skipdecode.is_non_reference(nal(b_slice) + nal(0x14))  # MVC extension: not followed
+    assert not skipdecode.is_non_reference(nal(b_slice)[:-1])  # length runs past the end
+    assert not skipdecode.is_non_reference(nal(b_slice) + b"\x00")  # trailing bytes that do not parse
+    assert not skipdecode.is_non_reference(b"")
+
+
+def test_h264_sample_skips_unreferenced_frames_and_matches_decoding_every_frame(
+        tmp_path: Path, every_frame: callable, fast_calls: list) -> None:
+    path = write_h264(tmp_path / "numbered.mp4", numbered_frames(40))
+    info, frames = read_frames(path, 8)
+    expected = sample_indices(40, 8)
+    assert [f.frame_index for f in frames] == expected
+    assert [grey_index(f.image) for f in frames] == expected  # the pixels of the sampled frames
+    assert (info.n_frames, info.decode_errors, info.notes) == (40, 0, ())
+    fast = fast_calls[-1]
+    assert fast is not None and fast.packets == 40
+    skippable = _unreferenced(path) - set(expected)
+    assert skippable and fast.decoded <= 40 - len(skippable)
+    assert _same((info, frames), every_frame(path, 8))
+
+
+@pytest.mark.parametrize("degrees", [90, 270])
+def test_h264_rotation_matches_decoding_every_frame(tmp_path: Path, degrees: int, every_frame: callable,
+                                                    fast_calls: list) -> None:
+    path = write_h264(tmp_path / "rotated.mp4", numbered_frames(20))
+    set_mp4_rotation(path, degrees)
+    got = read_frames(path, 5)
+    assert fast_calls[-1] is not None and got[0].rotation == degrees and got[1][0].image.shape == (160, 120, 3)
+    assert _same(got, every_frame(path, 5))
+
+
+def test_files_the_fast_path_does_not_handle_go_to_opencv(tmp_path: Path, every_frame: callable,
+                                                          fast_calls: list) -> None:
+    """mp4v, H.264 outside MP4, a truncated H.264 MP4: OpenCV decodes every frame and reports as before."""
+    mp4v = write_clip(tmp_path / "mp4v.mp4", numbered_frames(20))
+    mkv = write_h264(tmp_path / "h264.mkv", numbered_frames(20))
+    whole = write_h264(tmp_path / "whole.mp4", numbered_frames(40), faststart=True)  # index first: a cut copy opens
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 6 // 10])
+    for path in (mp4v, mkv, cut):
+        fast_calls.clear()
+        got = read_frames(path, 6)
+        assert fast_calls in ([], [None]), path.name
+        assert _same(got, every_frame(path, 6))
+    info, _ = got
+    assert 0 < info.n_frames < 40 and info.decode_errors > 0 and "ends after" in info.notes[0]
+
+
+def test_corrupt_h264_falls_back_and_is_reported(tmp_path: Path, fast_calls: list) -> None:
+    data = bytearray(write_h264(tmp_path / "whole.mp4", numbered_frames(40), faststart=True).read_bytes())
+    for i in range(len(data) // 2, len(data) // 2 + 300):
+        data[i] ^= 0xFF
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(bytes(data))
+    info, frames = read_frames(corrupt, 8)
+    assert fast_calls == [None]  # FFmpeg's error ends the fast path; OpenCV's pass counts the damage
+    assert info.decode_errors >= 1 and "failed to decode mid-stream" in info.notes[0] and frames
+
+
+def test_frames_a_failed_fast_path_handed_out_are_not_handed_out_twice(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_h264(tmp_path / "numbered.mp4", numbered_frames(30))
+    real = skipdecode.decode_sampled
+
+    def gives_up(path: Path, wanted: list[int], declared: int, rotate: callable, on_image: callable) -> None:
+        done = real(path, wanted, declared, rotate)
+        for index in wanted[:3]:  # as if FFmpeg failed after three frames
+            on_image(index, done.images[index])
+
+    monkeypatch.setattr(video.skipdecode, "decode_sampled", gives_up)
+    seen: list[int] = []
+    _, frames = read_frames(path, 8, on_frame=lambda frame: seen.append(frame.frame_index))
+    assert seen == [f.frame_index for f in frames] == sample_indices(30, 8)
+
+
+def test_frame_stream_on_h264_yields_the_sampled_frames(tmp_path: Path) -> None:
+    path = write_h264(tmp_path / "numbered.mp4", numbered_frames(40))
+    stream = video.FrameStream(path, 8)
+    yielded = [grey_index(frame.image) for frame in stream]
+    _, frames = stream.result()
+    assert yielded == [f.frame_index for f in frames] == sample_indices(40, 8) and not stream.replanned
+
+
+DATASET_CLIPS = sorted((SHARED_DATA / "ffpp_c23_sample").glob("**/*.mp4")) + sorted(
+    (SHARED_DATA / "dfdc_sample").glob("*/*.mp4"))
+
+
+@pytest.mark.skipif(not DATASET_CLIPS, reason=f"no FF++/DFDC sample clips under {SHARED_DATA}")
+def test_dataset_clips_decode_to_the_same_frames(every_frame: callable, fast_calls: list) -> None:
+    """FF++ c23 and DFDC files (H.264 with B-frames): the same 16 frames, bit for bit, from far fewer decodes."""
+    for path in DATASET_CLIPS:
+        fast_calls.clear()
+        got = read_frames(path, 16)
+        assert fast_calls and fast_calls[0] is not None, path
+        assert fast_calls[0].decoded < 0.7 * fast_calls[0].packets, path
+        assert _same(got, every_frame(path, 16)), path

@@ -4,6 +4,10 @@ Decoding is sequential: every frame is ``grab()``-ed (demux + decode) and only t
 sampled ones are ``retrieve()``-d (colour conversion). Seeking to each sampled frame
 re-decodes from the previous keyframe every time, which costs about 10x more on
 typical deepfake-dataset files (one keyframe every 250 frames; see docs/performance.md).
+A regular H.264 MP4 (the datasets' files) is decoded by :mod:`skipdecode` instead, which
+leaves out the non-reference pictures that are not sampled (about half the frames of
+FF++ and DFDC files) and gives the same frames, to the bit; any other file, or one that
+path gives up on, is decoded frame by frame by OpenCV as above.
 
 Every file is first looked at by :func:`media.probe` (entry type, permissions, format from
 the content, image size against :data:`media.MAX_PIXELS`), so the decoders only ever see
@@ -34,6 +38,7 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
+from . import skipdecode
 from .media import IMAGE, Probe, VideoNotFoundError, VideoReadError, check_pixels, describe_unopenable, image_damage, probe
 
 logger = logging.getLogger(__name__)
@@ -353,9 +358,7 @@ def read_frames(path: Path, n: int, max_frames: int = MAX_FRAMES_DECODED,
         stop = min(declared, max_frames) if declared > 0 else max_frames
         if declared > max_frames:
             notes.append(f"only the first {max_frames} of {declared} frames decoded ({limit})")
-        # Unknown length: count the frames first, then sample them.
-        done = cap.decode(sample_indices(stop, n) if declared > 0 else [], stop,
-                          on_image=emit if on_frame and declared > 0 else None)
+        done = _first_pass(found.format, cap, stop, n, emit if on_frame else None)
         if done.end == 0:
             raise VideoReadError(f"no decodable frame ({declared} declared by the container): {path}")
         if declared <= 0 or done.end < stop:
@@ -390,6 +393,40 @@ def read_frames(path: Path, n: int, max_frames: int = MAX_FRAMES_DECODED,
         decode_errors=missing + done.failed + done.unconverted, notes=tuple(notes),
     )
     return info, frames
+
+
+def _first_pass(fmt: str, cap: _Capture, stop: int, n: int,
+                on_image: Callable[[int, np.ndarray], None] | None) -> _Decoded:
+    """Decode the sample planned from the container's count (or count the frames when it gives none).
+
+    A regular H.264 MP4 goes through :mod:`skipdecode` (the same frames from about half the
+    decoding); everything else, and anything that path gives up on, through OpenCV.
+    """
+    if cap.declared_frames <= 0:  # unknown length: count the frames first, then sample them
+        return cap.decode([], stop)
+    wanted = sample_indices(stop, n)
+    if fmt == "iso-bmff":
+        on_image = _in_order_once(on_image)  # OpenCV gives again what a fast path that gave up handed out
+        fast = skipdecode.decode_sampled(cap.path, wanted, cap.declared_frames,
+                                         lambda rgb: rotate_upright(rgb, cap.rotation), on_image=on_image)
+        if fast is not None:
+            logger.debug("%s: %d of %d frames decoded for %d sampled", cap.path, fast.decoded, fast.packets, len(wanted))
+            return _Decoded(end=stop, images=fast.images)
+    return cap.decode(wanted, stop, on_image=on_image)
+
+
+def _in_order_once(on_image: Callable[[int, np.ndarray], None] | None) -> Callable[[int, np.ndarray], None] | None:
+    """``on_image`` called only for indices above the last one it was called with."""
+    if on_image is None:
+        return None
+    last = [-1]
+
+    def once(index: int, rgb: np.ndarray) -> None:
+        if index > last[0]:
+            last[0] = index
+            on_image(index, rgb)
+
+    return once
 
 
 def _frame_limit(max_frames: int, max_decoded_pixels: int | None, frame_pixels: int) -> tuple[int, str]:
@@ -428,7 +465,7 @@ def _missing_at_end(declared: int, stop: int, end: int, fmt: str) -> int:
 class FrameStream:
     """:func:`read_frames` in a background thread; iterating yields the sampled frames as they decode.
 
-    Decoding is OpenCV/FFmpeg work that releases the GIL, so it proceeds on another core
+    Decoding is FFmpeg work (OpenCV's or PyAV's) that releases the GIL, so it proceeds on another core
     while the caller works on the frames already out (no torch in the thread). After the
     iteration, :meth:`result` is what :func:`read_frames` returned; :attr:`replanned` is True
     when the stream ended before its declared length and the returned frames are not the
