@@ -79,7 +79,7 @@ def write_clip(
 
 
 def write_h264(path: Path, frames: list[np.ndarray], fps: int = 10, faststart: bool = False) -> Path:
-    """Write RGB frames as H.264 (x264's defaults: B-frames, most of them non-reference) with PyAV.
+    """Write RGB frames as H.264 with PyAV (x264's defaults, which make many B-frames non-reference pictures).
 
     OpenCV's wheels carry no H.264 encoder; the datasets' files are H.264, so the decoding
     paths that depend on it are tested on these. ``faststart`` puts the index (moov) first,

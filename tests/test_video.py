@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import struct
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -261,10 +262,10 @@ def test_extract_params_validation() -> None:
 def every_frame(monkeypatch: pytest.MonkeyPatch) -> callable:
     """Read a file the way it was read before skipdecode: OpenCV decodes every frame."""
 
-    def read(path: Path, n: int) -> tuple:
+    def read(path: Path, n: int, **kwargs: object) -> tuple:
         with monkeypatch.context() as patch:
             patch.setattr(video.skipdecode, "decode_sampled", lambda *args, **kwargs: None)
-            return read_frames(path, n)
+            return read_frames(path, n, **kwargs)
 
     return read
 
@@ -340,6 +341,35 @@ def test_h264_rotation_matches_decoding_every_frame(tmp_path: Path, degrees: int
     assert _same(got, every_frame(path, 5))
 
 
+def test_h264_beginning_of_a_long_file_matches_decoding_every_frame(tmp_path: Path, every_frame: callable,
+                                                                     fast_calls: list) -> None:
+    path = write_h264(tmp_path / "long.mp4", numbered_frames(40) * 3)  # 120 frames
+    got = read_frames(path, 4, max_frames=10)
+    assert got[0].n_frames == 10 and [grey_index(f.image) for f in got[1]] == sample_indices(10, 4)
+    fast = fast_calls[-1]
+    assert fast is not None and fast.packets == 10 and fast.decoded <= 10 + skipdecode._MAX_REORDER
+    assert _same(got, every_frame(path, 4, max_frames=10))
+
+
+def test_plan_reads_a_long_file_only_as_far_as_the_sample_needs() -> None:
+    """The first pass stops _MAX_REORDER packets past the sample's last frame, and orders what it read."""
+    read: list[int] = []
+
+    def demux(_stream: object) -> object:
+        for pts in [0, 3, 1, 2, 6, 4, 5] + list(range(7, 1000)):  # decode order, B-frames reordered
+            read.append(pts)
+            yield SimpleNamespace(size=100, pts=pts, is_discard=False, is_corrupt=False)
+
+    stream = SimpleNamespace(codec_context=SimpleNamespace(name="h264", extradata=bytes([1, 100, 0, 10, 0xFF, 0xE1, 0])))
+    container = SimpleNamespace(streams=SimpleNamespace(video=[stream]), format=SimpleNamespace(name="mov,mp4,m4a"),
+                                demux=demux)
+    assert skipdecode._plan(container, 1000, 5) == (4, [0, 1, 2, 3, 4])
+    assert len(read) == 5 + skipdecode._MAX_REORDER
+    read.clear()
+    assert skipdecode._plan(container, 1000, 1000)[1] == list(range(1000)) and len(read) == 1000
+    assert skipdecode._plan(container, 1001, 1001) is None  # fewer packets than declared: not regular
+
+
 def test_files_the_fast_path_does_not_handle_go_to_opencv(tmp_path: Path, every_frame: callable,
                                                           fast_calls: list) -> None:
     """mp4v, H.264 outside MP4, a truncated H.264 MP4: OpenCV decodes every frame and reports as before."""
@@ -373,7 +403,8 @@ def test_frames_a_failed_fast_path_handed_out_are_not_handed_out_twice(
     path = write_h264(tmp_path / "numbered.mp4", numbered_frames(30))
     real = skipdecode.decode_sampled
 
-    def gives_up(path: Path, wanted: list[int], declared: int, rotate: callable, on_image: callable) -> None:
+    def gives_up(path: Path, wanted: list[int], declared: int, rotate: callable, on_image: callable,
+                 stop: int) -> None:
         done = real(path, wanted, declared, rotate)
         for index in wanted[:3]:  # as if FFmpeg failed after three frames
             on_image(index, done.images[index])

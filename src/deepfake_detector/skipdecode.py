@@ -4,8 +4,8 @@ An H.264 picture whose slices all have ``nal_ref_idc == 0`` is a *non-reference*
 no other picture is predicted from it, so leaving it out changes no other decoded frame
 (FFmpeg's own ``skip_frame=nonref`` rests on the same rule). About half the frames of
 FF++ c23 and DFDC files are such (x264's B-frames), and a sample of 32 frames from a
-300-frame clip needs only the few of them that are sampled: decoding costs 0.5-0.7x the
-CPU of decoding every frame (docs/performance.md "Decoding"). The frames returned are the
+300-frame clip needs only the few of them that are sampled: decoding costs 0.56-0.81x
+the CPU of decoding every frame (docs/performance.md "Decoding"). The frames returned are the
 ones decoding every frame gives, to the bit (tests compare them with OpenCV's path).
 
 This is a fast path for regular files only: H.264 in an ISO-BMFF container (MP4/MOV,
@@ -34,6 +34,10 @@ __all__ = ["SkipDecoded", "decode_sampled", "is_non_reference"]
 # SVC/MVC extensions, whose dependencies this module does not follow (decoded, never skipped).
 _SLICE_TYPES = (1, 5)
 _EXTENSION_TYPES = (14, 15, 20, 21)
+# A frame leaves the decoder at most this many frames after its place in presentation order
+# (H.264 keeps at most 16 in its decoded picture buffer), so that many packets past a
+# sample's last frame fix the presentation order of all frames before it.
+_MAX_REORDER = 32
 
 
 @dataclass
@@ -42,7 +46,7 @@ class SkipDecoded:
 
     Attributes:
         images: The wanted frames, upright RGB, by index (presentation order).
-        packets: Frames in the stream (packets demuxed).
+        packets: Frames the sample was planned over (the stream's, or its first ``stop``).
         decoded: Packets handed to the decoder (the rest were skipped, or came after the
             last wanted frame).
     """
@@ -82,7 +86,8 @@ def is_non_reference(data: bytes, length_size: int = 4) -> bool:
 
 
 def decode_sampled(path: Path, wanted: list[int], declared: int, rotate: Callable[[np.ndarray], np.ndarray],
-                   on_image: Callable[[int, np.ndarray], None] | None = None) -> SkipDecoded | None:
+                   on_image: Callable[[int, np.ndarray], None] | None = None, stop: int | None = None,
+                   ) -> SkipDecoded | None:
     """Decode the ``wanted`` frames of a regular H.264 MP4, skipping non-reference pictures not wanted.
 
     Args:
@@ -92,6 +97,8 @@ def decode_sampled(path: Path, wanted: list[int], declared: int, rotate: Callabl
             number of packets is not regular.
         rotate: Turns a decoded frame upright (the container's display matrix).
         on_image: Called with ``(index, rgb)`` as each wanted frame is decoded, in order.
+        stop: Only frames before this one matter (``declared`` when None): a long file is
+            not read to its end to sample its beginning.
 
     Returns:
         The frames, or ``None`` when the file is not one this path handles or FFmpeg
@@ -100,7 +107,7 @@ def decode_sampled(path: Path, wanted: list[int], declared: int, rotate: Callabl
     """
     try:
         with av.open(str(path)) as container:
-            plan = _plan(container, declared)
+            plan = _plan(container, declared, declared if stop is None else stop)
         if plan is None:
             return None
         length_size, order = plan
@@ -148,10 +155,11 @@ def _decode(container: av.container.InputContainer, length_size: int, targets: d
     take(stream.decode(None))  # the frames still held for reordering
 
 
-def _plan(container: av.container.InputContainer, declared: int) -> tuple[int, list[int]] | None:
-    """The NAL length size and the packets' timestamps in presentation order, if the file is regular.
+def _plan(container: av.container.InputContainer, declared: int, stop: int) -> tuple[int, list[int]] | None:
+    """The NAL length size and the first ``stop`` frames' timestamps in presentation order, if the file is regular.
 
-    The demuxer reads every packet (no decoding: a few ms for a 10 s clip).
+    The demuxer reads the packets (no decoding: a few ms for a 10 s clip): all of them, or
+    :data:`_MAX_REORDER` past ``stop`` when that is fewer.
     """
     videos = container.streams.video
     if len(videos) != 1 or videos[0].codec_context.name != "h264" or "mp4" not in container.format.name.split(","):
@@ -159,6 +167,7 @@ def _plan(container: av.container.InputContainer, declared: int) -> tuple[int, l
     extradata = videos[0].codec_context.extradata
     if not extradata or len(extradata) < 7 or extradata[0] != 1:  # not an avcC record: Annex B start codes
         return None
+    need = min(declared, stop + _MAX_REORDER)
     stamps = []
     for packet in container.demux(videos[0]):
         if packet.size == 0:
@@ -166,6 +175,8 @@ def _plan(container: av.container.InputContainer, declared: int) -> tuple[int, l
         if packet.pts is None or packet.is_discard or packet.is_corrupt:
             return None
         stamps.append(packet.pts)
-    if len(stamps) != declared or len(set(stamps)) != len(stamps):
+        if len(stamps) == need < declared:
+            break
+    if len(stamps) != need or len(set(stamps)) != len(stamps):
         return None
-    return (extradata[4] & 0x03) + 1, sorted(stamps)
+    return (extradata[4] & 0x03) + 1, sorted(stamps)[:stop]

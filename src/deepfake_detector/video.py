@@ -408,7 +408,7 @@ def _first_pass(fmt: str, cap: _Capture, stop: int, n: int,
     if fmt == "iso-bmff":
         on_image = _in_order_once(on_image)  # OpenCV gives again what a fast path that gave up handed out
         fast = skipdecode.decode_sampled(cap.path, wanted, cap.declared_frames,
-                                         lambda rgb: rotate_upright(rgb, cap.rotation), on_image=on_image)
+                                         lambda rgb: rotate_upright(rgb, cap.rotation), on_image=on_image, stop=stop)
         if fast is not None:
             logger.debug("%s: %d of %d frames decoded for %d sampled", cap.path, fast.decoded, fast.packets, len(wanted))
             return _Decoded(end=stop, images=fast.images)
