@@ -78,7 +78,8 @@ def write_clip(
     return path
 
 
-def write_h264(path: Path, frames: list[np.ndarray], fps: int = 10, faststart: bool = False) -> Path:
+def write_h264(path: Path, frames: list[np.ndarray], fps: int = 10, faststart: bool = False,
+               pix_fmt: str = "yuv420p") -> Path:
     """Write RGB frames as H.264 with PyAV (x264's defaults, which make many B-frames non-reference pictures).
 
     OpenCV's wheels carry no H.264 encoder; the datasets' files are H.264, so the decoding
@@ -90,9 +91,9 @@ def write_h264(path: Path, frames: list[np.ndarray], fps: int = 10, faststart: b
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as out:
         stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
         for rgb in frames:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt)))
         out.mux(stream.encode(None))
     return path
 

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA, set_mp4_rotation, write_clip, write_h264
+from conftest import SHARED_DATA, portrait_frames, set_mp4_rotation, write_clip, write_h264
 from deepfake_detector import skipdecode, video
 from deepfake_detector.config import ConfigError, from_mapping
 from deepfake_detector.extract_frames import ExtractParams
@@ -284,6 +284,12 @@ def fast_calls(monkeypatch: pytest.MonkeyPatch) -> list:
     return calls
 
 
+@pytest.fixture(scope="module")
+def portrait_clip_frames() -> list:
+    """A moving face: colours and motion that exercise chroma conversion, unlike flat grey frames."""
+    return portrait_frames(20, 160, 120)
+
+
 def _same(a: tuple, b: tuple) -> bool:
     (info_a, frames_a), (info_b, frames_b) = a, b
     return info_a == info_b and [f.frame_index for f in frames_a] == [f.frame_index for f in frames_b] and all(
@@ -341,6 +347,16 @@ def test_h264_rotation_matches_decoding_every_frame(tmp_path: Path, degrees: int
     assert _same(got, every_frame(path, 5))
 
 
+@pytest.mark.parametrize("pix_fmt", [*skipdecode.SAME_AS_OPENCV[::2], "yuv420p10le"])
+def test_h264_pixel_formats_give_opencvs_frames(tmp_path: Path, pix_fmt: str, portrait_clip_frames: list,
+                                                every_frame: callable, fast_calls: list) -> None:
+    """8-bit formats take the fast path with OpenCV's colours to the bit; 10-bit goes to OpenCV."""
+    path = write_h264(tmp_path / f"{pix_fmt}.mp4", portrait_clip_frames, pix_fmt=pix_fmt)
+    got = read_frames(path, 6)
+    assert (fast_calls[-1] is not None) == (pix_fmt in skipdecode.SAME_AS_OPENCV)
+    assert _same(got, every_frame(path, 6))
+
+
 def test_h264_beginning_of_a_long_file_matches_decoding_every_frame(tmp_path: Path, every_frame: callable,
                                                                      fast_calls: list) -> None:
     path = write_h264(tmp_path / "long.mp4", numbered_frames(40) * 3)  # 120 frames
@@ -360,7 +376,8 @@ def test_plan_reads_a_long_file_only_as_far_as_the_sample_needs() -> None:
             read.append(pts)
             yield SimpleNamespace(size=100, pts=pts, is_discard=False, is_corrupt=False)
 
-    stream = SimpleNamespace(codec_context=SimpleNamespace(name="h264", extradata=bytes([1, 100, 0, 10, 0xFF, 0xE1, 0])))
+    stream = SimpleNamespace(codec_context=SimpleNamespace(name="h264", pix_fmt="yuv420p",
+                                                           extradata=bytes([1, 100, 0, 10, 0xFF, 0xE1, 0])))
     container = SimpleNamespace(streams=SimpleNamespace(video=[stream]), format=SimpleNamespace(name="mov,mp4,m4a"),
                                 demux=demux)
     assert skipdecode._plan(container, 1000, 5) == (4, [0, 1, 2, 3, 4])

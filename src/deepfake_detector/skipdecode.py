@@ -8,7 +8,7 @@ FF++ c23 and DFDC files are such (x264's B-frames), and a sample of 32 frames fr
 the CPU of decoding every frame (docs/performance.md "Decoding"). The frames returned are the
 ones decoding every frame gives, to the bit (tests compare them with OpenCV's path).
 
-This is a fast path for regular files only: H.264 in an ISO-BMFF container (MP4/MOV,
+This is a fast path for regular files only: 8-bit H.264 in an ISO-BMFF container (MP4/MOV,
 length-prefixed NAL units), one video stream, every packet timestamped and none marked
 for discarding, and as many packets as the container declares. Anything else, or any
 FFmpeg error, returns ``None`` and :mod:`video` decodes every frame with OpenCV, which
@@ -38,6 +38,9 @@ _EXTENSION_TYPES = (14, 15, 20, 21)
 # (H.264 keeps at most 16 in its decoded picture buffer), so that many packets past a
 # sample's last frame fix the presentation order of all frames before it.
 _MAX_REORDER = 32
+# Pixel formats whose RGB conversion by PyAV equals OpenCV's to the bit (tests); OpenCV and
+# PyAV round 10-bit frames to 8 bits differently (up to 17 levels apart), so those go to OpenCV.
+SAME_AS_OPENCV = ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p")
 
 
 @dataclass
@@ -163,6 +166,8 @@ def _plan(container: av.container.InputContainer, declared: int, stop: int) -> t
     """
     videos = container.streams.video
     if len(videos) != 1 or videos[0].codec_context.name != "h264" or "mp4" not in container.format.name.split(","):
+        return None
+    if videos[0].codec_context.pix_fmt not in SAME_AS_OPENCV:
         return None
     extradata = videos[0].codec_context.extradata
     if not extradata or len(extradata) < 7 or extradata[0] != 1:  # not an avcC record: Annex B start codes
