@@ -21,10 +21,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import av
 import numpy as np
+
+if TYPE_CHECKING:
+    import av
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +110,8 @@ def decode_sampled(path: Path, wanted: list[int], declared: int, rotate: Callabl
         reports an error: the caller then decodes every frame (``on_image`` may already
         have seen some frames, which that decoding gives again, identical).
     """
+    import av  # here, not at import: the CLI checks unreadable files without loading FFmpeg's libraries
+
     try:
         with av.open(str(path)) as container:
             plan = _plan(container, declared, declared if stop is None else stop)
