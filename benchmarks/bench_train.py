@@ -105,10 +105,10 @@ def main(argv: list[str] | None = None) -> None:
                 ratio = statistics.median(a / c for a, c in zip(ours, bare))
                 # The stage's first epoch also decodes every crop (later ones find them in memory), which the
                 # bare loop did untimed beforehand: its ratio is given apart from the later epochs'.
-                later = (f"first epoch {ours[0] / bare[0]:.2f}, later epochs "
-                         f"{statistics.median(a / c for a, c in zip(ours[1:], bare[1:])):.2f}") if len(ours) > 1 else ""
+                later = (f" (first epoch {ours[0] / bare[0]:.2f}, later epochs "
+                         f"{statistics.median(a / c for a, c in zip(ours[1:], bare[1:])):.2f})") if len(ours) > 1 else ""
                 print(f"{runtime:<40} threads {threads} workers {workers}: ours {o:5.1f} img/s, bare {b:5.1f} img/s, "
-                      f"ours/bare {ratio:.2f} ({later})  (load {load0:.1f})", flush=True)
+                      f"ours/bare {ratio:.2f}{later}  (load {load0:.1f})", flush=True)
 
 
 if __name__ == "__main__":
