@@ -134,7 +134,7 @@ def test_keyframes_find_what_searching_every_frame_finds() -> None:
     assert np.all(np.diff(centres) > 15)  # the boxes move with the face
     # Whole-frame searches on keyframes 0, 4, 8 and the last (11) only; ONet alone confirmed
     # the face where the keyframes put it on the 8 frames between, nothing had to be followed.
-    assert keyed.searches == {"frame": 4, "full_res": 0, "follow": 0, "verify": 8}
+    assert keyed.searches == {"frame": 4, "full_res": 0, "follow": 0, "local": 0, "verify": 8}
     assert search.searches["frame"] == 12 and search.searches["verify"] == 0
 
 
@@ -147,7 +147,19 @@ def test_a_face_between_keyframes_is_followed_where_onet_misses_it() -> None:
     (alone,) = FaceDetector(CropParams(), device="cpu").detect([frames[2]])  # searched on its own
     assert iou(found[2][0].box, alone[0].box) > 0.8
     # ONet alone misses the face 40 px off the expected box; the RNet/ONet grid around it finds it.
-    assert det.searches == {"frame": 2, "full_res": 0, "follow": 1, "verify": 3}
+    assert det.searches == {"frame": 2, "full_res": 0, "follow": 1, "local": 0, "verify": 3}
+
+
+def test_a_face_that_moved_further_than_the_grid_reaches_is_searched_for_around_its_box() -> None:
+    frames = moving_face_frames(5, dx=25)
+    frames[2] = moving_face_frames(3, dx=70)[2]  # 90 px (0.85 of the face) off the line: a quick turn of the head
+    det = FaceDetector(CropParams(detect_every=4), device="cpu")
+    found = det.detect(frames)
+    assert [len(f) for f in found] == [1] * 5
+    (alone,) = FaceDetector(CropParams(), device="cpu").detect([frames[2]])
+    assert iou(found[2][0].box, alone[0].box) > 0.8
+    # ONet alone and the RNet/ONet grid both miss it; PNet on the 4x window around the box finds it.
+    assert det.searches == {"frame": 2, "full_res": 0, "follow": 1, "local": 1, "verify": 3}
 
 
 def test_a_face_that_jumps_between_keyframes_is_found_on_both_sides() -> None:
@@ -159,8 +171,8 @@ def test_a_face_that_jumps_between_keyframes_is_found_on_both_sides() -> None:
     assert found[3][0].box[0] > found[2][0].box[0] + 250
     # Frame 0 and the last frame are keyframes (searched; the last one also follows frame 0's face,
     # which its search did not find there); frames 1 and 2 check both keyframes' boxes (no pair:
-    # too far apart), find the face at the first, follow the second in vain.
-    assert det.searches == {"frame": 2, "full_res": 0, "follow": 3, "verify": 4}
+    # too far apart), find the face at the first, follow the second in vain (grid, then PNet around it).
+    assert det.searches == {"frame": 2, "full_res": 0, "follow": 3, "local": 3, "verify": 4}
 
 
 def test_what_frames_without_a_face_cost() -> None:
@@ -171,13 +183,27 @@ def test_what_frames_without_a_face_cost() -> None:
         assert [len(f) for f in found] == [1, 1, 0, 0, 0, 0]
         # Keyframes 0, 4 and 5 (the last) are searched on the 360-px copy (4 and 5, without a face, at full
         # resolution too when asked for), and keyframe 4 follows keyframe 0's face; frames 1-3 check the
-        # face where keyframe 0 had it, and 2-3, where it is gone, follow it: what a lost face costs.
-        assert det.searches == {"frame": 3, "full_res": 2 if retry else 0, "follow": 3, "verify": 3}
+        # face where keyframe 0 had it, and 2-3, where it is gone, follow it (grid, then PNet around
+        # it): what a lost face costs.
+        assert det.searches == {"frame": 3, "full_res": 2 if retry else 0, "follow": 3, "local": 3, "verify": 3}
     det = FaceDetector(CropParams(detect_every=4), device="cpu")
     assert det.detect(noise_frames(9, width=1280, height=720)) == [[]] * 9
     # Nothing between keyframes 0, 4 and 8 without a face is searched at all.
-    assert det.searches == {"frame": 3, "full_res": 0, "follow": 0, "verify": 0}
+    assert det.searches == {"frame": 3, "full_res": 0, "follow": 0, "local": 0, "verify": 0}
     assert len(det.frame_cpu) == 9 and all(t >= 0 for t in det.frame_cpu)  # a CPU cost per frame, for benchmarks
+
+
+def test_keyframes_come_sooner_while_no_face_is_known() -> None:
+    frames = noise_frames(5, width=640, height=360) + moving_face_frames(7, dx=10)  # a face from frame 5 on
+    sooner = FaceDetector(CropParams(detect_every=8, detect_every_no_face=4), device="cpu")
+    found = sooner.detect(frames)
+    assert [len(f) for f in found] == [0] * 5 + [1] * 7
+    # Keyframes 0 and 4 (no face: the next comes 4 frames on), 8 (a face: the next would be 16) and
+    # 11 (the last); frames 5-7 check the face where keyframe 8 has it, 9-10 between 8 and 11.
+    assert sooner.searches == {"frame": 4, "full_res": 0, "follow": 0, "local": 0, "verify": 5}
+    evenly = FaceDetector(CropParams(detect_every=8, detect_every_no_face=8), device="cpu")
+    assert [len(f) for f in evenly.detect(frames)] == [len(f) for f in found]
+    assert evenly.searches["frame"] == 3  # keyframes 0, 8 and 11
 
 
 def test_faces_are_detected_as_frames_arrive(detector: FaceDetector, portrait_clip: Path) -> None:
@@ -277,7 +303,7 @@ def test_detect_and_crop(detector: FaceDetector, portrait_clip: Path) -> None:
     ("key", "value"),
     [("detect_long_side", 10), ("prob_threshold", 1.5), ("margin", -0.1), ("crop_size", 0),
      ("min_face_ratio", 2.0), ("max_faces_per_frame", 0), ("detect_every", 0), ("min_face_size", 8),
-     ("videos_per_shard", 0)],
+     ("videos_per_shard", 0), ("detect_every_no_face", 0)],
 )
 def test_crop_params_validation(key: str, value: float) -> None:
     with pytest.raises(ConfigError, match=key):

@@ -10,17 +10,21 @@ drives facenet-pytorch's trained networks itself:
   full-resolution frame, so boxes, landmarks and scores of small or dark faces are as good
   as a full-resolution run gives without its pyramid (which cost 3-4x more per frame).
 * **Keyframes, and what lies between them.** Faces move little from one sampled frame to
-  the next. Every ``detect_every``-th sampled frame and the last one are keyframes: the
-  whole frame is searched (on the small copy), and a face of the previous keyframe that the
-  search did not find is followed (looked for in a window 2.5x its size around its box,
-  from a grid of shifted and rescaled boxes refined by RNet/ONet). The frames between two
+  the next. The first and last sampled frames are keyframes, and so is the
+  ``detect_every``-th frame after a keyframe with a face (the ``detect_every_no_face``-th
+  after one without). On a keyframe the whole frame is searched (on the small copy), and a
+  face of the previous keyframe that the search did not find is followed: looked for in a
+  window 2.5x its size around its box, from a grid of shifted and rescaled boxes refined by
+  RNet/ONet, and where the grid finds nothing, by PNet in a window 4x the face around it (a
+  face that moved further, as a head turning quickly does). The frames between two
   keyframes wait for the second one and are judged from both: a face in both (matched by
   position and size) is expected on the line between its two boxes, a face in one of them
   where that one has it; ONet alone checks each expected box (one batch for the whole gap;
   its box and landmarks are a detection like any other), and where it finds nothing the
   face is followed around the box. Between two keyframes without a face nothing is
   searched: there, a frame without a face costs nothing, and a face seen only between two
-  keyframes is missed (hit rate over the shared real clips: ``benchmarks/bench_hit_rate.py``).
+  keyframes is missed, which is why such keyframes come sooner (hit rate over the shared
+  real clips: ``benchmarks/bench_hit_rate.py``).
   Frames are never searched again at full resolution unless ``full_res_retry`` asks for it.
 * **One thread.** Detection runs hundreds of tiny torch ops per frame; with two intra-op
   threads on cores another process uses, each op waits for the descheduled thread (a patch
@@ -83,6 +87,14 @@ _FOLLOW_SIDE = 80
 _FOLLOW_GRID = np.array([(dx, dy, 1.0) for dy in (-0.2, 0.0, 0.2) for dx in (-0.2, 0.0, 0.2)] + [(0, 0, 0.85), (0, 0, 1.15)])
 _FOLLOW_ONET = 3
 
+# Where the grid finds nothing (the face moved more than a fifth of its side: a quick turn of
+# the head), PNet searches a window 4x the face around the expected box, resized to 128 px
+# (the face about 32 px), at the pyramid scales for faces 0.6-1.6x the expected size: a
+# re-detection around the lost track for about the cost of the grid, not a whole-frame search.
+_LOCAL_WINDOW = 4.0
+_LOCAL_SIDE = 128
+_LOCAL_SCALES = (0.6, 1.6)
+
 # Two keyframes' faces are the same face when their centres are at most a face size apart and
 # their sizes within 1.5x (between keyframes the face is then expected on the line between them).
 _MATCH_SHIFT = 1.0
@@ -96,9 +108,13 @@ class CropParams:
     Attributes:
         detect_long_side: The whole-frame search (PNet's pyramid) runs on a copy with this
             long side (never upscaled); candidates are refined at full resolution.
-        detect_every: Every N-th sampled frame (and the last) is a keyframe, searched whole;
-            the frames between two keyframes are checked where the keyframes' faces are
-            (module doc). 1: every frame searched whole.
+        detect_every: After a keyframe with a face, the N-th sampled frame is the next
+            keyframe, searched whole; the frames between two keyframes are checked where the
+            keyframes' faces are (module doc). The last frame is a keyframe too. 1: every
+            frame searched whole.
+        detect_every_no_face: After a keyframe without a face, the N-th sampled frame is the
+            next keyframe (nothing is checked between such keyframes, so a face that shows up
+            there is found only by the next one: dark or distant faces, found in some frames).
         full_res_retry: Also search frames at full resolution where nothing was found
             (slow: 3-4x a frame's cost, for few extra faces).
         prob_threshold: Keep faces whose ONet probability is at least this.
@@ -111,7 +127,8 @@ class CropParams:
     """
 
     detect_long_side: int = 360
-    detect_every: int = 4
+    detect_every: int = 8
+    detect_every_no_face: int = 4
     full_res_retry: bool = False
     prob_threshold: float = 0.9
     min_face_size: int = 20
@@ -125,6 +142,7 @@ class CropParams:
         rules = {  # key: (valid?, the rule, for the message)
             "detect_long_side": (self.detect_long_side >= MIN_DETECT_SIDE, f">= {MIN_DETECT_SIDE}"),
             "detect_every": (self.detect_every >= 1, ">= 1"),
+            "detect_every_no_face": (self.detect_every_no_face >= 1, ">= 1"),
             "prob_threshold": (0.0 <= self.prob_threshold <= 1.0, "in [0, 1]"),
             "min_face_size": (self.min_face_size >= _PNET_CELL, f">= {_PNET_CELL}"),
             "margin": (self.margin >= 0.0, ">= 0"),
@@ -233,6 +251,14 @@ def _patch_window(box: np.ndarray) -> Window:
     return x1 - 1, y1 - 1, max(1, max(x2 - x1, y2 - y1) + 1)
 
 
+def _window_search(image: np.ndarray, box: np.ndarray, ratio: float, side: int, scales: tuple[float, ...]) -> _Search:
+    """A square window ``ratio`` times a square box's side around its centre, resized to ``side`` px."""
+    size = box[2] - box[0]
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    window = (int(round(cx - ratio * size / 2)), int(round(cy - ratio * size / 2)), max(1, int(round(ratio * size))))
+    return _Search(cut_window(image, window, side), window[0], window[1], side / window[2], scales)
+
+
 def _nms_min(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
     """Greedy NMS where overlap is intersection over the smaller box (MTCNN's last stage)."""
     order = np.argsort(-scores, kind="stable")
@@ -314,8 +340,9 @@ class FaceDetector:
         # (kept for the benchmarks' naive baseline).
         self.mtcnn = MTCNN(keep_all=True, post_process=False, min_face_size=params.min_face_size, device=self.device)
         # Counts, for benchmarks and tests: whole-frame searches (small copy, full resolution), boxes
-        # followed (RNet/ONet grid), boxes checked by ONet alone.
-        self.searches = {"frame": 0, "full_res": 0, "follow": 0, "verify": 0}
+        # followed (RNet/ONet grid), of those searched again by PNet in a wider window, boxes checked
+        # by ONet alone.
+        self.searches = {"frame": 0, "full_res": 0, "follow": 0, "local": 0, "verify": 0}
         # Per frame of the last :meth:`track`, in order: this thread's CPU seconds spent on it
         # (a keyframe's own; a share of its gap's ONet batch and its own follow between keyframes).
         self.frame_cpu: list[float] = []
@@ -465,25 +492,30 @@ class FaceDetector:
 
     def _follow(self, image: np.ndarray, expected: list[Box]) -> list[Face]:
         """Look for faces near the boxes where they are expected: RNet/ONet on a grid of
-        shifted and rescaled copies of each box (no PNet pyramid).
+        shifted and rescaled copies of each box (no PNet pyramid); where that finds nothing,
+        PNet on a wider window around the box (the face moved further than the grid reaches).
 
         Returns:
             The faces found (all boxes together).
         """
+        squares = _square(np.array(expected, dtype=np.float64))
         searches, boxes = [], []
-        for expected_box in expected:
-            (box,) = _square(np.array([expected_box]))
+        for box in squares:
+            searches.append(_window_search(image, box, _FOLLOW_WINDOW, _FOLLOW_SIDE, ()))
             side = box[2] - box[0]
             cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-            window = (int(round(cx - _FOLLOW_WINDOW * side / 2)), int(round(cy - _FOLLOW_WINDOW * side / 2)),
-                      max(1, int(round(_FOLLOW_WINDOW * side))))
-            scale = _FOLLOW_SIDE / window[2]
-            searches.append(_Search(cut_window(image, window, _FOLLOW_SIDE), window[0], window[1], scale, ()))
             half = side * _FOLLOW_GRID[:, 2] / 2
             x, y = cx + side * _FOLLOW_GRID[:, 0], cy + side * _FOLLOW_GRID[:, 1]
             boxes.append(np.stack([x - half, y - half, x + half, y + half], axis=1))
         self.searches["follow"] += len(searches)
         per_box = self._kept(self._refine([image] * len(searches), searches, boxes, _FOLLOW_ONET))
+        lost = [box for box, faces in zip(squares, per_box) if not faces]
+        if lost:
+            face = _LOCAL_SIDE / _LOCAL_WINDOW  # the expected face's size in the window, px
+            scales = tuple(pyramid_scales(_LOCAL_SIDE, face * _LOCAL_SCALES[0], face * _LOCAL_SCALES[1]))
+            wide = [_window_search(image, box, _LOCAL_WINDOW, _LOCAL_SIDE, scales) for box in lost]
+            self.searches["local"] += len(wide)
+            per_box += self._kept(self._refine([image] * len(wide), wide, self._propose(wide), _FOLLOW_ONET))
         return [f for faces in per_box for f in faces]
 
     def _verify(self, images: list[np.ndarray], expected: list[list[Box]]) -> list[list[list[Face]]]:
@@ -558,9 +590,10 @@ class FaceDetector:
     def track(self, images: Iterable[np.ndarray]) -> Iterator[list[Face]]:
         """Detect faces in the sampled frames of one video, in order, as they come.
 
-        Every ``detect_every``-th frame and the last one are keyframes (:meth:`_keyframe`);
-        the frames between two keyframes wait for the second one (at most ``detect_every - 1``
-        frames are held) and are then judged from both (:meth:`_between`).
+        The first frame is a keyframe (:meth:`_keyframe`), then the ``detect_every``-th frame
+        after a keyframe with a face, the ``detect_every_no_face``-th after one without, and the
+        last frame; the frames between two keyframes wait for the second one and are then
+        judged from both (:meth:`_between`).
 
         Args:
             images: ``(H, W, 3)`` RGB uint8 frames, consecutive samples of one video (any
@@ -579,7 +612,10 @@ class FaceDetector:
         for i, image in enumerate(images):
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
                 raise ValueError(f"image {i}: expected (H, W, 3) uint8, got {image.shape} {image.dtype}")
-            if i % self.params.detect_every:
+            # With faces to check between keyframes, one may come after detect_every frames; with
+            # none, a face that shows up is only found by a whole-frame search, so they come sooner.
+            every = self.params.detect_every if key else self.params.detect_every_no_face
+            if i and len(held) + 1 < every:
                 held.append(image)
                 continue
             key, held = (yield from self._next_keyframe(image, key, held)), []
