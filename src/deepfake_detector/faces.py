@@ -551,8 +551,9 @@ class FaceDetector:
         A face in both keyframes (matched by :func:`_match`) is expected on the line between
         its two boxes, a face in one of them where that one has it. ONet checks every expected
         box (one batch for the whole gap); where it finds no face, the face is followed around
-        the box (RNet/ONet grid). No whole-frame search: frames between two keyframes without a
-        face cost nothing, and a face that shows up only between two keyframes is not seen.
+        the box (:meth:`_follow`: the RNet/ONet grid, then PNet in a wider window). No
+        whole-frame search: frames between two keyframes without a face cost nothing, and a
+        face that shows up only between two keyframes is not seen.
         """
         if not images:
             return []
