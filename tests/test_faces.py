@@ -132,9 +132,11 @@ def test_keyframes_find_what_searching_every_frame_finds() -> None:
     assert all(f[0].prob >= 0.9 and f[0].landmarks.shape == (5, 2) for f in found)
     centres = [(f[0].box[0] + f[0].box[2]) / 2 for f in found]
     assert np.all(np.diff(centres) > 15)  # the boxes move with the face
-    # Whole-frame searches on keyframes 0, 4, 8 and the last (11) only; ONet alone confirmed
-    # the face where the keyframes put it on the 8 frames between, nothing had to be followed.
-    assert keyed.searches == {"frame": 4, "full_res": 0, "follow": 0, "local": 0, "verify": 8}
+    # Whole-frame searches on keyframes 0, 4 and 8 only, not on the last frame; ONet alone
+    # confirmed the face where the keyframes put it on the 6 frames between. After keyframe 8 the
+    # face is expected where that one has it: ONet confirms it 25 px off (frame 9); 50 px off
+    # (10) the RNet/ONet grid finds it, 75 px off (11) PNet in the wider window.
+    assert keyed.searches == {"frame": 3, "full_res": 0, "follow": 2, "local": 1, "verify": 9}
     assert search.searches["frame"] == 12 and search.searches["verify"] == 0
 
 
@@ -165,14 +167,23 @@ def test_a_face_that_moved_further_than_the_grid_reaches_is_searched_for_around_
 def test_a_face_that_jumps_between_keyframes_is_found_on_both_sides() -> None:
     frames = moving_face_frames(3, dx=10)
     jumped = moving_face_frames(4, dx=120)[3]  # the face jumps 3 face widths away
-    det = FaceDetector(CropParams(detect_every=100), device="cpu")
+    det = FaceDetector(CropParams(detect_every=3), device="cpu")
     found = det.detect(frames + [jumped])
     assert [len(f) for f in found] == [1, 1, 1, 1]
     assert found[3][0].box[0] > found[2][0].box[0] + 250
-    # Frame 0 and the last frame are keyframes (searched; the last one also follows frame 0's face,
+    # Frames 0 and 3 are keyframes (searched; frame 3 also follows frame 0's face,
     # which its search did not find there); frames 1 and 2 check both keyframes' boxes (no pair:
     # too far apart), find the face at the first, follow the second in vain (grid, then PNet around it).
     assert det.searches == {"frame": 2, "full_res": 0, "follow": 3, "local": 3, "verify": 4}
+
+
+def test_the_last_frame_is_searched_after_a_keyframe_without_a_face() -> None:
+    frames = noise_frames(4, width=640, height=360) + moving_face_frames(2, dx=10)  # a face from frame 4 on
+    det = FaceDetector(CropParams(detect_every=8, detect_every_no_face=8), device="cpu")
+    found = det.detect(frames)
+    # Keyframe 0 has no face, so the last frame (5) is a keyframe, and frame 4 is checked where it has it.
+    assert [len(f) for f in found] == [0, 0, 0, 0, 1, 1]
+    assert det.searches["frame"] == 2
 
 
 def test_what_frames_without_a_face_cost() -> None:
@@ -198,12 +209,13 @@ def test_keyframes_come_sooner_while_no_face_is_known() -> None:
     sooner = FaceDetector(CropParams(detect_every=8, detect_every_no_face=4), device="cpu")
     found = sooner.detect(frames)
     assert [len(f) for f in found] == [0] * 5 + [1] * 7
-    # Keyframes 0 and 4 (no face: the next comes 4 frames on), 8 (a face: the next would be 16) and
-    # 11 (the last); frames 5-7 check the face where keyframe 8 has it, 9-10 between 8 and 11.
-    assert sooner.searches == {"frame": 4, "full_res": 0, "follow": 0, "local": 0, "verify": 5}
+    # Keyframes 0 and 4 (no face: the next comes 4 frames on) and 8 (a face: the next would be 16,
+    # and the frames after it are checked where it has the face, no last search); frames 5-7 and
+    # 9-11 check the face where keyframe 8 has it.
+    assert sooner.searches == {"frame": 3, "full_res": 0, "follow": 0, "local": 0, "verify": 6}
     evenly = FaceDetector(CropParams(detect_every=8, detect_every_no_face=8), device="cpu")
     assert [len(f) for f in evenly.detect(frames)] == [len(f) for f in found]
-    assert evenly.searches["frame"] == 3  # keyframes 0, 8 and 11
+    assert evenly.searches["frame"] == 2  # keyframes 0 and 8
 
 
 def test_faces_are_detected_as_frames_arrive(detector: FaceDetector, portrait_clip: Path) -> None:
