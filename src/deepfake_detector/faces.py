@@ -23,10 +23,10 @@ drives facenet-pytorch's trained networks itself:
   expected box (one batch for the whole gap; its box and landmarks are a detection like any
   other), and where it finds nothing the face is followed around the box. The frames after
   the last keyframe with a face are judged from it alone in the same way (each face
-  expected where it has it). Between two keyframes without a face
-  nothing is searched: there, a frame without a face costs nothing, and a face seen only
-  between two keyframes (or after the last one) is missed, which is why such keyframes come
-  sooner (hit rate over the shared real clips: ``benchmarks/bench_hit_rate.py``).
+  expected where it has it). Between two keyframes without a face nothing is searched:
+  there, a frame without a face costs nothing, and a face seen only between two keyframes
+  (or after the last one) is missed, which is why such keyframes come sooner (hit rate over
+  the shared real clips: ``benchmarks/bench_hit_rate.py``).
   Frames are never searched again at full resolution unless ``full_res_retry`` asks for it.
 * **One thread.** Detection runs hundreds of tiny torch ops per frame; with two intra-op
   threads on cores another process uses, each op waits for the descheduled thread (a patch
