@@ -181,7 +181,7 @@ def test_the_last_frame_is_searched_after_a_keyframe_without_a_face() -> None:
     frames = noise_frames(4, width=640, height=360) + moving_face_frames(2, dx=10)  # a face from frame 4 on
     det = FaceDetector(CropParams(detect_every=8, detect_every_no_face=8), device="cpu")
     found = det.detect(frames)
-    # Keyframe 0 has no face, so the last frame (5) is a keyframe, and frame 4 is checked where it has it.
+    # Keyframe 0 has no face, so the last frame (5) is a keyframe too, and frame 4 is checked where frame 5 has the face.
     assert [len(f) for f in found] == [0, 0, 0, 0, 1, 1]
     assert det.searches["frame"] == 2
 
