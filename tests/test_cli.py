@@ -126,36 +126,52 @@ def test_usage_errors_exit_2(checkpoint: Path, media: dict[str, Path], tmp_path:
     assert _run([str(media["good"]), "--model", str(checkpoint), "--frames", "0"]) == 2
     assert _run([str(media["good"]), "--json", "a.json", "--csv", "a.csv"]) == 2
     assert cli.main([]) == 2
-    monkeypatch.chdir(tmp_path)  # no models/detector.pt here
-    monkeypatch.setattr(cli, "_CHECKOUT", tmp_path)  # and no released detector either
+    monkeypatch.chdir(tmp_path)  # no release/detector.pt here
+    monkeypatch.setattr(cli, "_CHECKOUT", tmp_path)  # nor in the checkout
     assert _run([str(media["good"])]) == 2
-    err = capsys.readouterr().err
-    assert "models/detector.pt" in err and "make demo" in err and "dvc repro" in err
+    err = capsys.readouterr().err  # how to get a model: restore the released one, or name the pipeline's
+    assert "no released detector at release/detector.pt" in err and "git checkout -- release/detector.pt" in err
+    assert "--model models/detector.pt after `make demo`" in err
     empty = tmp_path / "empty"
     empty.mkdir()
     assert _run([str(empty), "--model", str(checkpoint)]) == 2
     assert "no video or image files" in capsys.readouterr().err
 
 
-def test_default_model_is_the_pipelines_else_the_released_one(checkpoint: Path, media: dict[str, Path], tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_model_is_the_released_one_even_with_the_pipelines(checkpoint: Path, media: dict[str, Path],
+                                                                    tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """After `make demo` both detectors are there: only --model picks the pipeline's. The line that
+    names the model (on stderr with `--json -`) names its model card too."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cli, "_CHECKOUT", tmp_path / "elsewhere")
-    (tmp_path / "release").mkdir()
-    shutil.copy(checkpoint, tmp_path / "release" / "detector.pt")
-    assert _run([str(media["image"])]) == 0
-    assert "model: release/detector.pt, the released detector" in capsys.readouterr().out
-    (tmp_path / "models").mkdir()
-    shutil.copy(checkpoint, tmp_path / "models" / "detector.pt")
-    assert _run([str(media["image"])]) == 0
-    assert "model: models/detector.pt, the pipeline's detector" in capsys.readouterr().out
-    # From another directory, the checkout's released detector.
+    for folder in ("release", "models"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(checkpoint, tmp_path / folder / "detector.pt")
+    (tmp_path / "release" / "MODEL_CARD.md").write_text("# Model card\n")
+    assert _run([str(media["image"]), "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["model"] == "release/detector.pt"  # stdout: the JSON only
+    model_line = next(line for line in captured.err.splitlines() if line.startswith("model: "))
+    assert model_line.startswith("model: release/detector.pt, the released detector (the default; "
+                                 "--model models/detector.pt for the sample pipeline's) (resnet18, input 32 px")
+    assert model_line.endswith("; model card release/MODEL_CARD.md")
+    assert _run([str(media["image"]), "--model", "models/detector.pt"]) == 0
+    model_line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("model: "))
+    assert model_line.startswith("model: models/detector.pt, given with --model (resnet18")
+    assert model_line.endswith("; no model card")
+    # Without the released detector, no silent fall-back to the pipeline's: an error saying how.
+    (tmp_path / "release" / "detector.pt").unlink()
+    assert _run([str(media["image"])]) == 2
+    assert "pass --model models/detector.pt to use the sample pipeline's detector" in capsys.readouterr().err
+    # From another directory, the checkout's released detector, and its card beside it.
     monkeypatch.setattr(cli, "_CHECKOUT", tmp_path)
+    shutil.copy(checkpoint, tmp_path / "release" / "detector.pt")
     (tmp_path / "other").mkdir()
     monkeypatch.chdir(tmp_path / "other")
-    assert cli.default_model() == (tmp_path / "release" / "detector.pt", cli.default_model()[1])
-    assert "released detector" in cli.default_model()[1]
+    assert cli.default_model() == (tmp_path / "release" / "detector.pt", "the released detector")
+    assert cli.model_card(cli.default_model()[0]) == tmp_path / "release" / "MODEL_CARD.md"
+    assert cli.model_card(tmp_path / "models" / "detector.pt") is None
 
 
 def test_output_paths_are_checked_before_any_work(checkpoint: Path, media: dict[str, Path], tmp_path: Path,

@@ -4,6 +4,7 @@ and the page in headless Chromium (a random-init 32 px detector: plumbing, not a
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -62,8 +63,9 @@ def test_real_clip_gets_verdict_plot_montage_and_report(judge: web.WebJudge, cli
     assert [f for f, _ in steps] == sorted(f for f, _ in steps) and steps[-1][0] == 1.0
 
 
-def test_page_shows_the_model_its_calibration_and_the_limits(judge: web.WebJudge) -> None:
+def test_page_shows_the_model_its_calibration_and_the_limits(judge: web.WebJudge, checkpoint: Path) -> None:
     about = judge.describe()
+    assert f"**Model** {web._md(checkpoint)} (a test detector; resnet18" in about and "; no model card)" in about
     assert "fake when P(fake) >= **0.400**" in about and "+/-0.05" in about and "3 frames sampled per video" in about
     assert f"uploads up to {web.MAX_UPLOAD_MB} MB" in about and f"first {web.MAX_FRAMES_DECODED} frames" in about
 
@@ -133,6 +135,30 @@ def test_predict_does_not_import_gradio(checkpoint: Path, clips: dict[str, Path]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_page_names_the_model_card_next_to_the_model(checkpoint: Path, tmp_path: Path) -> None:
+    model = Path(shutil.copy(checkpoint, tmp_path / "detector.pt"))
+    (tmp_path / "MODEL_CARD.md").write_text("# Model card\n")
+    about = web.WebJudge(model, "the released detector", work_dir=tmp_path / "web").describe()
+    assert f"**Model** {web._md(model)} (the released detector; resnet18" in about
+    assert f"; model card {web._md(tmp_path / 'MODEL_CARD.md')})" in about
+
+
+def test_serve_uses_the_released_detector_unless_told(checkpoint: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """After `make demo` both detectors are there: `serve` picks the pipeline's only with --model."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "_CHECKOUT", tmp_path / "elsewhere")
+    for folder in ("release", "models"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(checkpoint, tmp_path / folder / "detector.pt")
+    served: list[tuple[Path, str]] = []
+    monkeypatch.setattr(web, "serve", lambda model_path, which, **kwargs: served.append((model_path, which)))
+    assert cli.main(["serve"]) == 0
+    assert cli.main(["serve", "--model", "models/detector.pt"]) == 0
+    assert [path for path, _ in served] == [Path("release/detector.pt"), Path("models/detector.pt")]
+    assert served[0][1].startswith("the released detector") and served[1][1] == "given with --model"
 
 
 def test_serve_usage_errors(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture,

@@ -1,9 +1,13 @@
 """The ``deepfake-detector`` command: judge video or image files with a calibrated detector.
 
 Usage:
-    deepfake-detector predict VIDEO_OR_DIR... [--model models/detector.pt] [--frames N]
+    deepfake-detector predict VIDEO_OR_DIR... [--model PATH] [--frames N]
         [--json OUT | --csv OUT] [--explain DIR]
-    deepfake-detector serve [--model models/detector.pt] [--host 127.0.0.1] [--port 7860]
+    deepfake-detector serve [--model PATH] [--host 127.0.0.1] [--port 7860]
+
+Without ``--model`` both use the released detector (``release/detector.pt``); the sample
+pipeline's own ``models/detector.pt`` (``make demo``) only when asked for with ``--model``.
+Which model judges, and where its model card is, is printed with its description.
 
 Files go through the pipeline's own code (:func:`judge.judge_paths`) with the detector's
 own calibration: the frames per video, detection and crop settings, aggregation, threshold
@@ -54,11 +58,14 @@ if TYPE_CHECKING:  # the real imports are deferred: they load PyTorch
 logger = logging.getLogger(__name__)
 
 PROG = "deepfake-detector"
-# The detector the pipeline makes (the calibrate stage).
-DEFAULT_MODEL = Path("models/detector.pt")
-# The released detector (release/dvc.yaml, kept in git), used when the pipeline has made
-# none: looked for in the current directory, then in the checkout this package runs from.
+# The released detector (release/dvc.yaml, kept in git), the default: looked for in the
+# current directory, then in the checkout this package runs from.
 RELEASED_MODEL = Path("release/detector.pt")
+# The detector the sample pipeline makes (the calibrate stage of `make demo`): a model trained
+# on a few dozen synthetic clips, so it judges only when asked for with --model.
+PIPELINE_MODEL = Path("models/detector.pt")
+# A detector's model card: this file in its checkpoint's folder (release/MODEL_CARD.md).
+MODEL_CARD = "MODEL_CARD.md"
 _CHECKOUT = Path(__file__).resolve().parents[2]
 # `--json -` / `--csv -`: write to standard output instead of a file named "-".
 STDOUT = Path("-")
@@ -121,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Judge video or image files: fake, real, uncertain, no_face or unreadable.")
     p.add_argument("inputs", nargs="+", type=Path, metavar="VIDEO_OR_DIR", help="files, or directories to search recursively")
     p.add_argument("--model", type=Path, default=None,
-                   help=f"calibrated detector checkpoint (default: {DEFAULT_MODEL}, the pipeline's, "
-                        f"else the released detector {RELEASED_MODEL})")
+                   help=f"calibrated detector checkpoint (default: the released detector {RELEASED_MODEL}; "
+                        f"{PIPELINE_MODEL} for the one `make demo` trains on the sample)")
     p.add_argument("--frames", type=_positive_int, default=None,
                    help="frames sampled per video (default: the detector's calibration; another number "
                         "departs from what its threshold was calibrated on)")
@@ -136,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Start a local web app: upload a video, see its verdict, the fake probability over "
                                    "time and the Grad-CAM evidence, download the report.")
     s.add_argument("--model", type=Path, default=None,
-                   help=f"calibrated detector checkpoint (default: {DEFAULT_MODEL}, else {RELEASED_MODEL})")
+                   help=f"calibrated detector checkpoint (default: the released detector {RELEASED_MODEL}; "
+                        f"{PIPELINE_MODEL} for the one `make demo` trains on the sample)")
     s.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to the network)")
     s.add_argument("--port", type=_port, default=7860, help="port (default 7860; 0: a free one)")
@@ -149,20 +157,43 @@ def build_parser() -> argparse.ArgumentParser:
 def default_model() -> tuple[Path, str]:
     """The detector to use without ``--model``, and which one it is, in words.
 
-    The pipeline's own detector when it has made one, else the released detector.
+    Always the released detector, even where ``make demo`` has made the sample pipeline's
+    ``models/detector.pt``: that one is trained on a few dozen synthetic clips, and judging
+    someone's video with it must be asked for (``--model models/detector.pt``).
+
+    Returns:
+        ``(path, which)``: ``release/detector.pt`` in the current directory, else in the
+        checkout this package runs from.
 
     Raises:
-        UsageError: If neither exists.
+        UsageError: If there is no released detector in either place; the message says how
+            to get one.
     """
-    if DEFAULT_MODEL.is_file():
-        return DEFAULT_MODEL, "the pipeline's detector"
     for candidate in (RELEASED_MODEL, _CHECKOUT / RELEASED_MODEL):
         if candidate.is_file():
-            return candidate, f"the released detector (release/MODEL_CARD.md); no pipeline detector at {DEFAULT_MODEL}"
+            # Someone who has run `make demo` may expect its detector: say how to get it.
+            return candidate, "the released detector" + (
+                f" (the default; --model {PIPELINE_MODEL} for the sample pipeline's)" if PIPELINE_MODEL.is_file() else "")
+    pipeline = (f"pass --model {PIPELINE_MODEL} to use the sample pipeline's detector" if PIPELINE_MODEL.is_file()
+                else f"pass --model PATH (e.g. --model {PIPELINE_MODEL} after `make demo` or `dvc repro`)")
     raise UsageError(
-        f"no model at {DEFAULT_MODEL} and no released detector at {RELEASED_MODEL}: make one with `make demo` "
-        "(trains on the embedded sample) or `dvc repro`, or pass --model PATH"
+        f"no released detector at {RELEASED_MODEL} (looked in the current directory and in {_CHECKOUT}): "
+        f"restore it with `git checkout -- {RELEASED_MODEL}` in the checkout, or {pipeline}"
     )
+
+
+def model_card(model_path: Path) -> Path | None:
+    """The model card of a detector: ``MODEL_CARD.md`` in its checkpoint's folder.
+
+    Args:
+        model_path: The detector checkpoint.
+
+    Returns:
+        The card's path (``release/MODEL_CARD.md`` for the released detector), or None when
+        that folder has none.
+    """
+    card = model_path.parent / MODEL_CARD
+    return card if card.is_file() else None
 
 
 def _model_path(path: Path | None) -> tuple[Path, str]:
@@ -193,7 +224,7 @@ class Judge:
 
     Args:
         model_path: The detector checkpoint.
-        which: Which detector it is, in words (printed with its description).
+        which: Which detector it is, in words (printed with its description and model card).
         frames: ``--frames`` (None: the calibration's).
         keep_frames: Keep the sampled frames (for Grad-CAM).
         table: Where the model's description is printed once it is loaded.
@@ -213,6 +244,11 @@ class Judge:
         self.detector: Detector | None = None
         self.face_detector: FaceDetector | None = None
         self.runtime: Runtime | None = None
+
+    def card_text(self) -> str:
+        """Where the detector's model card is (:func:`model_card`): ``model card PATH`` or ``no model card``."""
+        card = model_card(self.model_path)
+        return f"model card {card}" if card is not None else "no model card"
 
     @property
     def n_frames(self) -> int | None:
@@ -240,7 +276,7 @@ class Judge:
         self.face_detector = FaceDetector(cal.crop)
         self.detector = detector
         print(f"model: {detector.path}, {self.which} ({detector.meta.arch}, input {detector.meta.input_size} px, "
-              f"weights {detector.meta.weights_sha256[:12]})", file=self.table)
+              f"weights {detector.meta.weights_sha256[:12]}); {self.card_text()}", file=self.table)
         print(f"calibration: {cal.describe()}" + (f"; --frames {self.frames} overrides it" if self.frames else "")
               + f"; runtime {self.runtime.describe()}", file=self.table, flush=True)
         return detector

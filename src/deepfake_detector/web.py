@@ -125,11 +125,16 @@ class WebJudge:
         self._count = 0
 
     def describe(self) -> str:
-        """The served model and its calibration, as Markdown (loads the model)."""
+        """The served model, its model card and its calibration, as Markdown (loads the model).
+
+        The model as ``predict`` prints it: its path, which detector it is, and where its
+        model card is (:meth:`cli.Judge.card_text`).
+        """
         detector = self.judge.load()
         cal = detector.calibration
-        return (f"**Model** {_md(detector.path.name)} ({_md(self.judge.which)}; {detector.meta.arch}, "
-                f"weights `{detector.meta.weights_sha256[:12]}`). **Calibration**: fake when P(fake) >= "
+        return (f"**Model** {_md(detector.path)} ({_md(self.judge.which)}; {detector.meta.arch}, "
+                f"weights `{detector.meta.weights_sha256[:12]}`; {_md(self.judge.card_text())}). "
+                f"**Calibration**: fake when P(fake) >= "
                 f"**{cal.threshold:.3f}**, *uncertain* within +/-{cal.abstain_band:g} of it or with fewer than "
                 f"{cal.min_faces} face(s) scored; {cal.frames_per_video} frames sampled per video, aggregation "
                 f"`{cal.aggregation}`. **Limits**: uploads up to {self.max_upload_mb} MB; a video is judged on "
