@@ -252,6 +252,28 @@ def test_folder_groups_option_names_index_and_column(tmp_path):
     assert [p["reason"] for p in report["problems"]] == ["line 5: empty file name"]
 
 
+def test_folder_limit_samples_files_deterministically_and_nested(tmp_path):
+    # A big photo folder run small: `limit` keeps a sample keyed on (seed, path), counted in the report.
+    root = tmp_path / "photos"
+    names = [f"p{i:02d}.jpg" for i in range(30)]
+    _touch(root, *names)
+
+    def used(limit, seed=0, listing_reversed=False):
+        source = SourceParams(format="folder", root=str(root), label="real", limit=limit)
+        df, report = build_manifest(_params(source, seed=seed))
+        assert report["counts"]["by_source"]["folder"]["not_used_by_limit"] == 30 - len(df)
+        return {Path(p).name for p in df["path"]}
+
+    small, large = used(5), used(12)
+    assert len(small) == 5 and len(large) == 12
+    assert small < large  # raising the limit only adds files
+    assert used(5) == small  # deterministic
+    assert used(5, seed=1) != small  # the seed draws another sample
+    assert used(None) == set(names) and used(100) == set(names)
+    with pytest.raises(ValueError, match="limit"):
+        SourceParams(format="folder", root="x", label="real", limit=0)
+
+
 def test_folder_groups_option_errors(tmp_path):
     root = tmp_path / "talking"
     _touch(root, "a.mp4")

@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import re
@@ -79,6 +80,10 @@ class SourceParams:
             a value land in the same split (e.g. ``identities.csv`` naming each clip's person).
             Default: ``<root>/groups.csv`` with a ``group`` column, when it exists.
         group_column: The column of ``groups`` that names the leakage group.
+        limit: Use at most this many of the source's files: a deterministic sample keyed on
+            ``ingest.seed`` and each file's path (so the same files whatever the listing order,
+            and a larger limit keeps every file a smaller one kept). For running one recipe
+            small (CI, demo) and large (the release) on a big photo folder. ``null``: all.
     """
 
     format: Format
@@ -87,6 +92,7 @@ class SourceParams:
     split: Split | None = None
     groups: str | None = None
     group_column: str = "group"
+    limit: int | None = None
 
     def __post_init__(self) -> None:
         if self.format not in typing.get_args(Format):
@@ -107,6 +113,8 @@ class SourceParams:
             raise ValueError(f"source.groups/group_column are only for format: folder (got format: {self.format})")
         if not self.group_column:
             raise ValueError("source.group_column must not be empty")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"source.limit must be >= 1 (or null for all files), got {self.limit}")
 
 
 @dataclass(frozen=True)
@@ -1029,6 +1037,24 @@ def _assign_source(
     return rows, summary, problems
 
 
+def apply_limit(scan: SourceScan, limit: int | None, seed: int) -> int:
+    """Keep at most ``limit`` of a scan's entries, chosen by a hash of (seed, path); in place.
+
+    Ranking every file by its own hash (not by a shuffle of the listing) makes the sample
+    independent of the listing order and nested: raising the limit only adds files.
+
+    Returns:
+        How many entries were left out (counted in the report, not dropped silently).
+    """
+    if limit is None or len(scan.entries) <= limit:
+        return 0
+    rank = sorted(scan.entries, key=lambda e: hashlib.sha256(f"{seed}/{e.rel_path}".encode()).hexdigest())
+    keep = {id(e) for e in rank[:limit]}
+    left_out = len(scan.entries) - limit
+    scan.entries = [e for e in scan.entries if id(e) in keep]  # listing order kept
+    return left_out
+
+
 def leakage_check(manifest: pd.DataFrame) -> dict[str, Any]:
     """Count groups that appear in more than one split (must be 0).
 
@@ -1066,7 +1092,12 @@ def build_manifest(params: IngestParams) -> tuple[pd.DataFrame, dict[str, Any]]:
             raise IngestError(f"source {name}: root {source.root} is not a folder")
         logger.info("scanning %s (%s)", source.root, source.format)
         scan = ADAPTERS[source.format](source, params)
+        limited = apply_limit(scan, source.limit, params.seed)
         src_rows, summary, src_problems = _assign_source(name, source, scan, params)
+        summary["not_used_by_limit"] = limited
+        if limited:
+            logger.info("source %s: limit %d: %d of %d files used", name, source.limit, len(scan.entries),
+                        len(scan.entries) + limited)
         rows += src_rows
         summaries[name] = summary
         problems += [{"source": name, **p} for p in scan.problems + src_problems]
