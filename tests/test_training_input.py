@@ -95,6 +95,40 @@ def test_augmentations_do_what_they_say(crop: np.ndarray) -> None:
     assert small.shape == (96, 96, 3) and small.dtype == np.uint8
 
 
+def _sharpness(x: np.ndarray) -> float:
+    return float(np.abs(np.diff(x.astype(float), axis=1)).mean())
+
+
+def test_global_degradations_do_what_they_say(crop: np.ndarray) -> None:
+    torch.manual_seed(0)
+    down = build_augment(160, AugmentParams(**{**OFF.__dict__, "downscale_prob": 1.0, "downscale": (0.4, 0.4)}))(crop)
+    assert down.shape == crop.shape and _sharpness(down) < _sharpness(crop)
+    sharp = build_augment(160, AugmentParams(**{**OFF.__dict__, "sharpen_prob": 1.0, "sharpen": (1.0, 1.0)}))(crop)
+    assert _sharpness(sharp) > _sharpness(crop)
+    noisy = build_augment(160, AugmentParams(**{**OFF.__dict__, "noise_prob": 1.0, "noise_sigma": (6.0, 6.0)}))(crop)
+    residual = noisy.astype(float) - crop
+    assert 4.5 < residual[(crop > 30) & (crop < 225)].std() < 7.5  # sigma 6 where nothing clips
+    # A blur of sigma 2 reaches further than the old fixed 5-px kernel allowed.
+    wide = build_augment(160, AugmentParams(**{**OFF.__dict__, "blur_prob": 1.0, "blur_sigma": (2.0, 2.0)}))(crop)
+    narrow = build_augment(160, AugmentParams(**{**OFF.__dict__, "blur_prob": 1.0, "blur_sigma": (0.5, 0.5)}))(crop)
+    assert _sharpness(wide) < _sharpness(narrow) < _sharpness(crop)
+
+
+def test_degradations_off_draw_nothing(crop: np.ndarray) -> None:
+    # Recipes without the new degradations keep their random stream, so their results.
+    gen_a, gen_b = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    build_augment(96, AugmentParams())(crop, gen_a)
+    build_augment(96, AugmentParams(downscale=(0.3, 0.5), noise_sigma=(2.0, 3.0)))(crop, gen_b)
+    assert torch.equal(gen_a.get_state(), gen_b.get_state())
+
+
+@pytest.mark.parametrize("kwargs", [{"downscale": (0.0, 0.5)}, {"downscale": (0.5, 1.5)}, {"blur_sigma": (0.0, 1.0)},
+                                    {"noise_sigma": (5.0, 2.0)}, {"sharpen_prob": 1.5}])
+def test_degradation_params_are_checked(kwargs: dict) -> None:
+    with pytest.raises(ValueError, match="augment"):
+        AugmentParams(**kwargs)
+
+
 def test_colour_jitter_moves_colours_but_keeps_grey_grey() -> None:
     jitter = build_augment(64, AugmentParams(**{**OFF.__dict__, "color_jitter": 0.3, "hue": 0.1}))
     grey = np.tile(np.linspace(20, 230, 64, dtype=np.uint8)[None, :, None], (64, 1, 3))

@@ -33,8 +33,20 @@ class AugmentParams:
         color_jitter: Brightness/contrast/saturation jitter strength (0 disables).
         hue: Hue jitter (0 disables).
         blur_prob: Probability of a Gaussian blur.
+        blur_sigma: Its sigma range, px at the model's input size.
+        downscale_prob: Probability of a downscale and back up (a low-resolution source).
+        downscale: Range of the downscale factor (1 = no change).
+        sharpen_prob: Probability of an unsharp mask (cameras and encoders that sharpen).
+        sharpen: Range of its amount (0 = no change).
+        noise_prob: Probability of Gaussian pixel noise.
+        noise_sigma: Range of the noise's sigma, in 8-bit levels.
         jpeg_prob: Probability of JPEG re-compression (deepfakes are usually re-encoded).
         jpeg_quality: Quality range for the re-compression.
+
+    The global degradations (blur, downscale, sharpen, noise, JPEG) run after self-blending
+    on real and fake crops alike, so the sharpness, noise and compression of a whole image
+    cannot tell the classes apart: only the local difference a blend leaves can. Off (0)
+    unless params set them.
     """
 
     crop_scale: tuple[float, float] = (0.8, 1.0)
@@ -42,6 +54,13 @@ class AugmentParams:
     color_jitter: float = 0.1
     hue: float = 0.02
     blur_prob: float = 0.1
+    blur_sigma: tuple[float, float] = (0.1, 1.5)
+    downscale_prob: float = 0.0
+    downscale: tuple[float, float] = (0.5, 0.9)
+    sharpen_prob: float = 0.0
+    sharpen: tuple[float, float] = (0.3, 1.0)
+    noise_prob: float = 0.0
+    noise_sigma: tuple[float, float] = (1.0, 8.0)
     jpeg_prob: float = 0.3
     jpeg_quality: tuple[int, int] = (60, 95)
 
@@ -51,9 +70,15 @@ class AugmentParams:
             raise ValueError(f"augment.crop_scale must satisfy 0 < lo <= hi <= 1, got {self.crop_scale}")
         if not 0 <= self.hue <= 0.5:  # a shift of up to half a turn each way, as torchvision's ColorJitter
             raise ValueError(f"augment.hue must be in [0, 0.5], got {self.hue}")
-        for name in ("hflip", "blur_prob", "jpeg_prob"):
+        for name in ("hflip", "blur_prob", "downscale_prob", "sharpen_prob", "noise_prob", "jpeg_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"augment.{name} must be in [0, 1]")
+        # (name, smallest lo, largest hi): a blur sigma or a scale factor of 0 is no image at all.
+        for name, lo_ok, hi_ok in (("blur_sigma", 0.01, 10.0), ("downscale", 0.05, 1.0), ("sharpen", 0.0, 5.0),
+                                   ("noise_sigma", 0.0, 64.0)):
+            lo, hi = getattr(self, name)
+            if not lo_ok <= lo <= hi <= hi_ok:
+                raise ValueError(f"augment.{name} must satisfy {lo_ok} <= lo <= hi <= {hi_ok}, got {(lo, hi)}")
         q_lo, q_hi = self.jpeg_quality
         if not 1 <= q_lo <= q_hi <= 100:
             raise ValueError(f"augment.jpeg_quality must satisfy 1 <= lo <= hi <= 100, got {self.jpeg_quality}")
@@ -206,9 +231,9 @@ def build_augment(input_size: int, params: AugmentParams) -> Callable[..., np.nd
         if p.color_jitter > 0 or p.hue > 0:
             x = _jitter_colour(x, p.color_jitter, p.hue, gen)
         if u[1] < p.blur_prob:
-            sigma = 0.1 + 1.4 * torch.rand(1, generator=gen).item()
-            x = cv2.GaussianBlur(x, (5, 5), sigma, borderType=cv2.BORDER_REFLECT_101)
-        if u[2] < p.jpeg_prob:
+            x = _blur(x, _uniform(p.blur_sigma, gen))
+        x = _degrade(x, p, gen)
+        if u[2] < p.jpeg_prob:  # last, as a re-encode is the last thing that happens to a shared video
             quality = int(torch.randint(p.jpeg_quality[0], p.jpeg_quality[1] + 1, (1,), generator=gen).item())
             ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(x[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
             if not ok:
@@ -217,6 +242,42 @@ def build_augment(input_size: int, params: AugmentParams) -> Callable[..., np.nd
         return np.ascontiguousarray(x)
 
     return augment
+
+
+def _uniform(bounds: tuple[float, float], gen: torch.Generator | None) -> float:
+    return bounds[0] + (bounds[1] - bounds[0]) * torch.rand(1, generator=gen).item()
+
+
+def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur with a kernel that covers +/-3 sigma (a fixed 5-px kernel cut larger sigmas short)."""
+    return cv2.GaussianBlur(x, (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101)
+
+
+def _degrade(x: np.ndarray, p: AugmentParams, gen: torch.Generator | None) -> np.ndarray:
+    """Downscale-upscale, unsharp mask and Gaussian noise, each with its own probability.
+
+    Nothing is drawn when all three are off, so recipes without them keep their random
+    stream (and their results) unchanged.
+    """
+    if p.downscale_prob == 0 and p.sharpen_prob == 0 and p.noise_prob == 0:
+        return x
+    u = torch.rand(3, generator=gen).tolist()
+    if u[0] < p.downscale_prob:
+        h, w = x.shape[:2]
+        f = _uniform(p.downscale, gen)
+        small = cv2.resize(x, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+        # Upscaled as players and encoders do: bilinear or bicubic.
+        up = cv2.INTER_LINEAR if torch.rand(1, generator=gen).item() < 0.5 else cv2.INTER_CUBIC
+        x = cv2.resize(small, (w, h), interpolation=up)
+    if u[1] < p.sharpen_prob:
+        amount = _uniform(p.sharpen, gen)
+        x = cv2.addWeighted(x, 1.0 + amount, _blur(x, 1.0), -amount, 0)  # saturates to [0, 255]
+    if u[2] < p.noise_prob:
+        sigma = _uniform(p.noise_sigma, gen)
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen).item())
+        noise = np.random.default_rng(seed).normal(0.0, sigma, x.shape).astype(np.float32)
+        x = np.clip(x.astype(np.float32) + noise, 0, 255).round().astype(np.uint8)
+    return x
 
 
 def build_train_transform(
