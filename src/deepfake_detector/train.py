@@ -6,12 +6,22 @@ models that are right on many frames of a few easy videos. The frame AUC only br
 (a small validation set often ranks every video right). Choosing the aggregation and
 the threshold is not training's business: the calibrate stage does it, once, for the
 checkpoint written here.
+
+A release run outlasts a working session, so the stage checkpoints at the end of every
+epoch (``<model_out>.resume.pt``, scratch, not a DVC output) and a rerun with the same
+recipe and data continues after the last finished epoch, with the same result bit for bit
+as a run that was never interrupted.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import logging
 import math
+import os
+import pickle
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampler
 
@@ -160,8 +171,14 @@ def run_training(
         model, init_used = build_model(params.arch, params.init, params.require_pretrained)
         model = prepare_model(model, rt)
         loop = build_loop(params, rt, data, crops_dir, model)
-        live = _start_live(live_dir, rt, init_used, len(data.train))
-        best, best_state = _fit(params, rt, model, loop, data, live)
+        resume = ResumeFile(resume_path(model_out),
+                            run_fingerprint(params, rt, manifest_path, faces_path, landmarks_path, model_out))
+        payload = load_resume(resume, rt)
+        start = FitState() if payload is None else restore(payload, rt, model, loop)
+        if payload is not None:
+            logger.info("resuming after epoch %d of %d (%s)", start.epoch, params.epochs, resume.path)
+        live = _start_live(live_dir, rt, init_used, len(data.train), resume_step=None if payload is None else start.epoch)
+        best, best_state = _fit(params, rt, model, loop, data, live, resume, start)
         summary = {"init_used": init_used, "best_epoch": best["epoch"], "val_video_auc": best.get("video_auc"),
                    "val_frame_auc": best.get("frame_auc"), "runtime": rt.describe()}
         if isinstance(loop.train_ds, SbiCropDataset) and params.sbi.mask == "landmarks":
@@ -169,6 +186,8 @@ def run_training(
                         loop.train_ds.sparse)
         if rt.is_main:
             summary["weights_sha256"] = _save(params, model, best, best_state, init_used, model_out)
+            # Only now is the epoch-by-epoch state no longer needed: the checkpoint holds the result.
+            resume_path(model_out).unlink(missing_ok=True)
             _end_live(live, summary)
         return summary
 
@@ -272,59 +291,273 @@ def build_loop(p: TrainParams, rt: Runtime, data: Splits, crops_dir: Path, model
     return Loop(loader, sampler, train_ds, val_ds, nn.BCEWithLogitsLoss(pos_weight=pos_weight), optimizer, scheduler)
 
 
-def _start_live(live_dir: Path, rt: Runtime, init_used: str, n_train: int) -> Any:
-    """dvclive logger on rank 0 (None elsewhere)."""
+def _start_live(live_dir: Path, rt: Runtime, init_used: str, n_train: int, resume_step: int | None = None) -> Any:
+    """dvclive logger on rank 0 (None elsewhere); ``resume_step``: epochs already logged by an interrupted run."""
     if not rt.is_main:
         return None
     from dvclive import Live  # imported here: only rank 0 logs
 
+    if resume_step is not None:
+        _trim_live_history(live_dir / "plots" / "metrics", resume_step)
     # dvcyaml=None / save_dvc_exp=False: dvclive must not rewrite dvc.yaml during `dvc repro`.
-    live = Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
+    live = Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None, resume=resume_step is not None)
+    if resume_step is not None:
+        # Epoch e is step e - 1. dvclive's own resume guesses the step from metrics.json and
+        # is one short after a single epoch (it reads step 0 as "nothing logged yet").
+        live.step = resume_step
     live.log_params({"init_used": init_used, "runtime": rt.describe(), "train_crops": n_train})
     return live
 
 
-def _fit(p: TrainParams, rt: Runtime, model: nn.Module, loop: Loop, data: Splits, live: Any) -> tuple[dict[str, Any], dict[str,
-                                                                                                                           torch.Tensor]]:
-    """Train epoch by epoch; keep the weights of the best :func:`selection_key`; stop early."""
-    best: dict[str, Any] = {"key": (-math.inf, -math.inf), "epoch": 0}
-    best_state: dict[str, torch.Tensor] = {}
-    stale = 0
-    for epoch in range(1, p.epochs + 1):
-        if isinstance(loop.sampler, DistributedSampler):
-            loop.sampler.set_epoch(epoch)
-        loop.train_ds.set_epoch(epoch)
-        stats = train_one_epoch(model, loop.loader, loop.optimizer, loop.loss_fn, rt, loop.scheduler,
-                                desc=f"epoch {epoch}/{p.epochs}")
-        val_logits = predict_logits(model, loop.val_ds, rt, batch_size=max(64, p.batch_size), desc="val")
-        vauc = _video_auc(data.val, val_logits)
-        fauc = roc_auc(data.val["y"].to_numpy(), val_logits)
-        logger.info("epoch %d: loss %.4f, %.1f img/s, val video AUC %s, frame AUC %s",
-                    epoch, stats["loss"], stats["img_per_s"], _fmt(vauc), _fmt(fauc))
-        if live is not None:
-            live.log_metric("train/loss", stats["loss"])
-            live.log_metric("train/img_per_s", stats["img_per_s"])
-            live.log_metric("val/video_auc", vauc if vauc is not None else float("nan"))
-            live.log_metric("val/frame_auc", fauc if fauc is not None else float("nan"))
-            live.next_step()
-        key = selection_key(vauc, fauc, epoch)
-        if key > best["key"]:
-            module = model.module if hasattr(model, "module") else model
-            best_state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-            best = {"key": key, "epoch": epoch, "video_auc": vauc, "frame_auc": fauc}
-            stale = 0
+def _trim_live_history(metrics_dir: Path, steps: int) -> None:
+    """Keep the first ``steps`` rows of each dvclive metric history.
+
+    A run killed after logging an epoch but before saving its resume state logged a row
+    that the resumed run logs again.
+    """
+    for tsv in sorted(metrics_dir.rglob("*.tsv")):
+        with tsv.open(encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh, delimiter="\t")
+            fields = list(reader.fieldnames or [])
+            rows = [row for row in reader if int(row["step"]) < steps]
+        with tsv.open("w", encoding="utf-8", newline="") as fh:
+            writer = csv.DictWriter(fh, fields, delimiter="\t", lineterminator=os.linesep)
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+RESUME_FORMAT = "deepfake-detector/train-resume/1"
+
+# Params that only change speed (dvc.yaml leaves them out of the stage's params too): a run
+# may resume with another thread or worker count.
+SPEED_ONLY_PARAMS = ("num_workers", "threads")
+
+
+def resume_path(model_out: Path) -> Path:
+    """Where the train stage keeps its per-epoch state: scratch next to the checkpoint, not a DVC output."""
+    return model_out.with_name(model_out.name + ".resume.pt")
+
+
+def file_digest(path: Path) -> dict[str, Any]:
+    """Size and SHA-256 of a file's content."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return {"bytes": Path(path).stat().st_size, "sha256": h.hexdigest()}
+
+
+def run_fingerprint(p: TrainParams, rt: Runtime, manifest_path: Path, faces_path: Path, landmarks_path: Path | None,
+                    model_out: Path) -> dict[str, Any]:
+    """What a training run's result depends on; a resume state is used only when this matches.
+
+    The crop shards are not hashed (gigabytes): the crop stage rewrites ``faces.parquet``
+    whenever it rewrites them, and the table names every member the run reads.
+    """
+    return {
+        "config": {k: v for k, v in to_dict(p).items() if k not in SPEED_ONLY_PARAMS},
+        "runtime": rt.describe(),  # precision "auto" resolves per machine
+        "manifest": file_digest(manifest_path),
+        "faces": file_digest(faces_path),
+        "landmarks": None if landmarks_path is None else file_digest(landmarks_path),
+        "model_out": str(model_out),
+    }
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
         else:
-            stale += 1
-            if stale >= p.patience:
-                logger.info("early stop: no val video (then frame) AUC gain for %d epochs", stale)
-                break
-    return best, best_state
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def fingerprint_changes(old: Any, new: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two fingerprints (e.g. ``config.lr``)."""
+    a, b = _flatten(old), _flatten(new)
+    missing = object()
+    return sorted(k for k in a.keys() | b.keys() if a.get(k, missing) != b.get(k, missing))
+
+
+@dataclass
+class FitState:
+    """Where training stands after ``epoch`` finished epochs: what an interrupted run resumes from."""
+
+    epoch: int = 0
+    best: dict[str, Any] = field(default_factory=lambda: {"key": (-math.inf, -math.inf), "epoch": 0})
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    stale: int = 0  # epochs since the best one (early stopping)
+    elapsed_s: float = 0.0  # training time so far, interrupted sessions included
+
+
+@dataclass(frozen=True)
+class ResumeFile:
+    """The per-epoch resume state's path and the fingerprint of the run that writes it."""
+
+    path: Path
+    fingerprint: dict[str, Any]
+
+
+def _read_resume(resume: ResumeFile) -> dict[str, Any] | None:
+    """The stored state if it belongs to this run; None (with the reason logged) if not."""
+    path = resume.path
+    if not path.is_file():
+        return None
+    try:
+        # weights_only: tensors and plain Python types only, never pickled code.
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        logger.warning("%s: unreadable resume state (%s); starting fresh", path, exc)
+        return None
+    if not isinstance(payload, dict) or payload.get("format") != RESUME_FORMAT:
+        logger.warning("%s: not a resume state of this version; starting fresh", path)
+        return None
+    changed = fingerprint_changes(payload.get("fingerprint"), resume.fingerprint)
+    if changed:
+        logger.info("%s: written for another recipe or data (changed: %s); starting fresh", path, ", ".join(changed))
+        return None
+    return payload
+
+
+def load_resume(resume: ResumeFile, rt: Runtime) -> dict[str, Any] | None:
+    """Rank 0 reads and checks the resume state and hands it to every rank (other nodes may not see the file)."""
+    payload = _read_resume(resume) if rt.is_main else None
+    if rt.distributed:
+        box = [payload]
+        dist.broadcast_object_list(box, src=0)
+        payload = box[0]
+    return payload
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _rng_states(rt: Runtime, loop: Loop) -> list[dict[str, torch.Tensor]]:
+    """Every rank's random state: torch's (dropout), CUDA's, and the loader generator's (shuffling)."""
+    mine = {"torch": torch.get_rng_state(), "loader": loop.loader.generator.get_state()}
+    if rt.device.type == "cuda":
+        mine["cuda"] = torch.cuda.get_rng_state(rt.device)
+    if not rt.distributed:
+        return [mine]
+    everyone: list[Any] = [None] * rt.world_size
+    dist.all_gather_object(everyone, mine)
+    return everyone
+
+
+def restore(payload: dict[str, Any], rt: Runtime, model: nn.Module, loop: Loop) -> FitState:
+    """Put model, optimiser, schedule and random state back as they were after the stored epoch.
+
+    Raises:
+        RuntimeError: If the stored state does not fit the model or optimiser (code changed).
+    """
+    try:
+        _unwrap(model).load_state_dict(payload["model"])
+        loop.optimizer.load_state_dict(payload["optimizer"])
+        if loop.scheduler is not None:
+            loop.scheduler.load_state_dict(payload["scheduler"])
+        rng = payload["rng"][rt.rank]
+    except (KeyError, IndexError, ValueError, RuntimeError) as exc:
+        raise RuntimeError(f"resume state does not fit this model ({exc}); delete it to start fresh") from exc
+    torch.set_rng_state(rng["torch"])
+    loop.loader.generator.set_state(rng["loader"])
+    if "cuda" in rng:
+        torch.cuda.set_rng_state(rng["cuda"], rt.device)
+    best = {**payload["best"], "key": tuple(payload["best"]["key"])}  # compared with selection_key's tuples
+    return FitState(epoch=int(payload["epoch"]), best=best, best_state=payload["best_state"],
+                    stale=int(payload["stale"]), elapsed_s=float(payload["elapsed_s"]))
+
+
+def save_resume(resume: ResumeFile, st: FitState, rt: Runtime, model: nn.Module, loop: Loop) -> None:
+    """Write the state after ``st.epoch`` atomically (rank 0; every rank must call it)."""
+    rng = _rng_states(rt, loop)
+    if not rt.is_main:
+        return
+    payload = {
+        "format": RESUME_FORMAT, "fingerprint": resume.fingerprint, "epoch": st.epoch,
+        "model": {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()},
+        "optimizer": loop.optimizer.state_dict(),
+        "scheduler": None if loop.scheduler is None else loop.scheduler.state_dict(),
+        "best": st.best, "best_state": st.best_state, "stale": st.stale, "elapsed_s": st.elapsed_s, "rng": rng,
+    }
+    resume.path.parent.mkdir(parents=True, exist_ok=True)
+    # Same folder, then rename: a kill mid-write leaves the previous epoch's state whole.
+    tmp = resume.path.with_name(resume.path.name + ".tmp")
+    with tmp.open("wb") as fh:
+        torch.save(payload, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, resume.path)
+
+
+def _run_epoch(p: TrainParams, rt: Runtime, model: nn.Module, loop: Loop, data: Splits, live: Any,
+               epoch: int) -> tuple[float | None, float | None]:
+    """Train one epoch, score val, log; returns the val (video AUC, frame AUC)."""
+    if isinstance(loop.sampler, DistributedSampler):
+        loop.sampler.set_epoch(epoch)
+    loop.train_ds.set_epoch(epoch)
+    stats = train_one_epoch(model, loop.loader, loop.optimizer, loop.loss_fn, rt, loop.scheduler,
+                            desc=f"epoch {epoch}/{p.epochs}")
+    val_logits = predict_logits(model, loop.val_ds, rt, batch_size=max(64, p.batch_size), desc="val")
+    vauc = _video_auc(data.val, val_logits)
+    fauc = roc_auc(data.val["y"].to_numpy(), val_logits)
+    logger.info("epoch %d: loss %.4f, %.1f img/s, val video AUC %s, frame AUC %s",
+                epoch, stats["loss"], stats["img_per_s"], _fmt(vauc), _fmt(fauc))
+    if live is not None:
+        live.log_metric("train/loss", stats["loss"])
+        live.log_metric("train/img_per_s", stats["img_per_s"])
+        live.log_metric("val/video_auc", vauc if vauc is not None else float("nan"))
+        live.log_metric("val/frame_auc", fauc if fauc is not None else float("nan"))
+        live.next_step()
+    return vauc, fauc
+
+
+def _fit(p: TrainParams, rt: Runtime, model: nn.Module, loop: Loop, data: Splits, live: Any, resume: ResumeFile,
+         st: FitState) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Train epoch by epoch after ``st``; keep the weights of the best :func:`selection_key`; stop early.
+
+    The state after every epoch goes to ``resume.path``, so an interrupted run continues there.
+    """
+    first, t0 = st.epoch, time.perf_counter()
+    while st.epoch < p.epochs and st.stale < p.patience:
+        epoch, t_epoch = st.epoch + 1, time.perf_counter()
+        vauc, fauc = _run_epoch(p, rt, model, loop, data, live, epoch)
+        key = selection_key(vauc, fauc, epoch)
+        if key > st.best["key"]:
+            st.best_state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
+            st.best = {"key": key, "epoch": epoch, "video_auc": vauc, "frame_auc": fauc}
+            st.stale = 0
+        else:
+            st.stale += 1
+        st.epoch, st.elapsed_s = epoch, st.elapsed_s + time.perf_counter() - t_epoch
+        save_resume(resume, st, rt, model, loop)
+        if st.stale >= p.patience:
+            logger.info("early stop: no val video (then frame) AUC gain for %d epochs", st.stale)
+        else:
+            _log_eta(st, p.epochs, (time.perf_counter() - t0) / (epoch - first))
+    return st.best, st.best_state
+
+
+def _log_eta(st: FitState, epochs: int, per_epoch_s: float) -> None:
+    """Elapsed training time and the time the remaining epochs take at this session's pace."""
+    left = epochs - st.epoch
+    logger.info("epoch %d/%d done: %s of training so far, about %s left for %d more epoch(s) (less on an early stop)",
+                st.epoch, epochs, _hms(st.elapsed_s), _hms(left * per_epoch_s), left)
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def _save(p: TrainParams, model: nn.Module, best: dict[str, Any], best_state: dict[str, torch.Tensor],
           init_used: str, model_out: Path) -> str:
     """Write the best epoch's weights as a self-describing checkpoint; returns the weights hash."""
-    module = model.module if hasattr(model, "module") else model
+    module = _unwrap(model)
     module.load_state_dict(best_state)
     val_metrics = {k: float(best[k]) for k in ("video_auc", "frame_auc") if best.get(k) is not None}
     arch = get_arch(p.arch)
