@@ -146,7 +146,7 @@ def small_repo(tmp_path: Path, dvc_home: Path) -> Path:
     return repo
 
 
-# The S3 settings the README tells a team to commit (bucket, timeouts); endpoint and keys
+# The S3 settings docs/team.md tells a team to commit (bucket, timeouts); endpoint and keys
 # are per machine. The tests put all of them in .dvc/config.local.
 S3_REMOTE = {"url": "s3://team-bucket/dvc-cache", "connect_timeout": "10", "read_timeout": "30"}
 

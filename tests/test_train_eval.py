@@ -245,7 +245,7 @@ def test_torchrun_two_processes(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_torchrun_two_nodes_meet_at_a_rendezvous_endpoint(tmp_path: Path) -> None:
-    """The multi-node launch of the README (one torchrun per node, c10d rendezvous), with both
+    """The multi-node launch of docs/scale-out.md (one torchrun per node, c10d rendezvous), with both
     "nodes" on this machine: 2 processes, gloo over loopback."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     if torchrun is None:
