@@ -34,11 +34,13 @@ test-fast: setup
 lint: setup
 	$(BIN)/ruff check src tests tools benchmarks
 
-# After editing the dependencies in pyproject.toml: re-resolve and write uv.lock.
+# After editing the dependencies in pyproject.toml: re-resolve and write uv.lock, then
+# requirements.txt (pip users: the core + the demo and s3 extras, exported from the lock).
 lock:
 	$(PYTHON) tools/install.py --lock
 
-# Fails when uv.lock does not satisfy pyproject.toml (someone edited the deps without `make lock`).
+# Fails when uv.lock does not satisfy pyproject.toml (someone edited the deps without `make lock`)
+# or requirements.txt is not the export of uv.lock (stale, or edited by hand). No network needed.
 lock-check:
 	$(PYTHON) tools/install.py --check-lock
 

