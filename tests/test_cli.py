@@ -6,6 +6,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import types
@@ -187,14 +188,17 @@ def test_explain_gets_aligned_faces_crops_and_frames(json_run: dict, media: dict
     # Only the files with scored faces are explained (not the unreadable or faceless ones).
     assert [Path(c["verdict"].video_path).name for c in calls] == ["good.mp4", "b_face.JPG"]
     c = calls[0]
-    assert c["out_dir"] == json_run["cam"] / "good" and c["params"] == "explain-defaults"
+    # Built in a hidden folder next to its place, then renamed onto it whole.
+    assert c["out_dir"].parent == json_run["cam"] and c["out_dir"].name.startswith(".good.")
+    assert sorted(p.name for p in json_run["cam"].iterdir()) == ["b_face", "good"] and c["params"] == "explain-defaults"
     assert len(c["faces"]) == len(c["crops"]) >= 2
     assert list(c["faces"].columns) == records.SCORED_FACE_COLUMNS
     assert set(c["faces"]["frame_index"]) <= set(c["frames"]) and len(c["frames"]) == 2
     assert all(f.dtype == np.uint8 and f.shape == (240, 320, 3) for f in c["frames"].values())
     assert all(cr.dtype == np.uint8 and cr.shape == (224, 224, 3) for cr in c["crops"])
     rows = {Path(r["video_path"]).name: r for r in json_run["payload"]["videos"]}
-    assert rows["good.mp4"]["explain_report"].endswith("report.html") and "explain_report" not in rows["corrupt.mp4"]
+    assert rows["good.mp4"]["explain_report"] == str(json_run["cam"] / "good" / "report.html")
+    assert "explain_report" not in rows["corrupt.mp4"] and (json_run["cam"] / "good" / "report.html").is_file()
     assert f"Grad-CAM {media['good']}:" in json_run["table"]
 
 
@@ -378,3 +382,139 @@ def test_results_that_cannot_be_written_exit_1(checkpoint: Path, media: dict[str
     captured = capsys.readouterr()
     assert "No space left on device" in captured.err and "the verdicts are in the table above" in captured.err
     assert str(media["corrupt"]) in captured.out and "Traceback" not in captured.err
+
+
+# ----------------------------------------------------------------------------- whole outputs, Ctrl-C, the terminal
+
+
+@pytest.mark.parametrize(("error", "status"), [(KeyboardInterrupt, cli.EXIT_INTERRUPTED), (OSError(28, "No space left"), 1)])
+def test_a_results_write_that_fails_halfway_keeps_the_previous_file(
+        checkpoint: Path, media: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture, error: BaseException, status: int) -> None:
+    """Ctrl-C or a full disk while the CSV is being written: the previous results, byte for byte."""
+    out = tmp_path / "results.csv"
+    old = b"video_id,verdict\nlast-run,fake\n"
+    out.write_bytes(old)
+    real_write = records.write_predictions
+
+    def half_then_fail(rows: pd.DataFrame, path: Path) -> None:
+        real_write(rows, path)
+        with open(path, "r+b") as fh:  # half of it is on disk when the serializer fails
+            fh.truncate(path.stat().st_size // 2)
+        raise error
+
+    monkeypatch.setattr(records, "write_predictions", half_then_fail)
+    assert _run([str(media["corrupt"]), "--model", str(checkpoint), "--csv", str(out)]) == status
+    assert out.read_bytes() == old and sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and ("interrupted" in err if status == cli.EXIT_INTERRUPTED else "No space left" in err)
+
+
+# A `predict` whose judging takes a minute: it says "judging" (stderr) and waits.
+SLOW_PREDICT = """
+import sys, time
+from deepfake_detector import cli
+
+def judge_slowly(self, path):
+    print("judging", path, file=sys.stderr, flush=True)
+    time.sleep(60)
+
+cli.Judge.judge_file = judge_slowly
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_second_run_on_the_same_output_is_refused_and_ctrl_c_exits_130(checkpoint: Path, media: dict[str, Path],
+                                                                         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Two runs on one --json path: the second is refused (status 2, the path and the first run's pid).
+    Ctrl-C in the first: one line, status 130, no traceback, the previous results untouched."""
+    out = tmp_path / "results.json"
+    out.write_text('{"previous": true}\n')
+    args = ["predict", str(media["good"]), "--model", str(checkpoint), "--json", str(out)]
+    first = subprocess.Popen([sys.executable, "-c", SLOW_PREDICT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        assert first.stderr.readline().startswith("judging"), first.stderr.read()
+        assert cli.main(args) == 2
+        err = capsys.readouterr().err
+        assert f"{out}: another run (pid {first.pid}) is writing it" in err and len(err.strip().splitlines()) == 1
+        first.send_signal(signal.SIGINT)
+        stdout, stderr = first.communicate(timeout=20)
+    finally:
+        first.kill()
+        first.wait()
+    assert first.returncode == 130 and "Traceback" not in stderr, stderr
+    assert stderr.strip() == "deepfake-detector: interrupted"
+    assert out.read_text() == '{"previous": true}\n' and sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def _screen(raw: str) -> list[str]:
+    """The lines a terminal shows for ``raw`` (carriage returns overwrite the line; no escapes needed here)."""
+    lines, line, col = [], [], 0
+    for ch in raw:
+        if ch == "\n":
+            lines.append("".join(line).rstrip())
+            line, col = [], 0
+        elif ch == "\r":
+            col = 0
+        else:
+            line[col:col + 1] = [ch]
+            col += 1
+    return [*lines, "".join(line).rstrip()]
+
+
+# `predict` on two files with a stand-in judge that leaves a progress bar (stderr) up while the
+# file's row (stdout) is printed, and logs a warning while the first file's bar is up.
+BAR_PREDICT = """
+import logging, sys
+from tqdm import tqdm
+from deepfake_detector import cli
+
+bars = []
+
+def judge_with_a_bar(self, path):
+    if bars:
+        bars.pop().close()
+    bar = tqdm(total=4, desc=path.name, leave=False)
+    bar.update(1)
+    if path.suffix == ".mp4":
+        logging.getLogger("deepfake_detector.judge").warning("a warning while the bar is up")
+    bar.update(1)
+    bars.append(bar)
+    return self.unreadable(path, "stand-in"), None
+
+cli.Judge.judge_file = judge_with_a_bar
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_progress_bar_and_table_never_share_a_line_on_a_terminal(checkpoint: Path, media: dict[str, Path]) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    args = ["predict", str(media["good"]), str(media["image"]), "--model", str(checkpoint)]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: stdout and stderr are the terminal, 100 columns wide
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+        os.execv(sys.executable, [sys.executable, "-c", BAR_PREDICT, *args])
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    raw = b"".join(chunks).decode()
+    assert os.waitstatus_to_exitcode(status) == 0, raw
+    assert "it/s]" in raw or "%|" in raw  # a bar was drawn
+    screen = [line for line in _screen(raw) if line]
+    rows = [line for line in screen if "unreadable" in line or "file(s):" in line or "WARNING" in line]
+    assert len(rows) == 4, screen  # two rows, a warning, the footer
+    for line in rows:
+        assert "%|" not in line and "it/s" not in line, screen  # no bar on a row's line
+        assert line.startswith(("unreadable", "2 file(s)")) or "WARNING" in line[:30], screen

@@ -565,6 +565,39 @@ def test_stage_main_reports_bad_file_without_traceback(tmp_path, monkeypatch, ca
     assert not Path("m.csv").exists()
 
 
+@pytest.mark.parametrize("layout, source, reasons", [
+    # A DFDC download whose only metadata.json is cut off: its videos cannot be labelled.
+    ({"dfdc/part_0/metadata.json": '{"a.mp4": {"label": "FAKE", "orig', "dfdc/part_0/a.mp4": None},
+     "{format: dfdc, root: dfdc}",
+     ["dfdc/part_0/metadata.json: not valid JSON", "dfdc/part_0/a.mp4: dfdc/part_0/metadata.json is malformed"]),
+    # A folder with the right sub-folders and no media in them.
+    ({"ds/real/readme.txt": "notes", "ds/fake/list.csv": "a,b"}, "{format: folder, root: ds}",
+     ["source folder (folder at ds): no video listed", "ds/real/readme.txt: not a video or image"]),
+    # An empty folder.
+    ({"ds/real/": None}, "{format: folder, root: ds, label: real}",
+     ["source folder (folder at ds): no video listed; no video or image files (.avi .flv"]),
+    # Every video the index lists is absent.
+    ({"dfdc/metadata.json": '{"a.mp4": {"label": "REAL"}}'}, "{format: dfdc, root: dfdc}",
+     ["1 video(s) listed, 1 of them missing", "dfdc/a.mp4: listed in dfdc/metadata.json but not found"]),
+], ids=["broken-metadata", "no-media", "empty-folder", "all-missing"])
+def test_stage_main_fails_with_the_reason_when_no_video_is_usable(tmp_path, monkeypatch, capsys, layout, source, reasons):
+    monkeypatch.chdir(tmp_path)
+    for rel, text in layout.items():
+        Path(rel).parent.mkdir(parents=True, exist_ok=True)
+        if not rel.endswith("/"):
+            Path(rel).write_bytes(b"\x00dummy" if text is None else text.encode())
+    Path("params.yaml").write_text(f"ingest:\n  sources:\n    - {source}\n")
+    with pytest.raises(SystemExit) as exc:
+        ingest_stage.main(["--params", "params.yaml", "--manifest", "data/manifest.csv", "--report", "r.json"])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("ingest: error: no usable video in any source, so no manifest was written (details in r.json)")
+    assert all(reason in line for reason in reasons), line
+    assert "Traceback" not in err and not Path("data/manifest.csv").exists()
+    assert "ok" not in json.loads(Path("r.json").read_text())["counts"]["by_status"]  # the report is there, for the details
+
+
 def test_ingest_writes_report_with_leakage_entry(tmp_path):
     root = tmp_path / "sample"
     _write_sample(root, n_pairs=3)

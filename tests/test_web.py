@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import urllib.request
 from pathlib import Path
 
 import cv2
@@ -179,6 +182,73 @@ def test_sample_clips_one_per_manipulation(tmp_path: Path) -> None:
                                          "a_swap.mp4,fake,swap\nb.mp4,real,original\n")
     assert [p.name for p in web.sample_clips(tmp_path)] == ["a.mp4", "a_sbi.mp4", "a_swap.mp4"]
     assert web.sample_clips(tmp_path / "absent") == []
+
+
+def test_the_page_is_built_before_the_model_loads(checkpoint: Path, clips: dict[str, Path], tmp_path: Path) -> None:
+    """The page needs no model; an upload sent while the model loads in the background waits for it."""
+    w = web.WebJudge(checkpoint, "test", work_dir=tmp_path)
+    app = web.build_app(w, examples=[])
+    assert w.judge.detector is None and web.page_state(w) == (web.LOADING_TEXT, False)
+    # What an open page asks every POLL_S s (and on load): the panel's text, the button, the timer.
+    refresh = next(f.fn for f in app.fns.values() if f.name == "refresh")
+    text, button, timer = refresh()
+    assert text == web.LOADING_TEXT and not button.interactive and timer.active
+    loading = w.start_loading()
+    a = w.analyse(clips["noise"])  # during or after the background load, never a second load
+    loading.join(timeout=120)
+    assert a.verdict.verdict == "no_face" and w.load_error is None
+    assert web.page_state(w) == (w.about, True) and w.about.startswith(f"**Model** {web._md(checkpoint)}")
+    text, button, timer = refresh()
+    assert text == w.about and button.interactive and not timer.active  # the page stops asking
+
+
+def test_a_model_that_fails_to_load_stops_the_server(tmp_path: Path) -> None:
+    not_a_detector = tmp_path / "weights.pt"
+    torch = pytest.importorskip("torch")
+    torch.save({"weights": torch.zeros(3)}, not_a_detector)
+    w = web.WebJudge(not_a_detector, "test", work_dir=tmp_path / "web")
+    w.start_loading().join(timeout=120)
+    assert isinstance(w.load_error, cli.UsageError) and "not a deepfake-detector checkpoint" in str(w.load_error)
+    text, ready = web.page_state(w)
+    assert text.startswith("**The model could not be loaded**") and not ready
+    with pytest.raises(cli.UsageError, match="--model: .*not a deepfake-detector checkpoint"):
+        web._wait(w, threading.Event())  # what serve() blocks in: the CLI prints it and exits 2
+
+
+# `serve` with a stand-in for the model loading (no PyTorch): the page, then "model ready".
+SERVE_STUB = """
+import sys
+from deepfake_detector import cli, web
+
+def loaded(self):
+    self.about = "a stand-in model"
+    return self.about
+
+web.WebJudge.ensure_loaded = loaded
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(("signum", "status", "last_line"), [
+    (signal.SIGINT, cli.EXIT_INTERRUPTED, "deepfake-detector: interrupted"),
+    (signal.SIGTERM, 0, "deepfake-detector web demo stopped (SIGTERM)"),
+], ids=["SIGINT", "SIGTERM"])
+def test_serve_stops_on_ctrl_c_and_sigterm(checkpoint: Path, signum: int, status: int, last_line: str) -> None:
+    port = web.free_port()
+    server = subprocess.Popen([sys.executable, "-c", SERVE_STUB, "serve", "--model", str(checkpoint), "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [server.stderr.readline() for _ in range(2)]
+        assert "web demo on http://127.0.0.1" in lines[0] and lines[1].startswith(web.READY_LINE), lines
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+            assert response.status == 200
+        server.send_signal(signum)
+        _, err = server.communicate(timeout=30)
+    finally:
+        server.kill()
+        server.wait()
+    assert server.returncode == status and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == last_line, err
 
 
 # ----------------------------------------------------------------------------- the server

@@ -20,11 +20,22 @@ broken symlinks and FIFOs included, and so does a folder that cannot be listed. 
 verdict is printed as soon as it is reached. A file that cannot be read gets the verdict
 ``unreadable`` and its reason; the exit status is non-zero only for usage errors (2: bad
 flags, an output path that cannot be written, a model file that is not a calibrated
-checkpoint, nothing to judge) and when the results cannot be written at the end (1).
+checkpoint, nothing to judge, an output path that another run is writing) and when the
+results cannot be written at the end (1). Ctrl-C stops it with one line and status 130.
+
+Outputs are whole or absent (:mod:`atomic`): ``--json``/``--csv`` are written to a temporary
+file next to their path and renamed onto it, each ``--explain`` report folder likewise, so an
+interrupted run leaves the previous results as they were; and a run holds a lock on each
+output path from start to end (``<file>.lock`` beside a results file, ``<folder>/.lock`` in
+the ``--explain`` folder), so a second run on the same path is refused (status 2, naming the
+path and the other run's pid) instead of silently overwriting the first one's.
+The progress bar (stderr) is cleared before each line of the table or of the log is printed
+and redrawn after it, so the two never share a line on a terminal.
 
 ``serve`` starts the web demo (:mod:`deepfake_detector.web`, an optional extra: gradio is
 imported only there), which judges and explains uploads with the same :class:`Judge` and
-:func:`explain_file` as ``predict --explain``.
+:func:`explain_file` as ``predict --explain``. It stops on Ctrl-C (status 130) and on SIGTERM
+(status 0).
 """
 
 from __future__ import annotations
@@ -39,11 +50,14 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Sequence, TextIO
 
 import pandas as pd
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import __version__, records
+from .atomic import OutputBusyError, OutputLock, atomic_dir, atomic_path, write_text_atomic
 from .logs import setup_logging
 from .media import entry_problem, list_entries
 from .video import MAX_FRAMES_DECODED, VideoReadError, check_readable
@@ -69,6 +83,8 @@ MODEL_CARD = "MODEL_CARD.md"
 _CHECKOUT = Path(__file__).resolve().parents[2]
 # `--json -` / `--csv -`: write to standard output instead of a file named "-".
 STDOUT = Path("-")
+# Exit status after Ctrl-C (128 + SIGINT), as a shell reports a process it interrupted.
+EXIT_INTERRUPTED = 130
 
 
 class UsageError(Exception):
@@ -313,8 +329,9 @@ class Judge:
 
 
 def _explain_dir(root: Path, path: Path, used: set[str]) -> Path:
-    """A distinct, filesystem-safe folder per file: its stem, suffixed on repeats."""
-    base = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem) or "video"
+    """A distinct, filesystem-safe folder per file: its stem, suffixed on repeats; never a
+    hidden name (those are the lock's and the folders being built, :mod:`atomic`)."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem).lstrip(".") or "video"
     name, k = base, 2
     while name in used:
         name, k = f"{base}_{k}", k + 1
@@ -357,11 +374,22 @@ def table_footer(verdicts: Sequence[records.VideoVerdict]) -> str:
     return f"{len(verdicts)} file(s): " + ", ".join(f"{n} {v}" for v, n in counts.items())
 
 
+def table_print(line: str, table: TextIO) -> None:
+    """Print one line of the table now (flushed).
+
+    Through ``tqdm.write``: a progress bar on the terminal (stderr) is cleared before the line
+    and drawn again under it, so a row (stdout) never lands on the bar's line.
+    """
+    tqdm.write(line, file=table)
+    table.flush()
+
+
 def _check_writable(path: Path, flag: str, folder: bool = False) -> None:
     """Fail before any work when an output path cannot be written (not after judging every file).
 
-    The nearest existing folder on the path must be a folder we may create files in, and an
-    existing output file must be writable (checked by trying, which is what counts).
+    The nearest existing folder on the path must be a folder we may create files in (an output
+    file is written beside its path and renamed onto it), and an existing output file must be
+    writable (checked by trying, which is what counts).
     """
     exists = os.path.exists(path)  # os.path: False instead of an error when a parent cannot be searched
     if exists and os.path.isdir(path) != folder:
@@ -372,7 +400,6 @@ def _check_writable(path: Path, flag: str, folder: bool = False) -> None:
                 pass
         except OSError as exc:
             raise UsageError(f"{flag} {path}: cannot be written ({exc.strerror or exc})") from None
-        return
     ancestor = path if folder else path.parent
     ancestor = Path(os.path.abspath(ancestor))
     while not os.path.exists(ancestor):
@@ -404,10 +431,26 @@ def _predict(args: argparse.Namespace) -> int:
     paths, unlisted = find_media(args.inputs)
     if not paths:
         raise UsageError("no video or image files to judge in: " + " ".join(str(p) for p in args.inputs))
+    # Held until the results are written: a second run on one of these paths is refused.
+    lock = OutputLock(files=[p for p in (args.json, args.csv) if p is not None and p != STDOUT],
+                      folders=[args.explain] if args.explain is not None else [])
+    try:
+        lock.acquire()
+    except OSError as exc:
+        raise UsageError(f"cannot lock the outputs ({exc})") from None
+    try:
+        with logging_redirect_tqdm():
+            return _judge_all(args, model_path, which, paths, unlisted)
+    finally:
+        lock.release()
+
+
+def _judge_all(args: argparse.Namespace, model_path: Path, which: str, paths: list[Path], unlisted: dict[Path, str]) -> int:
+    """Judge (and explain) every file, print the table as it goes, write the results."""
     # With `--json -` or `--csv -` the data owns stdout, so the human-readable table goes to stderr.
     table = sys.stderr if STDOUT in (args.json, args.csv) else sys.stdout
     judge = Judge(model_path, which, args.frames, keep_frames=args.explain is not None, table=table)
-    print(table_header(), file=table, flush=True)
+    table_print(table_header(), table)
     verdicts: list[records.VideoVerdict] = []
     reports: dict[int, str] = {}
     used_dirs: set[str] = set()
@@ -417,10 +460,10 @@ def _predict(args: argparse.Namespace) -> int:
         if args.explain is not None and pred is not None and verdict.prob_fake is not None:
             result = explain_file(judge.detector, pred, _explain_dir(args.explain, path, used_dirs))
             reports[i] = result if isinstance(result, str) else str(result.report)
-        print(table_row(verdicts[-1]), file=table, flush=True)  # each verdict as soon as it is reached
-    print(table_footer(verdicts), file=table)
+        table_print(table_row(verdicts[-1]), table)  # each verdict as soon as it is reached
+    table_print(table_footer(verdicts), table)
     for i, report in sorted(reports.items()):
-        print(f"Grad-CAM {verdicts[i].video_path}: {report}", file=table)
+        table_print(f"Grad-CAM {verdicts[i].video_path}: {report}", table)
     try:
         _write_results(args, judge, verdicts, reports)
     except OSError as exc:
@@ -454,34 +497,42 @@ def _write_results(args: argparse.Namespace, judge: Judge, verdicts: list[record
         if args.csv == STDOUT:
             df.to_csv(sys.stdout, index=False, lineterminator="\n")
         else:
-            records.write_predictions(df, args.csv)
+            with atomic_path(args.csv) as tmp:  # a failure halfway leaves the previous file as it was
+                records.write_predictions(df, tmp)
 
 
 def _write_text(path: Path, text: str) -> None:
     if path == STDOUT:
         sys.stdout.write(text)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    write_text_atomic(path, text)
 
 
 def explain_file(detector: Detector, pred: PathPrediction, out_dir: Path) -> VideoExplanation | str:
     """Write one judged file's Grad-CAM montage, probability plot and report under ``out_dir``.
 
+    The folder is made under a temporary name next to ``out_dir`` and renamed onto it when
+    complete (:func:`atomic.atomic_dir`): a failure or an interruption leaves the previous
+    report there, whole.
+
     Returns:
-        What :func:`explain.build_explanation` wrote, or ``"failed: <why>"``: a failure is
-        reported on that file, not fatal (one file's report must not lose the other verdicts).
+        What :func:`explain.build_explanation` wrote (its ``report`` path inside ``out_dir``),
+        or ``"failed: <why>"``: a failure is reported on that file, not fatal (one file's
+        report must not lose the other verdicts).
     """
     # Imported here: Grad-CAM pulls in pytorch_grad_cam and matplotlib, which plain
     # prediction does not need.
     from .explain import ExplainParams, build_explanation
 
     try:
-        return build_explanation(detector.model, detector.meta, pred.verdict, pred.faces, pred.crops,
-                                 pred.frames, out_dir, ExplainParams())
+        with atomic_dir(out_dir) as building:
+            result = build_explanation(detector.model, detector.meta, pred.verdict, pred.faces, pred.crops,
+                                       pred.frames, building, ExplainParams())
     except Exception as exc:  # noqa: BLE001 - one file's report must not lose the other files' verdicts
         logger.error("Grad-CAM failed for %s: %s: %s", pred.verdict.video_path, type(exc).__name__, exc)
         return f"failed: {type(exc).__name__}: {exc}"
+    result.report = Path(out_dir) / result.report.name  # where the folder is now
+    return result
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -502,8 +553,9 @@ def main(argv: list[str] | None = None) -> int:
         argv: Arguments without the program name (default ``sys.argv[1:]``).
 
     Returns:
-        The exit status: 0 when every file got a verdict, 2 on a usage error, 1 when the
-        results could not be written.
+        The exit status: 0 when every file got a verdict (or the server was stopped with
+        SIGTERM), 2 on a usage error or an output path another run is writing, 1 when the
+        results could not be written, 130 when interrupted (Ctrl-C).
     """
     parser = build_parser()
     try:
@@ -513,9 +565,12 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(os.environ.get("DFD_LOG_LEVEL") or ("INFO" if args.verbose else "WARNING"))
     try:
         return _serve(args) if args.command == "serve" else _predict(args)
-    except UsageError as exc:
+    except (UsageError, OutputBusyError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: outputs not yet renamed into place were removed on the way out
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ that reads only file names and the dataset's own index files (no decoding) and r
 4. checks that no group appears in two splits.
 
 Every file an adapter does not turn into a row is reported with a reason; videos listed by
-an index but absent on disk become rows with status ``missing``.
+an index but absent on disk become rows with status ``missing``. An ingest that finds no
+usable video at all (every index broken, no media in the folders, every listed file absent)
+writes its report and fails with the reason, instead of a manifest that later stages trip over.
 
 Example:
     >>> params = IngestParams(sources=(SourceParams(format="ffpp", root="ffpp"),))  # doctest: +SKIP
@@ -1141,8 +1143,34 @@ def log_summary(report: Mapping[str, Any]) -> None:
     if kinds:
         logger.warning("problems (details in the report): %s",
                        ", ".join(f"{k} {v}" for k, v in kinds.items()))
+    for name, s in report["counts"]["by_source"].items():
+        if not s["ok"]:
+            logger.warning("source %s (%s): no usable video", name, s["root"])
     logger.info("leakage check: %d group(s) in more than one split",
                 report["leakage_check"]["groups_in_multiple_splits"])
+
+
+def nothing_usable(report: Mapping[str, Any], report_path: Path, shown: int = 3) -> str:
+    """Why an ingest found no usable video: per source, what was listed and its first problems.
+
+    Args:
+        report: What :func:`build_manifest` reported.
+        report_path: Where the report was written (named for the rest of the problems).
+        shown: Problems quoted per source.
+    """
+    parts = []
+    for name, s in report["counts"]["by_source"].items():
+        problems = [p for p in report["problems"] if p["source"] == name]
+        quoted = [p["reason"] if p["reason"].startswith(p["file"]) else f"{p['file']}: {p['reason']}"
+                  for p in problems[:shown]]
+        if len(problems) > shown:
+            quoted.append(f"{len(problems) - shown} more")
+        if not problems:
+            quoted.append(f"no video or image files ({' '.join(records.MEDIA_SUFFIXES)}) under it")
+        listed = f"{s['videos']} video(s) listed, {s['missing']} of them missing" if s["videos"] else "no video listed"
+        parts.append(f"source {name} ({s['format']} at {s['root']}): {listed}; " + "; ".join(quoted))
+    return (f"no usable video in any source, so no manifest was written (details in {report_path}): "
+            + " | ".join(parts))
 
 
 def ingest(params: IngestParams, manifest_path: Path, report_path: Path) -> pd.DataFrame:
@@ -1157,8 +1185,9 @@ def ingest(params: IngestParams, manifest_path: Path, report_path: Path) -> pd.D
         The manifest.
 
     Raises:
-        IngestError: See :func:`build_manifest`; also if a group landed in two splits (a bug:
-            the report is written, the manifest is not).
+        IngestError: See :func:`build_manifest`; also if a group landed in two splits (a bug),
+            or if no source gave a usable video (:func:`nothing_usable` says why): the report
+            is written then, the manifest is not.
     """
     manifest, report = build_manifest(params)
     report_path = Path(report_path)
@@ -1169,5 +1198,7 @@ def ingest(params: IngestParams, manifest_path: Path, report_path: Path) -> pd.D
     leak = report["leakage_check"]
     if leak["groups_in_multiple_splits"]:
         raise IngestError(f"groups in more than one split: {leak['groups'][:5]} (see {report_path})")
+    if not (manifest["status"] == records.OK).any():
+        raise IngestError(nothing_usable(report, report_path))
     records.write_manifest(manifest, Path(manifest_path))
     return manifest

@@ -15,30 +15,42 @@ bounded queue). A bad upload gets its reason in the page; an unexpected failure 
 with its traceback on the server and reported in one line in the page; the server keeps
 serving either way.
 
+A demo that starts like a demo: :func:`serve` imports gradio (about 4 s), serves the page,
+and only then loads the detector, MTCNN and Grad-CAM (PyTorch and the rest: the bulk of a
+start) in a background thread (:meth:`WebJudge.start_loading`). Until they are ready the page
+says so and its Judge button is disabled; a request that comes through the API meanwhile waits
+for them. A model that fails to load stops the server with its reason, as it did when it was
+loaded before serving. Ctrl-C stops the server (``KeyboardInterrupt``, which the CLI turns into
+one line and status 130); SIGTERM stops it too (status 0).
+
 Example:
-    >>> app = build_app(Path("release/detector.pt"), "the released detector")  # doctest: +SKIP
-    >>> app.launch(server_name="127.0.0.1")  # doctest: +SKIP
+    >>> web = WebJudge(Path("release/detector.pt"), "the released detector")  # doctest: +SKIP
+    >>> build_app(web).launch(server_name="127.0.0.1")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
+import importlib
 import logging
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
+import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import pandas as pd
 
 from . import records
-from .cli import _CHECKOUT, Judge, explain_file
-from .explain import MONTAGE_FILE, PLOT_FILE
+from .cli import _CHECKOUT, Judge, UsageError, explain_file
 
 if TYPE_CHECKING:
     import gradio
@@ -61,6 +73,12 @@ MAX_QUEUE = 16
 KEEP_RESULTS = 8
 # The embedded sample (the make_sample stage), offered as examples when it is there.
 SAMPLE_DIR = Path("data/sample")
+# What the page says while the model loads, and what the server prints (stderr) when it is ready.
+LOADING_TEXT = ("**Loading the model** (PyTorch, the detector, the face detector and Grad-CAM): "
+                "the Judge button comes on when it is ready, in a few seconds.")
+READY_LINE = "model ready"
+# How often an open page asks whether the model is ready, s.
+POLL_S = 1.0
 
 # (fraction done, what is happening) -> None
 ProgressFn = Callable[[float, str], None]
@@ -123,6 +141,38 @@ class WebJudge:
         self.max_upload_mb = max_upload_mb
         self._results: deque[Path] = deque()
         self._count = 0
+        self._load_lock = threading.Lock()
+        self.about: str | None = None  # the page's model description, once the model is loaded
+        self.load_error: BaseException | None = None  # why loading in the background failed
+
+    def ensure_loaded(self) -> str:
+        """Load the model, MTCNN and the Grad-CAM code once (whoever asks first loads; the others wait).
+
+        Returns:
+            The page's model description (:meth:`describe`).
+        """
+        with self._load_lock:
+            if self.about is None:
+                about = self.describe()
+                importlib.import_module(".explain", __package__)  # Grad-CAM's imports, before the first upload
+                self.about = about
+        return self.about
+
+    def start_loading(self) -> threading.Thread:
+        """Load in a background thread (:meth:`ensure_loaded`); a failure is kept in :attr:`load_error`."""
+        def load() -> None:
+            t0 = time.perf_counter()
+            try:
+                self.ensure_loaded()
+            except Exception as exc:  # noqa: BLE001 - handed to the main thread, which stops the server with it
+                logger.debug("loading the model failed", exc_info=True)
+                self.load_error = exc
+                return
+            print(f"{READY_LINE} ({time.perf_counter() - t0:.1f} s after the page)", file=sys.stderr, flush=True)
+
+        thread = threading.Thread(target=load, name="load model", daemon=True)
+        thread.start()
+        return thread
 
     def describe(self) -> str:
         """The served model, its model card and its calibration, as Markdown (loads the model).
@@ -172,6 +222,9 @@ class WebJudge:
             v = self.judge.unreadable(path, f"{size / 1e6:.1f} MB is above this server's upload limit of "
                                             f"{self.max_upload_mb} MB: {path.name}")
             return Analysis(v, self._summary(v, path))
+        if self.about is None:
+            report(0.1, "waiting for the model to load")
+        self.ensure_loaded()
         report(0.15, "decoding frames, finding faces, scoring them")
         verdict, pred = self.judge.judge_file(path)
         if pred is None or verdict.prob_fake is None:  # unreadable or no face: nothing to explain
@@ -181,6 +234,8 @@ class WebJudge:
         if isinstance(result, str):  # the verdict stands without its evidence
             return Analysis(verdict, self._summary(verdict, path, f"Grad-CAM {result}"))
         report(1.0, "done")
+        from .explain import MONTAGE_FILE, PLOT_FILE
+
         folder = result.report.parent
         return Analysis(verdict, self._summary(verdict, path), folder / PLOT_FILE, folder / MONTAGE_FILE, result.report)
 
@@ -222,37 +277,46 @@ def page_outputs(web: WebJudge, upload: str | None, progress: ProgressFn | None 
     return a.summary, a.plot and str(a.plot), a.montage and str(a.montage), a.report and str(a.report)
 
 
-def build_app(model_path: Path, which: str, max_upload_mb: int = MAX_UPLOAD_MB,
-              examples: list[Path] | None = None, work_dir: Path | None = None) -> gradio.Blocks:
+def page_state(web: WebJudge) -> tuple[str, bool]:
+    """What the page's model panel says, and whether its Judge button is on (the model is loaded)."""
+    if web.about is not None:
+        return web.about, True
+    if web.load_error is not None:
+        return f"**The model could not be loaded**: {_md(web.load_error)}", False
+    return LOADING_TEXT, False
+
+
+def build_app(web: WebJudge, examples: list[Path] | None = None) -> gradio.Blocks:
     """The page: upload (or pick an example), judge, see the verdict, plot, montage and report.
 
-    Loads the model now, so a broken model fails at start-up and the first upload waits for
-    no loading.
+    Loads nothing: until ``web`` has loaded the model (:meth:`WebJudge.start_loading`) the model
+    panel says it is loading and the Judge button is off; an open page asks every
+    :data:`POLL_S` s, outside the one-at-a-time queue of the judging.
 
     Args:
-        model_path: The detector checkpoint.
-        which: Which detector it is, in words.
-        max_upload_mb: Largest upload accepted.
+        web: What judges the uploads.
         examples: Clips offered as examples (default :func:`sample_clips`).
-        work_dir: Where the requests' reports are written (default: a new temporary folder).
     """
     import gradio as gr
 
-    web = WebJudge(model_path, which, work_dir=work_dir, max_upload_mb=max_upload_mb)
-    about = web.describe()
     examples = sample_clips() if examples is None else examples
+    text, ready = page_state(web)
 
     def judge(upload: str | None, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> PageOutputs:  # noqa: B008
         return page_outputs(web, upload, lambda fraction, what: progress(fraction, desc=what))
 
+    def refresh() -> tuple[str, gradio.Button, gradio.Timer]:
+        text, ready = page_state(web)
+        return text, gr.Button(interactive=ready), gr.Timer(active=not ready and web.load_error is None)
+
     with gr.Blocks(title="deepfake-detector", delete_cache=(600, 3600)) as app:
         gr.Markdown("# deepfake-detector\nUpload a video (or a photo) to judge whether its faces are deepfakes. "
                     "The verdict is fake, real, uncertain, no_face or unreadable.")
-        gr.Markdown(about, elem_id="about")
+        about = gr.Markdown(text, elem_id="about")
         with gr.Row():
             with gr.Column(scale=1):
                 upload = gr.File(label="Video or image", type="filepath", file_count="single", elem_id="upload")
-                button = gr.Button("Judge", variant="primary", elem_id="judge")
+                button = gr.Button("Judge", variant="primary", elem_id="judge", interactive=ready)
                 if examples:
                     gr.Examples([[str(p)] for p in examples], inputs=[upload], label="Embedded sample clips")
             with gr.Column(scale=2):
@@ -265,6 +329,10 @@ def build_app(model_path: Path, which: str, max_upload_mb: int = MAX_UPLOAD_MB,
                     "and the least suspicious (bottom row, blue).")
         montage = gr.Image(show_label=False, type="filepath", elem_id="montage")
         button.click(judge, inputs=[upload], outputs=[verdict, plot, montage, report], api_name="judge")
+        timer = gr.Timer(POLL_S, active=not ready)
+        for event in (timer.tick, app.load):  # app.load: a page opened after loading shows it at once
+            event(refresh, outputs=[about, button, timer], show_progress="hidden", concurrency_limit=None,
+                  api_visibility="private")
     app.queue(max_size=MAX_QUEUE, default_concurrency_limit=1)
     return app
 
@@ -276,9 +344,39 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def _on_sigterm(action: Callable[[], None]) -> Iterator[None]:
+    """Run ``action`` on SIGTERM inside the block (only the main thread can set a signal handler)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: action())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _wait(web: WebJudge, stop: threading.Event) -> None:
+    """Block until ``stop`` is set (SIGTERM) or Ctrl-C (``KeyboardInterrupt``).
+
+    Raises:
+        UsageError: If the model failed to load in the background.
+    """
+    # Polled rather than stop.wait(): a signal handler that sets an Event the main thread is
+    # waiting on can deadlock on the Event's own lock.
+    while not stop.is_set():
+        error = web.load_error
+        if isinstance(error, UsageError):
+            raise error
+        if error is not None:
+            raise UsageError(f"--model: could not load {web.judge.model_path}: {type(error).__name__}: {error}") from error
+        time.sleep(0.2)
+
+
 def serve(model_path: Path, which: str, host: str = "127.0.0.1", port: int = 7860, max_upload_mb: int | None = None,
           share: bool = False) -> None:
-    """Start the web demo and block until interrupted.
+    """Start the web demo and block until stopped: the page first, the model loading behind it.
 
     Args:
         model_path: The detector checkpoint.
@@ -287,6 +385,13 @@ def serve(model_path: Path, which: str, host: str = "127.0.0.1", port: int = 786
         port: Port (0: a free one).
         max_upload_mb: Largest upload accepted (default :data:`MAX_UPLOAD_MB`).
         share: Also open a public share link (never unless asked).
+
+    Returns:
+        After SIGTERM, with the server closed.
+
+    Raises:
+        KeyboardInterrupt: On Ctrl-C, with the server closed.
+        UsageError: If the model cannot be loaded (the server is closed).
     """
     import gradio as gr
 
@@ -296,9 +401,18 @@ def serve(model_path: Path, which: str, host: str = "127.0.0.1", port: int = 786
     # System fonts: the default theme would ask Google Fonts, which an offline machine cannot reach.
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])
-    with tempfile.TemporaryDirectory(prefix="dfd-web-") as work:  # the reports go when the server stops
-        app = build_app(model_path, which, max_upload_mb=limit, examples=clips, work_dir=Path(work))
-        print(f"deepfake-detector web demo on http://{host}:{port}/ (Ctrl+C stops it)", file=sys.stderr, flush=True)
+    stop = threading.Event()
+    with tempfile.TemporaryDirectory(prefix="dfd-web-") as work, _on_sigterm(stop.set):  # the reports go at the end
+        web = WebJudge(model_path, which, work_dir=Path(work), max_upload_mb=limit)
+        app = build_app(web, examples=clips)
         app.launch(server_name=host, server_port=port, share=share, max_file_size=limit * 1_000_000,
                    allowed_paths=sorted({str(p.parent) for p in clips}), show_error=False, inbrowser=False, quiet=True,
-                   theme=theme, footer_links=[])
+                   theme=theme, footer_links=[], prevent_thread_lock=True)
+        try:
+            print(f"deepfake-detector web demo on http://{host}:{port}/ (Ctrl+C stops it); loading the model",
+                  file=sys.stderr, flush=True)
+            web.start_loading()
+            _wait(web, stop)
+        finally:
+            app.close(verbose=False)
+    print("deepfake-detector web demo stopped (SIGTERM)", file=sys.stderr, flush=True)
