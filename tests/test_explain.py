@@ -383,7 +383,7 @@ def _stage_args(root: Path, params: Path, masks: Path | None) -> list[str]:
             "--scores", str(root / "face_scores.parquet"), "--crops-dir", str(root / "crops"), "--frames-dir",
             str(root / "frames"),
             "--frames-table", str(root / "frames.csv"), "--out-dir", str(root / "gradcam"),
-            "--metrics", str(root / "gradcam_metrics.json")]
+            "--metrics", str(root / "gradcam_metrics.json"), "--details", str(root / "gradcam_details.json")]
     return args + (["--masks", str(masks)] if masks else [])
 
 
@@ -399,7 +399,11 @@ def test_stage_writes_reports_index_and_metrics(tmp_path: Path) -> None:
     root = d["root"]
     gradcam_stage.main(_stage_args(root, _params(root), d["masks"]))
     out = root / "gradcam"
-    metrics = json.loads((root / "gradcam_metrics.json").read_text())
+    metrics = json.loads((root / "gradcam_details.json").read_text())
+    # The metrics file (what `dvc metrics show` lists) holds the headline faithfulness figures only.
+    headline = json.loads((root / "gradcam_metrics.json").read_text())
+    assert headline == {"faithfulness": {k: metrics["faithfulness"][k] for k in
+                                         ("mean_cam_share_in_mask", "mean_mask_area_share", "mean_lift")}}
     # Balanced then by id: fake v1, real v0, fake v3; v2 is left for max_videos, v4 has no face.
     assert sorted(metrics["per_video"]) == ["v0", "v1", "v3"]
     assert metrics["videos"] == {"in_split": 5, "explainable": 4, "selected": 3, "explained": 3, "failed": 0,
@@ -433,7 +437,9 @@ def test_stage_without_masks(tmp_path: Path) -> None:
     d = _make_stage_set(tmp_path)
     root = d["root"]
     gradcam_stage.main(_stage_args(root, _params(root, max_videos=1), None))
-    metrics = json.loads((root / "gradcam_metrics.json").read_text())
+    metrics = json.loads((root / "gradcam_details.json").read_text())
+    assert json.loads((root / "gradcam_metrics.json").read_text()) == {
+        "faithfulness": {"mean_cam_share_in_mask": None, "mean_mask_area_share": None, "mean_lift": None}}
     (vid,) = metrics["per_video"]
     assert metrics["faithfulness"]["videos_with_mask"] == 0 and metrics["faithfulness"]["masks_file"] is None
     assert "no manipulation mask" in metrics["per_video"][vid]["faithfulness_note"]
@@ -465,5 +471,5 @@ def test_stage_reads_cached_scores_and_only_the_explained_crops(tmp_path: Path, 
     # 2 videos x (1 high + 1 low frame): 4 crops, not the 16 crops of the explained videos' faces.
     assert len(crops_read) == 4 and len(set(crops_read)) == 4
     scores = records.read_face_scores(root / "face_scores.parquet").set_index(records.FACE_KEY)["logit"]
-    metrics = json.loads((root / "gradcam_metrics.json").read_text())
+    metrics = json.loads((root / "gradcam_details.json").read_text())
     assert len(metrics["per_video"]) == 2 and len(scores) == 16

@@ -71,8 +71,13 @@ def _run_stage(d: dict[str, Path], out: Path, scores: Path, detector: Path, para
     params_file.write_text(yaml.safe_dump({"predict_videos": params or {}, "train": {"epochs": 99}}))
     stage.main(["--params", str(params_file), "--detector", str(detector), "--manifest", str(d["manifest"]),
                 "--scores", str(scores), "--detection-report", str(d["report"]),
-                "--out", str(out / "video_predictions.csv"), "--metrics", str(out / "predict_metrics.json")])
-    return records.read_predictions(out / "video_predictions.csv"), json.loads((out / "predict_metrics.json").read_text())
+                "--out", str(out / "video_predictions.csv"), "--metrics", str(out / "predict_metrics.json"),
+                "--details", str(out / "predict_details.json")])
+    details = json.loads((out / "predict_details.json").read_text())
+    # The metrics file (what `dvc metrics show` lists) holds the headline figures only.
+    headline = json.loads((out / "predict_metrics.json").read_text())
+    assert headline == {"test_verdicts": {k: details["test_verdicts"][k] for k in ("decided", "decided_accuracy", "uncertain")}}
+    return records.read_predictions(out / "video_predictions.csv"), details
 
 
 def _logits_by_label(d: dict[str, Path], fake: float = 3.0, real: float = -3.0) -> dict[str, float]:

@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from deepfake_detector import records
+from deepfake_detector import evaluate, records
 from deepfake_detector import train as train_mod
 from deepfake_detector.calibration import load_detector
 from deepfake_detector.imaging import encode_image
@@ -207,10 +207,18 @@ def test_imagenet_unavailable_falls_back_or_fails(monkeypatch: pytest.MonkeyPatc
 
 def test_evaluate_counts_unscored_videos(trained: dict[str, Path]) -> None:
     root = trained["root"]
-    evaluate_stage.main(["--detector", str(trained["detector"]), "--manifest", str(trained["manifest"]),
-                         "--scores", str(trained["scores"]), "--detection-report", str(trained["report"]),
-                         "--metrics", str(root / "metrics.json"), "--plots-dir", str(root / "plots")])
-    m = json.loads((root / "metrics.json").read_text())
+    common = ["--detector", str(trained["detector"]), "--manifest", str(trained["manifest"]),
+              "--scores", str(trained["scores"]), "--detection-report", str(trained["report"]),
+              "--plots-dir", str(root / "plots")]
+    evaluate_stage.main([*common, "--metrics", str(root / "metrics.json"), "--details", str(root / "eval_details.json")])
+    m = json.loads((root / "eval_details.json").read_text())
+    # The metrics file (what `dvc metrics show` lists) holds the headline figures alone, as in the details.
+    headline = json.loads((root / "metrics.json").read_text())
+    assert {s: sorted(v) for s, v in headline.items()} == {s: sorted(k) for s, k in evaluate.HEADLINE.items()}
+    assert headline == evaluate.headline(m)
+    # Without --details (pipelines not yet passing it) the metrics file holds every figure, as before.
+    evaluate_stage.main([*common, "--metrics", str(root / "all_metrics.json")])
+    assert json.loads((root / "all_metrics.json").read_text()) == m
     cal = load_detector(trained["detector"]).calibration
     # Judged with the detector's own calibration, not with defaults.
     assert m["checkpoint"]["threshold"] == cal.threshold and m["checkpoint"]["aggregation"] == cal.aggregation

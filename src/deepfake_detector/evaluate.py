@@ -4,6 +4,11 @@ Reads the face scores the calibrate stage computed once (``data/face_scores.parq
 judges them with the detector's own calibration (aggregation, cut-offs, threshold), so the
 figures describe exactly the verdicts the detector gives. Videos that could not be scored
 (no face, unreadable, missing) are counted, never dropped.
+
+Two files: the headline figures (:data:`HEADLINE`), which ``dvc.yaml`` declares as the stage's
+metrics so that ``dvc metrics show`` stays readable, and every figure (per aggregation, per
+manipulation and source, at 0.5, per class, confusion matrices) in a details file, a plain
+output that is still versioned.
 """
 
 from __future__ import annotations
@@ -22,6 +27,19 @@ from .calibration import load_detector
 from .metrics import binary_metrics, roc_auc
 
 logger = logging.getLogger(__name__)
+
+# The figures `dvc metrics show` lists, by section: the metrics file holds these alone, the
+# details file everything (these included). The gate's rules (.ci/metric_rules.yaml) read them.
+HEADLINE: dict[str, tuple[str, ...]] = {
+    "video": ("auc", "accuracy", "balanced_accuracy", "log_loss", "threshold"),
+    "frame": ("auc", "log_loss"),
+    "coverage": ("test_videos", "scored", "no_face", "unreadable", "missing", "accuracy_all_videos"),
+}
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`HEADLINE` subset of the full metrics dict, in the same layout."""
+    return {section: {key: metrics[section][key] for key in keys} for section, keys in HEADLINE.items()}
 
 
 def _curves(y: np.ndarray, prob: np.ndarray) -> tuple[list[dict], list[dict]]:
@@ -43,6 +61,7 @@ def run_evaluation(
     detection_report: Path,
     metrics_out: Path,
     plots_dir: Path,
+    details_out: Path | None = None,
 ) -> dict[str, Any]:
     """Judge the test split's face scores with the detector's calibration; write metrics and plots.
 
@@ -51,11 +70,14 @@ def run_evaluation(
         manifest_path: The manifest.
         scores_path: ``face_scores.parquet`` from the calibrate stage.
         detection_report: crop_faces' per-video report (for no_face/unreadable counts).
-        metrics_out: ``metrics.json`` to write.
+        metrics_out: ``metrics.json`` to write: the headline figures (:data:`HEADLINE`), or
+            every figure when ``details_out`` is None.
         plots_dir: Folder for ``roc.json``, ``pr.json``, ``confusion.csv``.
+        details_out: ``eval_details.json`` to write with every figure. None keeps the
+            single-file layout of pipelines that do not pass ``--details`` yet.
 
     Returns:
-        The metrics dict that was written.
+        Every figure (the details).
     """
     detector = load_detector(detector_path)
     cal, meta = detector.calibration, detector.meta
@@ -115,14 +137,22 @@ def run_evaluation(
             m = binary_metrics(y_video[sel], prob[sel], threshold)
             metrics[key][value] = {k: m.get(k) for k in ("n", "auc", "accuracy", "balanced_accuracy")}
 
-    metrics_out.parent.mkdir(parents=True, exist_ok=True)
-    metrics_out.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    if details_out is None:
+        _write_json(metrics_out, metrics)
+    else:
+        _write_json(metrics_out, headline(metrics))
+        _write_json(details_out, metrics)
     _write_plots(plots_dir, y_video, prob, threshold)
     logger.info(
         "test: %d/%d videos scored, video AUC %s, accuracy %.3f at threshold %.3f (%s)",
         len(scores), n_test, video_m.get("auc"), video_m.get("accuracy", float("nan")), threshold, cal.aggregation,
     )
     return metrics
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _write_plots(plots_dir: Path, y_video: np.ndarray, prob: np.ndarray, threshold: float) -> None:

@@ -6,7 +6,8 @@ stage's ``face_scores.parquet``, so no crop is scored again; only the crops of t
 that are explained are read, and Grad-CAM runs on those alone
 (:func:`explain.build_explanation`). Writes ``<out-dir>/<video_id>/{montage.png,
 frame_*.jpg, report.html}``, ``<out-dir>/index.html`` (skipped videos listed with their
-reason) and a metrics file with counts, timings and the faithfulness figures.
+reason), a metrics file with the headline faithfulness figures (:data:`HEADLINE`, declared as
+metrics in ``dvc.yaml``) and a details file with counts, timings and per-video figures.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from .report import REPORT_FILE, IndexEntry, write_index
 from .shards import ShardReader
 
 logger = logging.getLogger(__name__)
+
+# The figures `dvc metrics show` lists, by section; the details file has every figure.
+HEADLINE: dict[str, tuple[str, ...]] = {"faithfulness": ("mean_cam_share_in_mask", "mean_mask_area_share", "mean_lift")}
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,11 @@ class GradcamParams:
 
 @dataclass(frozen=True)
 class GradcamPaths:
-    """The gradcam stage's inputs and outputs (all declared in ``dvc.yaml``)."""
+    """The gradcam stage's inputs and outputs (all declared in ``dvc.yaml``).
+
+    ``metrics`` gets the headline figures and ``details`` every figure; with ``details``
+    None, ``metrics`` gets every figure (the layout before the split).
+    """
 
     detector: Path
     manifest: Path
@@ -83,6 +91,7 @@ class GradcamPaths:
     masks: Path | None
     out_dir: Path
     metrics: Path
+    details: Path | None = None
 
 
 class _ShardFrames(Mapping):
@@ -227,7 +236,7 @@ def run_gradcam(paths: GradcamPaths, params: GradcamParams) -> dict[str, Any]:
         params: ``gradcam`` params.
 
     Returns:
-        The metrics written.
+        Every figure (the details).
     """
     detector = load_detector(paths.detector)
     model, meta = detector.model, detector.meta
@@ -274,8 +283,11 @@ def run_gradcam(paths: GradcamPaths, params: GradcamParams) -> dict[str, Any]:
         entries.append(result.index_entry(paths.out_dir))
     write_index(paths.out_dir, entries)
     metrics = _metrics(params, preds, eligible, chosen, results, failed, manifest, paths.masks)
-    paths.metrics.parent.mkdir(parents=True, exist_ok=True)
-    paths.metrics.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    if paths.details is None:
+        _write_json(paths.metrics, metrics)
+    else:
+        _write_json(paths.metrics, {s: {k: metrics[s][k] for k in keys} for s, keys in HEADLINE.items()})
+        _write_json(paths.details, metrics)
     fa = metrics["faithfulness"]
     logger.info(
         "gradcam: %d of %d %s videos explained (%d explainable, %d failed, %d not explainable); "
@@ -284,6 +296,11 @@ def run_gradcam(paths: GradcamPaths, params: GradcamParams) -> dict[str, Any]:
         fa["videos_with_mask"], fa["mean_cam_share_in_mask"], fa["mean_mask_area_share"],
     )
     return metrics
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _metrics(params: GradcamParams, preds: pd.DataFrame, eligible: pd.DataFrame, chosen: pd.DataFrame,

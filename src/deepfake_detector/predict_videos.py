@@ -5,6 +5,9 @@ judges each video with the detector's calibration (:meth:`calibration.Calibratio
 the same rule the CLI applies to single files. A video that could not be judged keeps its
 status as the verdict (``no_face`` / ``unreadable``, listed-but-missing included) and its
 reason: its probabilities are empty, never 0.5.
+
+The metrics file holds the headline figures (:data:`HEADLINE`, declared as metrics in
+``dvc.yaml``); the verdict counts per split and the calibration used go to a details file.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from .aggregate import video_scores
 from .calibration import Calibration, load_detector
 
 logger = logging.getLogger(__name__)
+
+# The figures `dvc metrics show` lists, by section; the details file has every figure.
+HEADLINE: dict[str, tuple[str, ...]] = {"test_verdicts": ("decided", "decided_accuracy", "uncertain")}
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,7 @@ def run_predict_videos(
     params: PredictParams,
     out_csv: Path,
     metrics_out: Path,
+    details_out: Path | None = None,
 ) -> dict[str, Any]:
     """Judge every manifest video of ``params.splits`` from its face scores.
 
@@ -92,11 +99,15 @@ def run_predict_videos(
         detection_report: crop_faces' per-video report (statuses, reasons, counts).
         params: The ``predict_videos`` params.
         out_csv: ``video_predictions.csv`` to write, one row per selected manifest video.
-        metrics_out: ``predict_metrics.json`` to write: verdict counts per split and the
-            accuracy of the decided test videos.
+        metrics_out: ``predict_metrics.json`` to write: the headline figures
+            (:data:`HEADLINE`: the decided test videos and their accuracy), or every figure
+            when ``details_out`` is None.
+        details_out: ``predict_details.json`` to write with every figure (verdict counts per
+            split, the calibration used). None keeps the single-file layout of pipelines that
+            do not pass ``--details`` yet.
 
     Returns:
-        The metrics dict that was written.
+        Every figure (the details).
     """
     cal = load_detector(detector_path).calibration
     manifest = records.read_manifest(manifest_path).sort_values("video_id", kind="stable").reset_index(drop=True)
@@ -144,9 +155,17 @@ def run_predict_videos(
             "unscored": test_counts.get(records.NO_FACE, 0) + test_counts.get(records.UNREADABLE, 0),
         },
     }
-    metrics_out.parent.mkdir(parents=True, exist_ok=True)
-    metrics_out.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    if details_out is None:
+        _write_json(metrics_out, metrics)
+    else:
+        _write_json(metrics_out, {s: {k: metrics[s][k] for k in keys} for s, keys in HEADLINE.items()})
+        _write_json(details_out, metrics)
     logger.info("predict_videos: %d videos: %s", len(out), ", ".join(f"{n} {v}" for v, n in counts.items()))
     for row in out[out["verdict"].isin([records.NO_FACE, records.UNREADABLE])].itertuples(index=False):
         logger.warning("predict_videos:   %s %s: %s", row.verdict, row.video_id, row.reason)
     return metrics
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

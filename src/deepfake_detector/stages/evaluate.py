@@ -1,6 +1,8 @@
 """DVC stage ``evaluate``: frame- and video-level metrics on the test split.
 
 The detector carries its own calibration, so this stage has no params of its own.
+``--metrics`` gets the headline figures and ``--details`` every figure; without ``--details``
+the metrics file gets every figure (the layout before the split).
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--detection-report", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--plots-dir", type=Path, required=True)
+    parser.add_argument("--details", type=Path, default=None, help="every figure (default: all in --metrics)")
     args = parser.parse_args(argv)
     with stage_run("evaluate", args.verbose):
-        run_evaluation(args.detector, args.manifest, args.scores, args.detection_report, args.metrics, args.plots_dir)
+        run_evaluation(args.detector, args.manifest, args.scores, args.detection_report, args.metrics, args.plots_dir,
+                       args.details)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,14 @@ Usage:
         --manifest data/manifest.csv --predictions outputs/video_predictions.csv \
         --faces data/faces.parquet --scores data/face_scores.parquet --crops-dir data/crops \
         --frames-dir data/frames --frames-table data/frames.csv --masks data/sample/masks.csv \
-        --out-dir outputs/gradcam --metrics outputs/gradcam_metrics.json
+        --out-dir outputs/gradcam --metrics outputs/gradcam_metrics.json \
+        --details outputs/gradcam_details.json
+
+``--metrics`` gets the headline faithfulness figures and ``--details`` every figure (counts,
+timings, per video); without ``--details`` the metrics file gets every figure.
 
 ``--masks`` is optional: without it (or for videos with no mask rows) the faithfulness
-figure is omitted, and the metrics say for how many videos.
+figure is omitted, and the details say for how many videos.
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ def main(argv: list[str] | None = None) -> None:
                  "--frames-dir", "--frames-table", "--out-dir", "--metrics"):
         parser.add_argument(flag, type=Path, required=True)
     parser.add_argument("--masks", type=Path, default=None, help="masks.csv of manipulated regions (optional)")
+    parser.add_argument("--details", type=Path, default=None, help="every figure (default: all in --metrics)")
     args = parser.parse_args(argv)
     with stage_run("gradcam", args.verbose):
         params = load_section(GradcamParams, "gradcam", args.params)
         paths = GradcamPaths(args.detector, args.manifest, args.predictions, args.faces, args.scores, args.crops_dir,
-                             args.frames_dir, args.frames_table, args.masks, args.out_dir, args.metrics)
+                             args.frames_dir, args.frames_table, args.masks, args.out_dir, args.metrics,
+                             args.details)
         run_gradcam(paths, params)
 
 

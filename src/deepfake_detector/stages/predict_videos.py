@@ -4,7 +4,11 @@ Usage:
     python -m deepfake_detector.stages.predict_videos --params params.yaml \
         --detector models/detector.pt --manifest data/manifest.csv \
         --scores data/face_scores.parquet --detection-report outputs/detection_report.csv \
-        --out outputs/video_predictions.csv --metrics outputs/predict_metrics.json
+        --out outputs/video_predictions.csv --metrics outputs/predict_metrics.json \
+        --details outputs/predict_details.json
+
+``--metrics`` gets the headline figures and ``--details`` every figure; without ``--details``
+the metrics file gets every figure (the layout before the split).
 """
 
 from __future__ import annotations
@@ -25,10 +29,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--detection-report", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--details", type=Path, default=None, help="every figure (default: all in --metrics)")
     args = parser.parse_args(argv)
     with stage_run("predict_videos", args.verbose):
         params = load_section(PredictParams, "predict_videos", args.params)
-        run_predict_videos(args.detector, args.manifest, args.scores, args.detection_report, params, args.out, args.metrics)
+        run_predict_videos(args.detector, args.manifest, args.scores, args.detection_report, params, args.out, args.metrics,
+                           args.details)
 
 
 if __name__ == "__main__":
