@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # CI metric gate: reproduce the pipeline on the embedded sample, then compare the fresh
-# metrics with the ones committed at HEAD, rule by rule (.ci/metric_rules.yaml).
+# metrics with the committed baseline (.ci/metrics_baseline.json, the last landed metrics: it
+# moves only with `python tools/gate.py --update-baseline`), rule by rule (.ci/metric_rules.yaml).
+# The gate's table says which baseline it used.
 #
-# Usage: .ci/gate.sh [--no-repro] [gate options, e.g. --baseline-rev origin/main]
+# Usage: .ci/gate.sh [--no-repro] [gate options, e.g. --baseline-rev HEAD^]
 #   --no-repro  gate the metrics already in the working tree (after your own `dvc repro`)
 # When $GITHUB_STEP_SUMMARY is set, the table is appended to it as well.
 # Needs `dvc` and the package's `python` on PATH (the project's .venv/bin).

@@ -1,4 +1,4 @@
-"""The CI metric gate: rules, lookups, and the CLI against a real git baseline."""
+"""The CI metric gate: rules, lookups, the baseline file, and the CLI against real git baselines."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tools.gate import GateError, MetricRule, check_rule, load_rules, lookup, main
+from tools.gate import GateError, MetricRule, check_rule, declared_metrics, load_rules, lookup, main, update_baseline
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,14 +36,18 @@ def _git(repo: Path, *args: str) -> None:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    """A git repo with the rules and the baseline metrics committed at HEAD."""
+    """A git repo with the rules, the metrics and the baseline file made from them, committed at HEAD."""
     (tmp_path / ".ci").mkdir()
     (tmp_path / ".ci" / "metric_rules.yaml").write_text(RULES)
     _write(tmp_path, BASELINE)
     _git(tmp_path, "init", "-q")
+    update_baseline(tmp_path, tmp_path / BASELINE_FILE, load_rules(tmp_path / ".ci" / "metric_rules.yaml"))
     _git(tmp_path, "add", ".")
     _git(tmp_path, "commit", "-q", "-m", "baseline")
     return tmp_path
+
+
+BASELINE_FILE = ".ci/metrics_baseline.json"
 
 
 def _write(repo: Path, metrics: dict) -> Path:
@@ -145,26 +149,97 @@ def test_null_baseline_fails(repo: Path, capsys: pytest.CaptureFixture) -> None:
     _write(repo, _with(**{"video.auc": None}))
     _git(repo, "commit", "-q", "-am", "null auc")
     _write(repo, BASELINE)
+    code, out = _run(repo, capsys, "--baseline-rev", "HEAD")
+    assert code == 1 and "baseline video.auc is null" in out
+    baseline = json.loads((repo / BASELINE_FILE).read_text())
+    baseline["metrics"]["outputs/metrics.json"]["video.auc"] = None
+    (repo / BASELINE_FILE).write_text(json.dumps(baseline))
     code, out = _run(repo, capsys)
     assert code == 1 and "baseline video.auc is null" in out
 
 
-def test_baseline_rev_and_file_absent_at_rev(repo: Path, capsys: pytest.CaptureFixture) -> None:
+def test_worse_committed_metrics_fail_against_the_baseline(repo: Path, capsys: pytest.CaptureFixture) -> None:
+    # A change commits worse metrics of its own (video AUC 0.90 -> 0.70) and CI's repro gives them again.
     _write(repo, _with(**{"video.auc": 0.70}))
     _git(repo, "commit", "-q", "-am", "worse")
-    # Against HEAD (0.70) an unchanged workspace passes; against HEAD~1 (0.90) it fails.
-    assert _run(repo, capsys)[0] == 0
-    code, out = _run(repo, capsys, "--baseline-rev", "HEAD~1")
-    assert code == 1 and "baseline (HEAD~1)" in out
+    code, out = _run(repo, capsys)
+    assert code == 1
+    assert "Baseline: .ci/metrics_baseline.json (committed; measured on top of" in out
+    assert "| metric | baseline (.ci/metrics_baseline.json) | current |" in out
+    row = next(line for line in out.splitlines() if line.startswith("| video.auc "))
+    assert "0.9000 | 0.7000 | -0.2000" in row and "dropped by 0.2000" in row
+    # Against the change's own commit (the gate's old baseline) the same metrics pass: the hole closed.
+    code, out = _run(repo, capsys, "--baseline-rev", "HEAD")
+    assert code == 0
+    head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    assert f"Baseline: the metrics files as committed at HEAD ({head})" in out
+    # The change's first parent is the last landed state: against it, they fail too.
+    code, out = _run(repo, capsys, "--baseline-rev", "HEAD^")
+    assert code == 1 and "| metric | baseline (HEAD^) | current |" in out
+
+
+def test_file_absent_at_baseline_rev(repo: Path, capsys: pytest.CaptureFixture) -> None:
     _git(repo, "rm", "-q", "outputs/metrics.json")
     _git(repo, "commit", "-q", "-m", "drop metrics")
     _write(repo, BASELINE)
-    code, out = _run(repo, capsys)
+    code, out = _run(repo, capsys, "--baseline-rev", "HEAD")
     assert code == 1 and "outputs/metrics.json is not committed at HEAD" in out
+
+
+def test_update_baseline_moves_it_on_purpose(repo: Path, capsys: pytest.CaptureFixture) -> None:
+    _write(repo, _with(**{"video.auc": 0.97}))
+    code, out = _run(repo, capsys, "--update-baseline")
+    assert code == 0
+    assert "outputs/metrics.json: video.auc: 0.9000 -> 0.9700" in out and "1 metric(s) changed" in out
+    saved = json.loads((repo / BASELINE_FILE).read_text())
+    assert saved["metrics"]["outputs/metrics.json"] == {"coverage.scored": 12, "video.auc": 0.97, "video.log_loss": 0.4}
+    _git(repo, "commit", "-q", "-am", "better model, baseline moved")
+    # The gate now names what this change moved, against its first parent.
+    code, out = _run(repo, capsys)
+    assert code == 0
+    assert "This change moves the baseline" in out and "- outputs/metrics.json: video.auc: 0.9000 -> 0.9700" in out
+    # A later drop to 0.85 is judged against 0.97: beyond the rule, though within it of the old 0.90.
+    _write(repo, _with(**{"video.auc": 0.85}))
+    _git(repo, "commit", "-q", "-am", "worse again")
+    code, out = _run(repo, capsys)
+    assert code == 1 and "dropped by 0.1200, allowed 0.1" in out
+    assert "This change moves the baseline" not in out
+
+
+def test_update_baseline_needs_every_rule_metric(repo: Path, capsys: pytest.CaptureFixture) -> None:
+    before = (repo / BASELINE_FILE).read_text()
+    data = _with()
+    del data["video"]["log_loss"]
+    _write(repo, data)
+    assert _run(repo, capsys, "--update-baseline") == (2, "")
+    assert (repo / BASELINE_FILE).read_text() == before
+
+
+def test_missing_baseline_file_is_a_usage_error(repo: Path, capsys: pytest.CaptureFixture,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    (repo / BASELINE_FILE).unlink()
+    assert _run(repo, capsys) == (2, "")
+    assert "python tools/gate.py --update-baseline" in caplog.text
+
+
+def test_baseline_holds_the_declared_headline_metrics(repo: Path, capsys: pytest.CaptureFixture) -> None:
+    (repo / "dvc.yaml").write_text(
+        "stages:\n  train:\n    cmd: x\n    metrics:\n      - outputs/train.json:\n          cache: false\n"
+        "  evaluate:\n    cmd: y\n    metrics: [outputs/metrics.json]\n")
+    (repo / "outputs" / "train.json").write_text(json.dumps({"img_per_s": 20.5, "init": "random", "val": {"auc": 1.0}}))
+    assert declared_metrics(repo) == ["outputs/train.json", "outputs/metrics.json"]
+    assert _run(repo, capsys, "--update-baseline")[0] == 0
+    saved = json.loads((repo / BASELINE_FILE).read_text())["metrics"]
+    # Numbers only (strings are not compared); every headline key, not only the rules' ones.
+    assert saved["outputs/train.json"] == {"img_per_s": 20.5, "val.auc": 1.0}
+    assert saved["outputs/metrics.json"]["video_at_0.5.auc"] == 0.9
+    assert _run(repo, capsys)[0] == 0
 
 
 def test_usage_errors_exit_2(repo: Path, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture) -> None:
     assert main(["--repo", str(repo), "--baseline-rev", "no-such-rev"]) == 2
+    (repo / BASELINE_FILE).write_text('{"metrics": [1, 2]}')
+    assert main(["--repo", str(repo)]) == 2
     assert main(["--repo", str(tmp_path_factory.mktemp("not_git"))]) == 2
     (repo / ".ci" / "metric_rules.yaml").write_text(RULES.replace("max_drop: 0}", "max_dorp: 0}"))
     assert main(["--repo", str(repo)]) == 2
@@ -216,13 +291,16 @@ def test_repository_rules_file_is_valid() -> None:
     keys = {r.key: r for r in rules}
     assert keys["coverage.scored"].max_drop == 0
     assert keys["video.auc"].floor is not None
-    # Every rule names a metric that evaluation writes (checked when the file is there).
-    committed = REPO / "outputs" / "metrics.json"
-    if committed.is_file():
-        data = json.loads(committed.read_text())
-        for rule in rules:
-            if rule.file == "outputs/metrics.json":
-                assert isinstance(lookup(data, rule.key), (int, float)), rule.key
+    # Every rule names a metric that the pipeline writes (checked when the file is there), and
+    # one that the committed baseline holds.
+    baseline = json.loads((REPO / BASELINE_FILE).read_text())["metrics"]
+    for rule in rules:
+        committed = REPO / rule.file
+        if committed.is_file():
+            assert isinstance(lookup(json.loads(committed.read_text()), rule.key), (int, float)), rule.key
+        assert isinstance(lookup(baseline[rule.file], rule.key), (int, float)), rule.key
+    # The baseline holds every headline metrics file dvc.yaml declares.
+    assert set(declared_metrics(REPO)) <= set(baseline)
 
 
 def test_script_entry_point(repo: Path) -> None:

@@ -1,25 +1,35 @@
-"""CI metric gate: fresh metrics against committed ones, with a rule per metric.
+"""CI metric gate: fresh metrics against a baseline that only moves on purpose, a rule per metric.
 
 ``dvc metrics diff`` shows changes but has no thresholds, and exits 0 even when a metrics
 file is missing or unreadable. This gate reads per-metric rules (``.ci/metric_rules.yaml``),
-compares the metrics in the working tree (a fresh ``dvc repro``) with the ones committed at
-a baseline revision (``git show REV:path``), prints a markdown table and fails on:
+compares the metrics in the working tree (a fresh ``dvc repro``) with a baseline, prints a
+markdown table that names the baseline, and fails on:
 
 * a drop beyond a rule's ``max_drop`` (absolute, in the rule's worse direction),
 * a value under its ``floor`` or over its ``ceiling``,
 * a metrics file that is missing or unreadable, on either side,
 * a metric that is absent, null, not a number, NaN or infinite, on either side.
 
+The baseline is, by default, the committed file ``.ci/metrics_baseline.json``: the headline
+metrics (every file ``dvc.yaml`` declares as ``metrics:``) and every metric a rule reads, as
+last landed. It moves only when someone runs ``--update-baseline`` and commits the result, so
+a change that commits worse metrics of its own is judged against the old ones, and a change
+that moves the baseline shows it in its diff (and the gate prints what moved against the
+first parent). ``--baseline-rev REV`` instead reads the metrics files as committed at ``REV``
+(``git show REV:path``), e.g. ``HEAD^``, the change's first parent.
+
 Usage::
 
-    python tools/gate.py [--rules .ci/metric_rules.yaml] [--baseline-rev HEAD]
-        [--repo .] [--markdown-out PATH]
+    python tools/gate.py [--rules .ci/metric_rules.yaml] [--baseline .ci/metrics_baseline.json
+        | --baseline-rev REV] [--repo .] [--markdown-out PATH]
+    python tools/gate.py --update-baseline    # after `dvc repro`, on purpose; commit the file
 
 CI tooling, not part of the runtime package: it needs only the standard library and PyYAML,
 and never imports ``deepfake_detector``, so it judges the pipeline from the outside.
 
-Exit status: 0 when every rule passes, 1 when one fails, 2 on a usage error (unreadable
-rules file, unknown revision, not a git repository).
+Exit status: 0 when every rule passes (or the baseline was written), 1 when one fails, 2 on a
+usage error (unreadable rules or baseline file, unknown revision, not a git repository, a
+rule's metric unreadable when updating the baseline).
 """
 
 from __future__ import annotations
@@ -40,6 +50,8 @@ import yaml
 logger = logging.getLogger(__name__)
 
 DEFAULT_RULES = Path(".ci/metric_rules.yaml")
+DEFAULT_BASELINE = Path(".ci/metrics_baseline.json")
+UPDATE_COMMAND = "python tools/gate.py --update-baseline"
 # Absolute slack on comparisons, so that 0.85 - 0.75 counts as a drop of 0.1, not 0.1000...01.
 EPS = 1e-9
 
@@ -343,6 +355,192 @@ def check_rule(rule: MetricRule, baseline: Loaded, current: Loaded) -> RuleResul
     return RuleResult(rule, base, cur, tuple(problems))
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """What the current metrics are compared with.
+
+    Attributes:
+        name: Short name for the table's column header (the file or the revision).
+        about: One line for above the table: what the baseline is and where it came from.
+        loader: ``file -> (data, error)`` for the baseline side of :func:`run_gate`.
+    """
+
+    name: str
+    about: str
+    loader: Callable[[str], Loaded]
+
+
+def rev_baseline(repo: Path, rev: str) -> Baseline:
+    """The metrics files as committed at ``rev``.
+
+    Raises:
+        GateError: If ``rev`` is not a commit.
+    """
+    sha = _check_rev(repo, rev)
+    return Baseline(rev, f"the metrics files as committed at {rev} ({sha[:10]})",
+                    lambda f: read_baseline(repo, rev, f))
+
+
+def read_baseline_file(path: Path) -> dict[str, Any]:
+    """Load and check a baseline file written by :func:`update_baseline`.
+
+    Raises:
+        GateError: If it is missing or malformed.
+    """
+    if not path.is_file():
+        raise GateError(f"no baseline file {path}: create it with `{UPDATE_COMMAND}` after `dvc repro` "
+                        "(and commit it), or compare with a revision (--baseline-rev HEAD^)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GateError(f"cannot read baseline file {path}: {exc}") from exc
+    metrics = data.get("metrics") if isinstance(data, dict) else None
+    if not isinstance(metrics, dict) or not all(isinstance(v, dict) for v in metrics.values()):
+        raise GateError(f"{path}: expected a 'metrics' mapping of file -> {{key: value}}")
+    return data
+
+
+def file_baseline(repo: Path, path: Path) -> Baseline:
+    """The committed baseline file (``.ci/metrics_baseline.json``).
+
+    Raises:
+        GateError: If it is missing or malformed.
+    """
+    data = read_baseline_file(path)
+    where = _relative(repo, path)
+
+    def load(file: str) -> Loaded:
+        if file not in data["metrics"]:
+            return None, f"{file} is not in the baseline {where} (run `{UPDATE_COMMAND}`)"
+        return data["metrics"][file], None
+
+    measured = data.get("measured_on_top_of") or "an unknown commit"
+    return Baseline(where, f"{where} (committed; measured on top of {measured}; moves only with "
+                           f"`{UPDATE_COMMAND}`)", load)
+
+
+def declared_metrics(repo: Path) -> list[str]:
+    """The files ``dvc.yaml`` declares as ``metrics:`` (stages' and top-level), in file order.
+
+    Returns:
+        Paths relative to the repository root; empty when there is no ``dvc.yaml``.
+
+    Raises:
+        GateError: If ``dvc.yaml`` cannot be parsed.
+    """
+    path = repo / "dvc.yaml"
+    if not path.is_file():
+        return []
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise GateError(f"cannot read {path}: {exc}") from exc
+    entries = list(data.get("metrics") or [])
+    for stage in (data.get("stages") or {}).values():
+        entries += list((stage or {}).get("metrics") or [])
+    # An entry is a path, or a one-key mapping {path: {cache: false, ...}}.
+    files = [e if isinstance(e, str) else next(iter(e)) for e in entries if isinstance(e, (str, dict)) and e]
+    return list(dict.fromkeys(files))
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, float]:
+    """The finite numbers in nested mappings, by dotted key (strings, nulls and lists left out)."""
+    out: dict[str, float] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(data, (int, float)) and not isinstance(data, bool) and math.isfinite(data):
+        out[prefix] = data
+    return out
+
+
+def baseline_values(repo: Path, rules: Sequence[MetricRule]) -> dict[str, dict[str, float]]:
+    """What a baseline file holds: the working tree's headline metrics and every rule's metric.
+
+    Raises:
+        GateError: If a rule's metric (or its file) cannot be read as a finite number: a
+            baseline without it would fail every later gate.
+    """
+    values: dict[str, dict[str, float]] = {}
+    for file in declared_metrics(repo):
+        data, error = read_current(repo, file)
+        if error is None:
+            values[file] = flatten(data)
+    for rule in rules:
+        loaded = read_current(repo, rule.file)
+        _, error = metric_value(loaded, rule.key, "current")
+        if error is not None:
+            raise GateError(f"cannot update the baseline: {error}")
+        values.setdefault(rule.file, {})[rule.key] = lookup(loaded[0], rule.key)  # as written: 18 stays an int
+    return {file: dict(sorted(keys.items())) for file, keys in values.items()}
+
+
+def baseline_changes(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per metric that differs between two baselines' ``metrics`` mappings."""
+    lines = []
+    for file in sorted(set(old) | set(new)):
+        before, after = old.get(file, {}), new.get(file, {})
+        for key in sorted(set(before) | set(after)):
+            if before.get(key) != after.get(key):
+                lines.append(f"{file}: {key}: {_fmt_any(before.get(key))} -> {_fmt_any(after.get(key))}")
+    return lines
+
+
+def update_baseline(repo: Path, path: Path, rules: Sequence[MetricRule]) -> list[str]:
+    """Write the working tree's metrics into the baseline file.
+
+    Args:
+        repo: Repository root.
+        path: Baseline file to (re)write.
+        rules: The gate's rules (their metrics must be readable).
+
+    Returns:
+        What changed, one line per metric (every metric for a new file).
+
+    Raises:
+        GateError: See :func:`baseline_values`.
+    """
+    values = baseline_values(repo, rules)
+    old: dict[str, dict[str, Any]] = {}
+    if path.is_file():
+        try:
+            old = read_baseline_file(path)["metrics"]
+        except GateError:
+            old = {}  # a broken file is replaced
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=10", "HEAD"], capture_output=True, text=True,
+                          check=False).stdout.strip()
+    payload = {
+        "about": (f"Baseline of the CI metric gate (tools/gate.py): the headline metrics and every metric a rule "
+                  f"reads, as last landed. Moves only with `{UPDATE_COMMAND}` (after `dvc repro`), committed on "
+                  "purpose; see docs/team.md, 'What CI checks'."),
+        "measured_on_top_of": head or None,
+        "metrics": values,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return baseline_changes(old, values)
+
+
+def moved_since(repo: Path, path: Path, rev: str = "HEAD^") -> list[str]:
+    """How the baseline file differs from its copy at ``rev`` (the change's first parent).
+
+    Returns:
+        One line per metric moved; empty when unchanged, or when ``rev`` or its copy is absent.
+    """
+    rel = _relative(repo, path)
+    proc = subprocess.run(["git", "-C", str(repo), "show", f"{rev}:{rel}"], capture_output=True, check=False)
+    if proc.returncode != 0:
+        return []
+    try:
+        old = json.loads(proc.stdout.decode("utf-8")).get("metrics") or {}
+        new = read_baseline_file(path)["metrics"]
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, GateError):
+        return []
+    return baseline_changes(old, new)
+
+
 def run_gate(
     rules: Sequence[MetricRule],
     baseline_loader: Callable[[str], Loaded],
@@ -369,12 +567,15 @@ def run_gate(
     return results
 
 
-def to_markdown(results: Sequence[RuleResult], baseline_name: str) -> str:
-    """The results as a markdown table, with a verdict line above it.
+def to_markdown(results: Sequence[RuleResult], baseline_name: str, about: str | None = None,
+                moved: Sequence[str] = ()) -> str:
+    """The results as a markdown table, with a verdict line and the baseline above it.
 
     Args:
         results: From :func:`run_gate`.
         baseline_name: How to name the baseline (e.g. ``HEAD``) in the header.
+        about: What the baseline is, for the line above the table (default: its name).
+        moved: Lines from :func:`moved_since`: this change moves the baseline.
     """
     failed = sum(not r.ok for r in results)
     several_files = len({r.rule.file for r in results}) > 1
@@ -383,9 +584,11 @@ def to_markdown(results: Sequence[RuleResult], baseline_name: str) -> str:
         if failed
         else f"**Metric gate: passed** ({len(results)} rules)"
     )
-    lines = [
-        verdict,
-        "",
+    lines = [verdict, "", f"Baseline: {about or baseline_name}", ""]
+    if moved:
+        lines += [f"This change moves the baseline (against its first parent, HEAD^): {len(moved)} metric(s):", ""]
+        lines += [f"- {line}" for line in moved] + [""]
+    lines += [
         f"| metric | baseline ({_cell(baseline_name)}) | current | change | rule | status |",
         "|---|---:|---:|---:|---|---|",
     ]
@@ -408,6 +611,19 @@ def _fmt(x: float | None, signed: bool = False) -> str:
     return f"{x:+.4f}" if signed else f"{x:.4f}"
 
 
+def _fmt_any(x: Any) -> str:
+    if x is None:
+        return "absent"
+    return _fmt(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else repr(x)
+
+
+def _relative(repo: Path, path: Path) -> str:
+    try:
+        return path.resolve().relative_to(repo.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -421,13 +637,19 @@ def _git_toplevel(path: Path) -> Path:
     return Path(proc.stdout.strip())
 
 
-def _check_rev(repo: Path, rev: str) -> None:
+def _check_rev(repo: Path, rev: str) -> str:
+    """The commit ``rev`` names (full hash).
+
+    Raises:
+        GateError: If it names no commit.
+    """
     proc = subprocess.run(
         ["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
         capture_output=True, text=True, check=False,
     )
     if proc.returncode != 0:
         raise GateError(f"baseline revision {rev!r} is not a commit in {repo}")
+    return proc.stdout.strip()
 
 
 def setup_logging(level: str | None = None) -> None:
@@ -455,24 +677,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     ap = argparse.ArgumentParser(prog="python tools/gate.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--rules", type=Path, default=DEFAULT_RULES, help="rules file, relative to --repo unless absolute")
-    ap.add_argument("--baseline-rev", default="HEAD", help="git revision holding the baseline metrics")
+    ap.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE,
+                    help="committed baseline file, relative to --repo unless absolute (default: %(default)s)")
+    ap.add_argument("--baseline-rev", default=None,
+                    help="compare with the metrics files as committed at this git revision instead (e.g. HEAD^)")
+    ap.add_argument("--update-baseline", action="store_true",
+                    help="write the working tree's metrics into --baseline (after `dvc repro`; commit it) and exit")
     ap.add_argument("--repo", type=Path, default=Path("."), help="inside the git repository (its root is used)")
     ap.add_argument("--markdown-out", type=Path, help="also append the table to this file (e.g. $GITHUB_STEP_SUMMARY)")
     args = ap.parse_args(argv)
+    if args.update_baseline and args.baseline_rev:
+        ap.error("--update-baseline writes --baseline; it takes no --baseline-rev")
     setup_logging()
     try:
         repo = _git_toplevel(args.repo)
-        _check_rev(repo, args.baseline_rev)
         rules = load_rules(args.rules if args.rules.is_absolute() else repo / args.rules)
+        baseline_path = args.baseline if args.baseline.is_absolute() else repo / args.baseline
+        if args.update_baseline:
+            changes = update_baseline(repo, baseline_path, rules)
+            print(f"{_relative(repo, baseline_path)}: {len(changes)} metric(s) changed" + "".join(
+                f"\n  {line}" for line in changes), flush=True)
+            logger.info("baseline written: review the changes above and commit %s", _relative(repo, baseline_path))
+            return 0
+        if args.baseline_rev is not None:
+            baseline, moved = rev_baseline(repo, args.baseline_rev), []
+        else:
+            baseline, moved = file_baseline(repo, baseline_path), moved_since(repo, baseline_path)
     except GateError as exc:
         logger.error("%s", exc)
         return 2
-    results = run_gate(
-        rules,
-        baseline_loader=lambda f: read_baseline(repo, args.baseline_rev, f),
-        current_loader=lambda f: read_current(repo, f),
-    )
-    table = to_markdown(results, args.baseline_rev)
+    results = run_gate(rules, baseline_loader=baseline.loader, current_loader=lambda f: read_current(repo, f))
+    table = to_markdown(results, baseline.name, baseline.about, moved)
     print(table, end="", flush=True)
     if args.markdown_out is not None:
         with args.markdown_out.open("a", encoding="utf-8") as fh:
@@ -480,11 +715,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = [r for r in results if not r.ok]
     if failed:
         logger.error(
-            "metric gate failed: %d of %d rules (%s)",
-            len(failed), len(results), ", ".join(f"{r.rule.key}: {'; '.join(r.problems)}" for r in failed),
+            "metric gate failed: %d of %d rules against %s (%s)", len(failed), len(results), baseline.name,
+            ", ".join(f"{r.rule.key}: {'; '.join(r.problems)}" for r in failed),
         )
         return 1
-    logger.info("metric gate passed: %d rules against %s", len(results), args.baseline_rev)
+    logger.info("metric gate passed: %d rules against %s", len(results), baseline.name)
     return 0
 
 
