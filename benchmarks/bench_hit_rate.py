@@ -2,6 +2,10 @@
 
 Usage:
     python benchmarks/bench_hit_rate.py [--frames 32] [--params params.yaml] [--set k=v ...] [--limit N]
+        [--clips PATH ...]
+
+``--clips`` measures the given files instead, as one group (CI's smoke run: one clip of the
+embedded sample, a few frames).
 
 For every clip under ``../shared/data/real_clips`` and ``../shared/data/real_talking``
 (real people, faces in every frame as far as is known; with ``--other``, also the FF++ and
@@ -112,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--other", action="store_true", help="also the FF++ and DFDC clips, reported apart")
     ap.add_argument("--limit", type=int, default=None, help="first N clips of each group only")
     ap.add_argument("--quiet", action="store_true", help="totals only")
+    ap.add_argument("--clips", type=Path, nargs="+", default=None, help="these clips instead of the shared folders")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     params = load_params(args.params, args.set)
@@ -119,6 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     new = FaceDetector(params, device="cpu")
     old = OldDefault(FaceDetector(dataclasses.replace(params, min_face_size=20), device="cpu").mtcnn)
     print(f"{args.frames} frames per clip; new: {params}; 1 torch thread; 1-min load average {os.getloadavg()[0]:.1f}")
+    if args.clips:
+        _run_group("given clips", args.clips[: args.limit], args, old, new)
+        return
     for group, folders in groups.items():
         clips = sorted(p for folder in folders if (SHARED / folder).is_dir() for p in (SHARED / folder).rglob("*")
                        if p.suffix.lower() in records.VIDEO_SUFFIXES)[: args.limit]
