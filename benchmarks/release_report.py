@@ -2,11 +2,15 @@
 
 Reads what `cd release && dvc repro` wrote: the manifest, every face's score
 (data/face_scores.parquet), the detector's calibration and the video predictions. Test
-videos were never trained on nor used to choose anything (threshold, aggregation, epoch).
+items were never trained on nor used to choose anything (threshold, aggregation, epoch).
 
-Reported, at video level (faces aggregated as calibrated) and at frame (face) level:
-each FF++ method and DFDC against all scored test real videos (3 FF++ originals + the
-held-out real identities), and against the 3 FF++ originals only; then the verdicts.
+Every test item gets a family from its manifest row: the fake's dataset and method, or for
+reals the folder it came from (photos are one-frame videos). Reported:
+- each fake family against the scored test real *videos* (held-out talking heads and clips,
+  the FF++ originals), against the FF++ originals only, and against every test real
+  (photos included), at video level (faces aggregated as calibrated) and at face level;
+- every real family at the calibrated threshold: how many are called fake or uncertain;
+- the verdict of every test video (photos summarised, not listed).
 
 Usage: python benchmarks/release_report.py [--release release]
 """
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -23,10 +27,24 @@ import pandas as pd
 from deepfake_detector import records
 from deepfake_detector.metrics import roc_auc
 
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
 
 def _auc(y: pd.Series, s: pd.Series) -> str:
     value = roc_auc(y.to_numpy(), s.to_numpy())
     return "n/a" if value is None else f"{value:.3f}"
+
+
+def family(row: pd.Series) -> str:
+    """A test item's family: ``FF++ Deepfakes``, ``DFDC``, ``photos lfw``, ``videos real_talking``..."""
+    path = PurePosixPath(str(row["path"]))
+    if row["source"] == "ffpp":
+        return "FF++ original" if row["label"] == "real" else f"FF++ {row['manipulation']}"
+    if row["source"] == "dfdc":
+        return f"DFDC {row['label']}"
+    if path.suffix.lower() in PHOTO_SUFFIXES:
+        return f"photos {path.parent.name}"
+    return f"videos {path.parent.name}"
 
 
 def main() -> None:
@@ -35,35 +53,45 @@ def main() -> None:
     args = ap.parse_args()
     root = args.release
     manifest = records.read_manifest(root / "data" / "manifest.csv")
+    manifest = manifest.assign(family=manifest.apply(family, axis=1))
     preds = records.read_predictions(root / "outputs" / "video_predictions.csv")
     scores = records.read_face_scores(root / "data" / "face_scores.parquet")
     cal = json.loads((root / "outputs" / "calibration.json").read_text())["calibration"]
-    test = preds[(preds["split"] == "test") & preds["prob_fake"].notna()].merge(
-        manifest[["video_id", "source", "manipulation"]], on="video_id")
-    faces = scores[scores["split"] == "test"].merge(manifest[["video_id", "label", "source", "manipulation"]], on="video_id")
+    info = manifest[["video_id", "source", "manipulation", "family"]]
+    test_all = preds[preds["split"] == "test"].merge(info, on="video_id")
+    test = test_all[test_all["prob_fake"].notna()]
+    faces = scores[scores["split"] == "test"].merge(manifest[["video_id", "label", "family"]], on="video_id")
     faces = faces.assign(y=(faces["label"] == "fake").astype(int), p=1 / (1 + np.exp(-faces["logit"])))
-    test = test.assign(y=(test["true_label"] == "fake").astype(int))
+    test = test.assign(y=(test["true_label"] == "fake").astype(int), photo=test["family"].str.startswith("photos"))
     reals = test[test["y"] == 0]
-    ffpp_reals = reals[reals["source"] == "ffpp"]
+    video_reals = reals[~reals["photo"]]
+    ffpp_reals = reals[reals["family"] == "FF++ original"]
     print(f"threshold {cal['threshold']:.4f} ({cal['aggregation']}); {cal['how']}\n")
-    print("| fakes | n | video AUC vs all test reals | vs FF++ originals | frame AUC vs all test reals |")
-    print("|---|---|---|---|---|")
-    groups = [(m, test[test["manipulation"] == m]) for m in sorted(test.loc[test["y"] == 1, "manipulation"].unique())]
-    groups += [("FF++ (4 methods)", test[(test["source"] == "ffpp") & (test["y"] == 1)]),
-               ("all fakes", test[test["y"] == 1])]
+    print("| fakes | n | video AUC vs test real videos | vs FF++ originals | vs all test reals (photos too) "
+          "| face AUC vs test real videos |")
+    print("|---|---|---|---|---|---|")
+    fakes_all = test[test["y"] == 1]
+    groups = [(m, fakes_all[fakes_all["family"] == m]) for m in sorted(fakes_all["family"].unique())]
+    groups += [("FF++ (4 methods)", fakes_all[fakes_all["source"] == "ffpp"]), ("all fakes", fakes_all)]
     for name, fakes in groups:
-        vs_all = pd.concat([fakes, reals])
-        vs_ffpp = pd.concat([fakes, ffpp_reals])
-        ids = set(vs_all["video_id"])
-        f = faces[faces["video_id"].isin(ids)]
-        print(f"| {name} | {len(fakes)} | {_auc(vs_all['y'], vs_all['prob_fake'])} | "
-              f"{_auc(vs_ffpp['y'], vs_ffpp['prob_fake'])} | {_auc(f['y'], f['p'])} |")
-    print(f"\n{len(reals)} scored test real videos ({len(ffpp_reals)} FF++ originals); "
-          f"{int((preds['split'] == 'test').sum()) - len(test)} test videos not scored (missing/unreadable/no face).\n")
-    print("| video | source | label | P(fake) | verdict |")
+        vs_videos = pd.concat([fakes, video_reals])
+        f = faces[faces["video_id"].isin(set(vs_videos["video_id"]))]
+        print(f"| {name} | {len(fakes)} | {_auc(vs_videos['y'], vs_videos['prob_fake'])} | "
+              f"{_auc(pd.concat([fakes, ffpp_reals])['y'], pd.concat([fakes, ffpp_reals])['prob_fake'])} | "
+              f"{_auc(pd.concat([fakes, reals])['y'], pd.concat([fakes, reals])['prob_fake'])} | {_auc(f['y'], f['p'])} |")
+    print(f"\nScored test reals: {len(video_reals)} videos ({len(ffpp_reals)} FF++ originals) and "
+          f"{int(reals['photo'].sum())} photos; {len(test_all) - len(test)} test items not scored "
+          f"(missing/unreadable/no face): {test_all[test_all['prob_fake'].isna()]['family'].value_counts().to_dict()}.\n")
+    print("| test reals | n scored | called fake | uncertain | mean P(fake) |")
     print("|---|---|---|---|---|")
-    for row in test.sort_values(["y", "source", "prob_fake"]).itertuples():
-        print(f"| {row.video_id} | {row.source} {row.manipulation} | {row.true_label} | {row.prob_fake:.3f} | {row.verdict} |")
+    for name, g in [*reals.groupby("family"), ("all real videos", video_reals), ("all real photos", reals[reals["photo"]])]:
+        if len(g):
+            print(f"| {name} | {len(g)} | {(g['verdict'] == 'fake').mean():.1%} | {(g['verdict'] == 'uncertain').mean():.1%} "
+                  f"| {g['prob_fake'].mean():.3f} |")
+    print("\n| video | family | label | P(fake) | verdict |")
+    print("|---|---|---|---|---|")
+    for row in test[~test["photo"]].sort_values(["y", "family", "prob_fake"]).itertuples():
+        print(f"| {row.video_id} | {row.family} | {row.true_label} | {row.prob_fake:.3f} | {row.verdict} |")
 
 
 if __name__ == "__main__":
