@@ -16,7 +16,7 @@ A detector trained on self-blended images can learn "softer texture = fake": blu
 video raised its mean P(fake) by +0.17. This measures it. Each REAL item of ``--splits`` in
 the manifest (all videos, and a deterministic sample of at most ``--max-photos`` photos:
 ranked by sha256 of ``seed/video_id``, as ingest's source ``limit``) is judged once as it is
-with :class:`cli.Judge` (the CLI's and web demo's path, the detector's own calibration),
+with :class:`service.Judge` (the CLI's and web demo's path, the detector's own calibration),
 which also hands back the frames it sampled (``keep_frames``: the calibration's
 ``frames_per_video`` frames, :func:`video.sample_indices` over the decodable frames): each
 item is decoded once. From those frames, for each item, clips are written to a temporary
@@ -66,8 +66,8 @@ import numpy as np
 from tqdm import tqdm
 
 from deepfake_detector import records
-from deepfake_detector.cli import Judge, UsageError
 from deepfake_detector.media import VideoReadError, probe
+from deepfake_detector.service import Judge, UsageError
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA, noise_frames, portrait_frames, unprivileged, write_clip
-from deepfake_detector import cli, judge, records
+from deepfake_detector import cli, judge, records, service
 from deepfake_detector.calibration import load_detector
 from deepfake_detector.data import CropDataset
 from deepfake_detector.engine import predict_logits, setup_runtime
@@ -128,7 +128,7 @@ def test_usage_errors_exit_2(checkpoint: Path, media: dict[str, Path], tmp_path:
     assert _run([str(media["good"]), "--json", "a.json", "--csv", "a.csv"]) == 2
     assert cli.main([]) == 2
     monkeypatch.chdir(tmp_path)  # no release/detector.pt here
-    monkeypatch.setattr(cli, "_CHECKOUT", tmp_path)  # nor in the checkout
+    monkeypatch.setattr(service, "CHECKOUT", tmp_path)  # nor in the checkout
     assert _run([str(media["good"])]) == 2
     err = capsys.readouterr().err  # how to get a model: restore the released one, or name the pipeline's
     assert "no released detector at release/detector.pt" in err and "git checkout -- release/detector.pt" in err
@@ -145,7 +145,7 @@ def test_default_model_is_the_released_one_even_with_the_pipelines(checkpoint: P
     """After `make demo` both detectors are there: only --model picks the pipeline's. The line that
     names the model (on stderr with `--json -`) names its model card too."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "_CHECKOUT", tmp_path / "elsewhere")
+    monkeypatch.setattr(service, "CHECKOUT", tmp_path / "elsewhere")
     for folder in ("release", "models"):
         (tmp_path / folder).mkdir()
         shutil.copy(checkpoint, tmp_path / folder / "detector.pt")
@@ -166,13 +166,13 @@ def test_default_model_is_the_released_one_even_with_the_pipelines(checkpoint: P
     assert _run([str(media["image"])]) == 2
     assert "pass --model models/detector.pt to use the sample pipeline's detector" in capsys.readouterr().err
     # From another directory, the checkout's released detector, and its card beside it.
-    monkeypatch.setattr(cli, "_CHECKOUT", tmp_path)
+    monkeypatch.setattr(service, "CHECKOUT", tmp_path)
     shutil.copy(checkpoint, tmp_path / "release" / "detector.pt")
     (tmp_path / "other").mkdir()
     monkeypatch.chdir(tmp_path / "other")
-    assert cli.default_model() == (tmp_path / "release" / "detector.pt", "the released detector")
-    assert cli.model_card(cli.default_model()[0]) == tmp_path / "release" / "MODEL_CARD.md"
-    assert cli.model_card(tmp_path / "models" / "detector.pt") is None
+    assert service.default_model() == (tmp_path / "release" / "detector.pt", "the released detector")
+    assert service.model_card(service.default_model()[0]) == tmp_path / "release" / "MODEL_CARD.md"
+    assert service.model_card(tmp_path / "models" / "detector.pt") is None
 
 
 def test_output_paths_are_checked_before_any_work(checkpoint: Path, media: dict[str, Path], tmp_path: Path,
@@ -413,13 +413,13 @@ def test_a_results_write_that_fails_halfway_keeps_the_previous_file(
 # A `predict` whose judging takes a minute: it says "judging" (stderr) and waits.
 SLOW_PREDICT = """
 import sys, time
-from deepfake_detector import cli
+from deepfake_detector import cli, service
 
 def judge_slowly(self, path):
     print("judging", path, file=sys.stderr, flush=True)
     time.sleep(60)
 
-cli.Judge.judge_file = judge_slowly
+service.Judge.judge_file = judge_slowly
 sys.exit(cli.main(sys.argv[1:]))
 """
 
@@ -468,7 +468,7 @@ def _screen(raw: str) -> list[str]:
 BAR_PREDICT = """
 import logging, sys
 from tqdm import tqdm
-from deepfake_detector import cli
+from deepfake_detector import cli, service
 
 bars = []
 
@@ -483,7 +483,7 @@ def judge_with_a_bar(self, path):
     bars.append(bar)
     return self.unreadable(path, "stand-in"), None
 
-cli.Judge.judge_file = judge_with_a_bar
+service.Judge.judge_file = judge_with_a_bar
 sys.exit(cli.main(sys.argv[1:]))
 """
 

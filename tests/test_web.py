@@ -16,7 +16,7 @@ import cv2
 import pytest
 
 from conftest import noise_frames, portrait_frames, write_clip
-from deepfake_detector import cli, web
+from deepfake_detector import cli, service, web
 from deepfake_detector.video import read_frames
 from test_calibrate import make_calibration
 from test_predict import save_detector
@@ -70,7 +70,7 @@ def test_page_shows_the_model_its_calibration_and_the_limits(judge: web.WebJudge
     about = judge.describe()
     assert f"**Model** {web._md(checkpoint)} (a test detector; resnet18" in about and "; no model card)" in about
     assert "fake when P(fake) >= **0.400**" in about and "+/-0.05" in about and "3 frames sampled per video" in about
-    assert f"uploads up to {web.MAX_UPLOAD_MB} MB" in about and f"first {web.MAX_FRAMES_DECODED} frames" in about
+    assert f"uploads up to {web.MAX_UPLOAD_MB} MB" in about and f"first {web.MAX_FRAMES_PER_REQUEST} frames" in about
 
 
 @pytest.mark.parametrize(
@@ -140,6 +140,14 @@ def test_predict_does_not_import_gradio(checkpoint: Path, clips: dict[str, Path]
     assert out.stdout.strip().splitlines()[-1] == "False"
 
 
+def test_web_does_not_import_the_cli() -> None:
+    """Both interfaces stand on the judging service (:mod:`service`); only `serve` goes cli -> web."""
+    code = "import sys, deepfake_detector.web; print('deepfake_detector.cli' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
 def test_page_names_the_model_card_next_to_the_model(checkpoint: Path, tmp_path: Path) -> None:
     model = Path(shutil.copy(checkpoint, tmp_path / "detector.pt"))
     (tmp_path / "MODEL_CARD.md").write_text("# Model card\n")
@@ -152,7 +160,7 @@ def test_serve_uses_the_released_detector_unless_told(checkpoint: Path, tmp_path
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """After `make demo` both detectors are there: `serve` picks the pipeline's only with --model."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "_CHECKOUT", tmp_path / "elsewhere")
+    monkeypatch.setattr(service, "CHECKOUT", tmp_path / "elsewhere")
     for folder in ("release", "models"):
         (tmp_path / folder).mkdir()
         shutil.copy(checkpoint, tmp_path / folder / "detector.pt")
@@ -208,10 +216,10 @@ def test_a_model_that_fails_to_load_stops_the_server(tmp_path: Path) -> None:
     torch.save({"weights": torch.zeros(3)}, not_a_detector)
     w = web.WebJudge(not_a_detector, "test", work_dir=tmp_path / "web")
     w.start_loading().join(timeout=120)
-    assert isinstance(w.load_error, cli.UsageError) and "not a deepfake-detector checkpoint" in str(w.load_error)
+    assert isinstance(w.load_error, service.UsageError) and "not a deepfake-detector checkpoint" in str(w.load_error)
     text, ready = web.page_state(w)
     assert text.startswith("**The model could not be loaded**") and not ready
-    with pytest.raises(cli.UsageError, match="--model: .*not a deepfake-detector checkpoint"):
+    with pytest.raises(service.UsageError, match="--model: .*not a deepfake-detector checkpoint"):
         web._wait(w, threading.Event())  # what serve() blocks in: the CLI prints it and exits 2
 
 

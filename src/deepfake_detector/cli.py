@@ -9,7 +9,8 @@ Without ``--model`` both use the released detector (``release/detector.pt``); th
 pipeline's own ``models/detector.pt`` (``make demo``) only when asked for with ``--model``.
 Which model judges, and where its model card is, is printed with its description.
 
-Files go through the pipeline's own code (:func:`judge.judge_paths`) with the detector's
+Files are judged and explained by the judging service (:mod:`service`: :class:`service.Judge`,
+:func:`service.explain_file`), which runs the pipeline's own code (:func:`judge.judge_paths`) with the detector's
 own calibration: the frames per video, detection and crop settings, aggregation, threshold
 and abstain band the calibrate stage chose on validation, so a video gets the verdict here
 that it gets in the pipeline. Inputs and output paths are checked first; the model and the
@@ -33,8 +34,8 @@ The progress bar (stderr) is cleared before each line of the table or of the log
 and redrawn after it, so the two never share a line on a terminal.
 
 ``serve`` starts the web demo (:mod:`deepfake_detector.web`, an optional extra: gradio is
-imported only there), which judges and explains uploads with the same :class:`Judge` and
-:func:`explain_file` as ``predict --explain``. It stops on Ctrl-C (status 130) and on SIGTERM
+imported only there), which judges and explains uploads with the same :class:`service.Judge` and
+:func:`service.explain_file` as ``predict --explain``. It stops on Ctrl-C (status 130) and on SIGTERM
 (status 0).
 """
 
@@ -48,47 +49,26 @@ import os
 import re
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence, TextIO
+from typing import Sequence, TextIO
 
 import pandas as pd
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import __version__, records
-from .atomic import OutputBusyError, OutputLock, atomic_dir, atomic_path, write_text_atomic
+from .atomic import OutputBusyError, OutputLock, atomic_path, write_text_atomic
 from .logs import setup_logging
-from .media import entry_problem, list_entries
-from .video import MAX_FRAMES_DECODED, VideoReadError, check_readable
-
-if TYPE_CHECKING:  # the real imports are deferred: they load PyTorch
-    from .calibration import Detector
-    from .engine import Runtime
-    from .explain import VideoExplanation
-    from .faces import FaceDetector
-    from .judge import PathPrediction
+from .media import list_entries
+from .service import PIPELINE_MODEL, RELEASED_MODEL, Judge, UsageError, explain_file, resolve_model
 
 logger = logging.getLogger(__name__)
 
 PROG = "deepfake-detector"
-# The released detector (release/dvc.yaml, kept in git), the default: looked for in the
-# current directory, then in the checkout this package runs from.
-RELEASED_MODEL = Path("release/detector.pt")
-# The detector the sample pipeline makes (the calibrate stage of `make demo`): a model trained
-# on a few dozen synthetic clips, so it judges only when asked for with --model.
-PIPELINE_MODEL = Path("models/detector.pt")
-# A detector's model card: this file in its checkpoint's folder (release/MODEL_CARD.md).
-MODEL_CARD = "MODEL_CARD.md"
-_CHECKOUT = Path(__file__).resolve().parents[2]
 # `--json -` / `--csv -`: write to standard output instead of a file named "-".
 STDOUT = Path("-")
 # Exit status after Ctrl-C (128 + SIGINT), as a shell reports a process it interrupted.
 EXIT_INTERRUPTED = 130
-
-
-class UsageError(Exception):
-    """A problem with what the user asked for (reported with exit status 2)."""
 
 
 def find_media(inputs: Sequence[Path]) -> tuple[list[Path], dict[Path, str]]:
@@ -168,164 +148,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest upload accepted (default: web.MAX_UPLOAD_MB)")
     s.add_argument("--share", action="store_true", help="also open a public gradio.live link (off unless asked)")
     return parser
-
-
-def default_model() -> tuple[Path, str]:
-    """The detector to use without ``--model``, and which one it is, in words.
-
-    Always the released detector, even where ``make demo`` has made the sample pipeline's
-    ``models/detector.pt``: that one is trained on a few dozen synthetic clips, and judging
-    someone's video with it must be asked for (``--model models/detector.pt``).
-
-    Returns:
-        ``(path, which)``: ``release/detector.pt`` in the current directory, else in the
-        checkout this package runs from.
-
-    Raises:
-        UsageError: If there is no released detector in either place; the message says how
-            to get one.
-    """
-    for candidate in (RELEASED_MODEL, _CHECKOUT / RELEASED_MODEL):
-        if candidate.is_file():
-            # Someone who has run `make demo` may expect its detector: say how to get it.
-            return candidate, "the released detector" + (
-                f" (the default; --model {PIPELINE_MODEL} for the sample pipeline's)" if PIPELINE_MODEL.is_file() else "")
-    pipeline = (f"pass --model {PIPELINE_MODEL} to use the sample pipeline's detector" if PIPELINE_MODEL.is_file()
-                else f"pass --model PATH (e.g. --model {PIPELINE_MODEL} after `make demo` or `dvc repro`)")
-    raise UsageError(
-        f"no released detector at {RELEASED_MODEL} (looked in the current directory and in {_CHECKOUT}): "
-        f"restore it with `git checkout -- {RELEASED_MODEL}` in the checkout, or {pipeline}"
-    )
-
-
-def model_card(model_path: Path) -> Path | None:
-    """The model card of a detector: ``MODEL_CARD.md`` in its checkpoint's folder.
-
-    Args:
-        model_path: The detector checkpoint.
-
-    Returns:
-        The card's path (``release/MODEL_CARD.md`` for the released detector), or None when
-        that folder has none.
-    """
-    card = model_path.parent / MODEL_CARD
-    return card if card.is_file() else None
-
-
-def _model_path(path: Path | None) -> tuple[Path, str]:
-    """The detector file and which one it is, checked without loading it (that waits for the
-    first file that decodes)."""
-    which = "given with --model"
-    if path is None:
-        path, which = default_model()
-    problem = entry_problem(path)
-    if problem:
-        raise UsageError(f"--model: {problem}")
-    if path.stat().st_size == 0:
-        raise UsageError(f"--model: empty file (0 bytes): {path}")
-    try:
-        is_zip = zipfile.is_zipfile(path)
-    except OSError as exc:
-        raise UsageError(f"--model: cannot read {path} ({exc.strerror or exc})") from exc
-    if not is_zip:
-        raise UsageError(f"--model: {path} is not a PyTorch checkpoint (torch.save writes a zip archive)")
-    return path, which
-
-
-class Judge:
-    """Judges one file at a time; loads the detector, MTCNN and the runtime on first use.
-
-    Shared by ``predict`` and the web demo (:mod:`deepfake_detector.web`): both judge a file
-    with :meth:`judge_file` and explain it with :func:`explain_file`.
-
-    Args:
-        model_path: The detector checkpoint.
-        which: Which detector it is, in words (printed with its description and model card).
-        frames: ``--frames`` (None: the calibration's).
-        keep_frames: Keep the sampled frames (for Grad-CAM).
-        table: Where the model's description is printed once it is loaded.
-        max_frames: Decode at most this many frames per video.
-        max_decoded_pixels: Decode at most this many pixels per video (None: no such budget).
-    """
-
-    def __init__(self, model_path: Path, which: str, frames: int | None, keep_frames: bool, table: object,
-                 max_frames: int = MAX_FRAMES_DECODED, max_decoded_pixels: int | None = None) -> None:
-        self.model_path = model_path
-        self.which = which
-        self.frames = frames
-        self.keep_frames = keep_frames
-        self.table = table
-        self.max_frames = max_frames
-        self.max_decoded_pixels = max_decoded_pixels
-        self.detector: Detector | None = None
-        self.face_detector: FaceDetector | None = None
-        self.runtime: Runtime | None = None
-
-    def card_text(self) -> str:
-        """Where the detector's model card is (:func:`model_card`): ``model card PATH`` or ``no model card``."""
-        card = model_card(self.model_path)
-        return f"model card {card}" if card is not None else "no model card"
-
-    @property
-    def n_frames(self) -> int | None:
-        """Frames per video in use (None until the detector is loaded, unless ``--frames``)."""
-        if self.frames or self.detector is None:
-            return self.frames
-        return self.detector.calibration.frames_per_video
-
-    def load(self) -> Detector:
-        """Load the detector and build MTCNN (once), and say which model judges."""
-        if self.detector is not None:
-            return self.detector
-        # Imported here: PyTorch, torchvision and facenet-pytorch take seconds to import.
-        from .calibration import load_detector
-        from .engine import setup_runtime
-        from .faces import FaceDetector
-        from .model import CheckpointError
-
-        try:
-            detector = load_detector(self.model_path)
-        except CheckpointError as exc:
-            raise UsageError(f"--model: {exc}") from exc
-        cal = detector.calibration
-        self.runtime = setup_runtime("auto")
-        self.face_detector = FaceDetector(cal.crop)
-        self.detector = detector
-        print(f"model: {detector.path}, {self.which} ({detector.meta.arch}, input {detector.meta.input_size} px, "
-              f"weights {detector.meta.weights_sha256[:12]}); {self.card_text()}", file=self.table)
-        print(f"calibration: {cal.describe()}" + (f"; --frames {self.frames} overrides it" if self.frames else "")
-              + f"; runtime {self.runtime.describe()}", file=self.table, flush=True)
-        return detector
-
-    def unreadable(self, path: Path, reason: str) -> records.VideoVerdict:
-        """The row of a file that was refused before any model was needed."""
-        cal = self.detector.calibration if self.detector is not None else None
-        return records.VideoVerdict(
-            video_id=str(path), video_path=str(path), true_label=None, split=None, verdict=records.UNREADABLE,
-            reason=reason, prob_fake=None, threshold=cal.threshold if cal else None,
-            aggregation=cal.aggregation if cal else None)
-
-    def __call__(self, path: Path) -> PathPrediction:
-        """Judge one file that :func:`video.check_readable` accepted."""
-        from .judge import judge_paths
-
-        detector = self.load()
-        return next(judge_paths([path], detector, face_detector=self.face_detector, n_frames=self.n_frames,
-                                keep_frames=self.keep_frames, runtime=self.runtime, max_frames=self.max_frames,
-                                max_decoded_pixels=self.max_decoded_pixels))
-
-    def judge_file(self, path: Path) -> tuple[records.VideoVerdict, PathPrediction | None]:
-        """Judge one file: refused cheaply (no model loaded) when it cannot be decoded.
-
-        Returns:
-            The verdict, and the prediction (faces, crops, frames) when the file decoded.
-        """
-        try:
-            check_readable(path)  # no model is loaded for a file that cannot be decoded
-        except VideoReadError as exc:
-            return self.unreadable(path, str(exc)), None
-        pred = self(path)
-        return pred.verdict, pred
 
 
 def _explain_dir(root: Path, path: Path, used: set[str]) -> Path:
@@ -427,7 +249,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 def _predict(args: argparse.Namespace) -> int:
     _check_outputs(args)
-    model_path, which = _model_path(args.model)
+    model_path, which = resolve_model(args.model)
     paths, unlisted = find_media(args.inputs)
     if not paths:
         raise UsageError("no video or image files to judge in: " + " ".join(str(p) for p in args.inputs))
@@ -508,36 +330,9 @@ def _write_text(path: Path, text: str) -> None:
     write_text_atomic(path, text)
 
 
-def explain_file(detector: Detector, pred: PathPrediction, out_dir: Path) -> VideoExplanation | str:
-    """Write one judged file's Grad-CAM montage, probability plot and report under ``out_dir``.
-
-    The folder is made under a temporary name next to ``out_dir`` and renamed onto it when
-    complete (:func:`atomic.atomic_dir`): a failure or an interruption leaves the previous
-    report there, whole.
-
-    Returns:
-        What :func:`explain.build_explanation` wrote (its ``report`` path inside ``out_dir``),
-        or ``"failed: <why>"``: a failure is reported on that file, not fatal (one file's
-        report must not lose the other verdicts).
-    """
-    # Imported here: Grad-CAM pulls in pytorch_grad_cam and matplotlib, which plain
-    # prediction does not need.
-    from .explain import ExplainParams, build_explanation
-
-    try:
-        with atomic_dir(out_dir) as building:
-            result = build_explanation(detector.model, detector.meta, pred.verdict, pred.faces, pred.crops,
-                                       pred.frames, building, ExplainParams())
-    except Exception as exc:  # noqa: BLE001 - one file's report must not lose the other files' verdicts
-        logger.error("Grad-CAM failed for %s: %s: %s", pred.verdict.video_path, type(exc).__name__, exc)
-        return f"failed: {type(exc).__name__}: {exc}"
-    result.report = Path(out_dir) / result.report.name  # where the folder is now
-    return result
-
-
 def _serve(args: argparse.Namespace) -> int:
     """``serve``: check the model, then hand over to the web app (blocks until interrupted)."""
-    model_path, which = _model_path(args.model)
+    model_path, which = resolve_model(args.model)
     if importlib.util.find_spec("gradio") is None:
         raise UsageError("the web demo needs gradio, the demo extra: pip install -e '.[demo]'")
     from . import web  # gradio: the demo extra, imported only for `serve`

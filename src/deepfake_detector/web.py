@@ -2,14 +2,14 @@
 
 One page, built with Gradio (the ``demo`` extra; imported only by :func:`build_app` and
 :func:`serve`, so the rest of this module, and ``predict``, never load it). An upload goes
-through the CLI's own path: :meth:`cli.Judge.judge_file` (the pipeline's decoding, face
-detection, eval transform, the served detector's own calibration) and :func:`cli.explain_file`
-(the Grad-CAM montage, the per-frame probability plot and the self-contained report that
-``predict --explain`` writes). Nothing about the verdict is decided here.
+through the judging service the CLI uses too (:mod:`service`): :meth:`service.Judge.judge_file`
+(the pipeline's decoding, face detection, eval transform, the served detector's own calibration)
+and :func:`service.explain_file` (the Grad-CAM montage, the per-frame probability plot and the
+self-contained report that ``predict --explain`` writes). Nothing about the verdict is decided here.
 
 Bounded per request, on top of what every input gets (:mod:`media`, :mod:`video`): the upload
 size (:data:`MAX_UPLOAD_MB`, enforced by the server and checked again here), the frames and
-pixels decoded (:data:`MAX_FRAMES_DECODED`, :data:`MAX_DECODED_PIXELS`: a 10-minute or 4K video
+pixels decoded (:data:`MAX_FRAMES_PER_REQUEST`, :data:`MAX_DECODED_PIXELS`: a 10-minute or 4K video
 is judged on its first frames, and the page says so), and one request judged at a time (a
 bounded queue). A bad upload gets its reason in the page; an unexpected failure is logged
 with its traceback on the server and reported in one line in the page; the server keeps
@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import pandas as pd
 
 from . import records
-from .cli import _CHECKOUT, Judge, UsageError, explain_file
+from .service import CHECKOUT, Judge, UsageError, explain_file
 
 if TYPE_CHECKING:
     import gradio
@@ -63,7 +63,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # Largest upload accepted, MB: a minute of 1080p phone video is about 100-150 MB.
 MAX_UPLOAD_MB = 200
 # Frames decoded per request (1 minute at 30 fps): a longer video is judged on its first minute.
-MAX_FRAMES_DECODED = 1800
+# The demo's own budget, far below the pipeline's per-video cap (video.MAX_FRAMES_DECODED).
+MAX_FRAMES_PER_REQUEST = 1800
 # Pixels decoded per request: 1800 frames of 1280x720 (1.66 Gpx). Decoding time follows the
 # pixels, so a 1080p video is judged on its first 800 frames and a 4K one on its first 200.
 MAX_DECODED_PIXELS = 1800 * 1280 * 720
@@ -109,7 +110,7 @@ def sample_clips(root: Path | None = None) -> list[Path]:
     Args:
         root: The sample folder (default ``data/sample`` in the current directory, else in the checkout).
     """
-    for folder in [root] if root is not None else [SAMPLE_DIR, _CHECKOUT / SAMPLE_DIR]:
+    for folder in [root] if root is not None else [SAMPLE_DIR, CHECKOUT / SAMPLE_DIR]:
         labels = folder / "labels.csv"
         if labels.is_file():
             table = pd.read_csv(labels)
@@ -124,7 +125,7 @@ def _md(text: object) -> str:
 
 
 class WebJudge:
-    """Judges and explains uploads, one at a time, with the CLI's :class:`cli.Judge`.
+    """Judges and explains uploads, one at a time, with the judging service's :class:`service.Judge`.
 
     Args:
         model_path: The detector checkpoint (checked by the caller).
@@ -136,7 +137,7 @@ class WebJudge:
     def __init__(self, model_path: Path, which: str, work_dir: Path | None = None,
                  max_upload_mb: int = MAX_UPLOAD_MB) -> None:
         self.judge = Judge(model_path, which, frames=None, keep_frames=True, table=sys.stderr,
-                           max_frames=MAX_FRAMES_DECODED, max_decoded_pixels=MAX_DECODED_PIXELS)
+                           max_frames=MAX_FRAMES_PER_REQUEST, max_decoded_pixels=MAX_DECODED_PIXELS)
         self.work_dir = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="dfd-web-"))
         self.max_upload_mb = max_upload_mb
         self._results: deque[Path] = deque()
@@ -178,7 +179,7 @@ class WebJudge:
         """The served model, its model card and its calibration, as Markdown (loads the model).
 
         The model as ``predict`` prints it: its path, which detector it is, and where its
-        model card is (:meth:`cli.Judge.card_text`).
+        model card is (:meth:`service.Judge.card_text`).
         """
         detector = self.judge.load()
         cal = detector.calibration
@@ -188,7 +189,7 @@ class WebJudge:
                 f"**{cal.threshold:.3f}**, *uncertain* within +/-{cal.abstain_band:g} of it or with fewer than "
                 f"{cal.min_faces} face(s) scored; {cal.frames_per_video} frames sampled per video, aggregation "
                 f"`{cal.aggregation}`. **Limits**: uploads up to {self.max_upload_mb} MB; a video is judged on "
-                f"its first {MAX_FRAMES_DECODED} frames, fewer above 1280x720 "
+                f"its first {MAX_FRAMES_PER_REQUEST} frames, fewer above 1280x720 "
                 f"({MAX_DECODED_PIXELS / 1e9:.2f} Gpx decoded per request).")
 
     def _new_dir(self) -> Path:
