@@ -216,9 +216,10 @@ def test_evaluate_counts_unscored_videos(trained: dict[str, Path]) -> None:
     headline = json.loads((root / "metrics.json").read_text())
     assert {s: sorted(v) for s, v in headline.items()} == {s: sorted(k) for s, k in evaluate.HEADLINE.items()}
     assert headline == evaluate.headline(m)
-    # Without --details (pipelines not yet passing it) the metrics file holds every figure, as before.
-    evaluate_stage.main([*common, "--metrics", str(root / "all_metrics.json")])
-    assert json.loads((root / "all_metrics.json").read_text()) == m
+    # Both files are declared outputs: a command without --details is a usage error (argparse: exit 2).
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_stage.main([*common, "--metrics", str(root / "other_metrics.json")])
+    assert exit_info.value.code == 2 and not (root / "other_metrics.json").exists()
     cal = load_detector(trained["detector"]).calibration
     # Judged with the detector's own calibration, not with defaults.
     assert m["checkpoint"]["threshold"] == cal.threshold and m["checkpoint"]["aggregation"] == cal.aggregation

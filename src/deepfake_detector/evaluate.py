@@ -61,7 +61,7 @@ def run_evaluation(
     detection_report: Path,
     metrics_out: Path,
     plots_dir: Path,
-    details_out: Path | None = None,
+    details_out: Path,
 ) -> dict[str, Any]:
     """Judge the test split's face scores with the detector's calibration; write metrics and plots.
 
@@ -70,11 +70,9 @@ def run_evaluation(
         manifest_path: The manifest.
         scores_path: ``face_scores.parquet`` from the calibrate stage.
         detection_report: crop_faces' per-video report (for no_face/unreadable counts).
-        metrics_out: ``metrics.json`` to write: the headline figures (:data:`HEADLINE`), or
-            every figure when ``details_out`` is None.
+        metrics_out: ``metrics.json`` to write: the headline figures (:data:`HEADLINE`).
         plots_dir: Folder for ``roc.json``, ``pr.json``, ``confusion.csv``.
-        details_out: ``eval_details.json`` to write with every figure. None keeps the
-            single-file layout of pipelines that do not pass ``--details`` yet.
+        details_out: ``eval_details.json`` to write with every figure.
 
     Returns:
         Every figure (the details).
@@ -137,11 +135,8 @@ def run_evaluation(
             m = binary_metrics(y_video[sel], prob[sel], threshold)
             metrics[key][value] = {k: m.get(k) for k in ("n", "auc", "accuracy", "balanced_accuracy")}
 
-    if details_out is None:
-        _write_json(metrics_out, metrics)
-    else:
-        _write_json(metrics_out, headline(metrics))
-        _write_json(details_out, metrics)
+    _write_json(metrics_out, headline(metrics))
+    _write_json(details_out, metrics)
     _write_plots(plots_dir, y_video, prob, threshold)
     logger.info(
         "test: %d/%d videos scored, video AUC %s, accuracy %.3f at threshold %.3f (%s)",

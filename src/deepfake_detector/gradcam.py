@@ -76,8 +76,7 @@ class GradcamParams:
 class GradcamPaths:
     """The gradcam stage's inputs and outputs (all declared in ``dvc.yaml``).
 
-    ``metrics`` gets the headline figures and ``details`` every figure; with ``details``
-    None, ``metrics`` gets every figure (the layout before the split).
+    ``metrics`` gets the headline figures and ``details`` every figure.
     """
 
     detector: Path
@@ -91,7 +90,7 @@ class GradcamPaths:
     masks: Path | None
     out_dir: Path
     metrics: Path
-    details: Path | None = None
+    details: Path
 
 
 class _ShardFrames(Mapping):
@@ -283,11 +282,8 @@ def run_gradcam(paths: GradcamPaths, params: GradcamParams) -> dict[str, Any]:
         entries.append(result.index_entry(paths.out_dir))
     write_index(paths.out_dir, entries)
     metrics = _metrics(params, preds, eligible, chosen, results, failed, manifest, paths.masks)
-    if paths.details is None:
-        _write_json(paths.metrics, metrics)
-    else:
-        _write_json(paths.metrics, {s: {k: metrics[s][k] for k in keys} for s, keys in HEADLINE.items()})
-        _write_json(paths.details, metrics)
+    _write_json(paths.metrics, {s: {k: metrics[s][k] for k in keys} for s, keys in HEADLINE.items()})
+    _write_json(paths.details, metrics)
     fa = metrics["faithfulness"]
     logger.info(
         "gradcam: %d of %d %s videos explained (%d explainable, %d failed, %d not explainable); "

@@ -88,7 +88,7 @@ def run_predict_videos(
     params: PredictParams,
     out_csv: Path,
     metrics_out: Path,
-    details_out: Path | None = None,
+    details_out: Path,
 ) -> dict[str, Any]:
     """Judge every manifest video of ``params.splits`` from its face scores.
 
@@ -100,11 +100,9 @@ def run_predict_videos(
         params: The ``predict_videos`` params.
         out_csv: ``video_predictions.csv`` to write, one row per selected manifest video.
         metrics_out: ``predict_metrics.json`` to write: the headline figures
-            (:data:`HEADLINE`: the decided test videos and their accuracy), or every figure
-            when ``details_out`` is None.
+            (:data:`HEADLINE`: the decided test videos and their accuracy).
         details_out: ``predict_details.json`` to write with every figure (verdict counts per
-            split, the calibration used). None keeps the single-file layout of pipelines that
-            do not pass ``--details`` yet.
+            split, the calibration used).
 
     Returns:
         Every figure (the details).
@@ -155,11 +153,8 @@ def run_predict_videos(
             "unscored": test_counts.get(records.NO_FACE, 0) + test_counts.get(records.UNREADABLE, 0),
         },
     }
-    if details_out is None:
-        _write_json(metrics_out, metrics)
-    else:
-        _write_json(metrics_out, {s: {k: metrics[s][k] for k in keys} for s, keys in HEADLINE.items()})
-        _write_json(details_out, metrics)
+    _write_json(metrics_out, {s: {k: metrics[s][k] for k in keys} for s, keys in HEADLINE.items()})
+    _write_json(details_out, metrics)
     logger.info("predict_videos: %d videos: %s", len(out), ", ".join(f"{n} {v}" for v, n in counts.items()))
     for row in out[out["verdict"].isin([records.NO_FACE, records.UNREADABLE])].itertuples(index=False):
         logger.warning("predict_videos:   %s %s: %s", row.verdict, row.video_id, row.reason)

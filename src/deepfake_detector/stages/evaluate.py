@@ -1,8 +1,8 @@
 """DVC stage ``evaluate``: frame- and video-level metrics on the test split.
 
 The detector carries its own calibration, so this stage has no params of its own.
-``--metrics`` gets the headline figures and ``--details`` every figure; without ``--details``
-the metrics file gets every figure (the layout before the split).
+``--metrics`` gets the headline figures (what ``dvc metrics show`` lists) and ``--details``
+every figure.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--detection-report", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--plots-dir", type=Path, required=True)
-    parser.add_argument("--details", type=Path, default=None, help="every figure (default: all in --metrics)")
+    parser.add_argument("--details", type=Path, required=True, help="every figure (--metrics gets the headline)")
     args = parser.parse_args(argv)
     with stage_run("evaluate", args.verbose):
         run_evaluation(args.detector, args.manifest, args.scores, args.detection_report, args.metrics, args.plots_dir,

@@ -9,7 +9,7 @@ Usage:
         --details outputs/gradcam_details.json
 
 ``--metrics`` gets the headline faithfulness figures and ``--details`` every figure (counts,
-timings, per video); without ``--details`` the metrics file gets every figure.
+timings, per video).
 
 ``--masks`` is optional: without it (or for videos with no mask rows) the faithfulness
 figure is omitted, and the details say for how many videos.
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
                  "--frames-dir", "--frames-table", "--out-dir", "--metrics"):
         parser.add_argument(flag, type=Path, required=True)
     parser.add_argument("--masks", type=Path, default=None, help="masks.csv of manipulated regions (optional)")
-    parser.add_argument("--details", type=Path, default=None, help="every figure (default: all in --metrics)")
+    parser.add_argument("--details", type=Path, required=True, help="every figure (--metrics gets the headline)")
     args = parser.parse_args(argv)
     with stage_run("gradcam", args.verbose):
         params = load_section(GradcamParams, "gradcam", args.params)

@@ -7,8 +7,8 @@ Usage:
         --out outputs/video_predictions.csv --metrics outputs/predict_metrics.json \
         --details outputs/predict_details.json
 
-``--metrics`` gets the headline figures and ``--details`` every figure; without ``--details``
-the metrics file gets every figure (the layout before the split).
+``--metrics`` gets the headline figures (what ``dvc metrics show`` lists) and ``--details``
+every figure.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--detection-report", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
-    parser.add_argument("--details", type=Path, default=None, help="every figure (default: all in --metrics)")
+    parser.add_argument("--details", type=Path, required=True, help="every figure (--metrics gets the headline)")
     args = parser.parse_args(argv)
     with stage_run("predict_videos", args.verbose):
         params = load_section(PredictParams, "predict_videos", args.params)
