@@ -163,7 +163,8 @@ def test_stages_account_for_every_entry(corpus: tuple[Path, list[Entry]], detect
                                           ("frames_dir", "frames"), ("frames_table", "frames.csv"),
                                           ("extract_report", "extract.csv"), ("crops_dir", "crops"), ("faces", "faces.parquet"),
                                           ("detection_report", "detection.csv"), ("scores", "scores.parquet"),
-                                          ("out", "predictions.csv"), ("metrics", "metrics.json"))}
+                                          ("out", "predictions.csv"), ("metrics", "metrics.json"),
+                                          ("details", "details.json"))}
     p = ["--params", str(params)]
     ingest.main([*p, "--manifest", str(d["manifest"]), "--report", str(d["ingest_report"])])
     extract_frames.main([*p, *_stage_args(ws, manifest=d["manifest"], frames_dir=d["frames_dir"],
@@ -176,7 +177,8 @@ def test_stages_account_for_every_entry(corpus: tuple[Path, list[Entry]], detect
     scores = score_faces(det.model, det.meta, load_face_table(d["faces"], manifest), d["crops_dir"], batch_size=16)
     records.write_face_scores(scores, d["scores"])
     predict_videos.main([*p, *_stage_args(ws, detector=detector, manifest=d["manifest"], scores=d["scores"],
-                                          detection_report=d["detection_report"], out=d["out"], metrics=d["metrics"])])
+                                          detection_report=d["detection_report"], out=d["out"], metrics=d["metrics"],
+                                          details=d["details"])])
     assert "Traceback" not in capfd.readouterr().err
 
     report = json.loads(d["ingest_report"].read_text())
