@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from deepfake_detector import evaluate, records
+from deepfake_detector import evaluate, metric_files, records
 from deepfake_detector import train as train_mod
 from deepfake_detector.calibration import load_detector
 from deepfake_detector.imaging import encode_image
@@ -215,7 +215,7 @@ def test_evaluate_counts_unscored_videos(trained: dict[str, Path]) -> None:
     # The metrics file (what `dvc metrics show` lists) holds the headline figures alone, as in the details.
     headline = json.loads((root / "metrics.json").read_text())
     assert {s: sorted(v) for s, v in headline.items()} == {s: sorted(k) for s, k in evaluate.HEADLINE.items()}
-    assert headline == evaluate.headline(m)
+    assert headline == metric_files.headline(m, evaluate.HEADLINE)
     # Both files are declared outputs: a command without --details is a usage error (argparse: exit 2).
     with pytest.raises(SystemExit) as exit_info:
         evaluate_stage.main([*common, "--metrics", str(root / "other_metrics.json")])

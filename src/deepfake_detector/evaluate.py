@@ -24,6 +24,7 @@ import pandas as pd
 from . import records
 from .aggregate import AGGREGATORS, sigmoid, video_scores
 from .calibration import load_detector
+from .metric_files import write_metric_files
 from .metrics import binary_metrics, roc_auc
 
 logger = logging.getLogger(__name__)
@@ -35,11 +36,6 @@ HEADLINE: dict[str, tuple[str, ...]] = {
     "frame": ("auc", "log_loss"),
     "coverage": ("test_videos", "scored", "no_face", "unreadable", "missing", "accuracy_all_videos"),
 }
-
-
-def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The :data:`HEADLINE` subset of the full metrics dict, in the same layout."""
-    return {section: {key: metrics[section][key] for key in keys} for section, keys in HEADLINE.items()}
 
 
 def _curves(y: np.ndarray, prob: np.ndarray) -> tuple[list[dict], list[dict]]:
@@ -135,19 +131,13 @@ def run_evaluation(
             m = binary_metrics(y_video[sel], prob[sel], threshold)
             metrics[key][value] = {k: m.get(k) for k in ("n", "auc", "accuracy", "balanced_accuracy")}
 
-    _write_json(metrics_out, headline(metrics))
-    _write_json(details_out, metrics)
+    write_metric_files(metrics, HEADLINE, metrics_out, details_out)
     _write_plots(plots_dir, y_video, prob, threshold)
     logger.info(
         "test: %d/%d videos scored, video AUC %s, accuracy %.3f at threshold %.3f (%s)",
         len(scores), n_test, video_m.get("auc"), video_m.get("accuracy", float("nan")), threshold, cal.aggregation,
     )
     return metrics
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _write_plots(plots_dir: Path, y_video: np.ndarray, prob: np.ndarray, threshold: float) -> None:

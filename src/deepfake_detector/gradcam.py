@@ -31,6 +31,7 @@ from .aggregate import sigmoid
 from .calibration import load_detector
 from .engine import setup_runtime
 from .explain import EXPLAINABLE, ExplainParams, VideoExplanation, build_explanation
+from .metric_files import write_metric_files
 from .report import REPORT_FILE, IndexEntry, write_index
 from .shards import ShardReader
 
@@ -282,8 +283,7 @@ def run_gradcam(paths: GradcamPaths, params: GradcamParams) -> dict[str, Any]:
         entries.append(result.index_entry(paths.out_dir))
     write_index(paths.out_dir, entries)
     metrics = _metrics(params, preds, eligible, chosen, results, failed, manifest, paths.masks)
-    _write_json(paths.metrics, {s: {k: metrics[s][k] for k in keys} for s, keys in HEADLINE.items()})
-    _write_json(paths.details, metrics)
+    write_metric_files(metrics, HEADLINE, paths.metrics, paths.details)
     fa = metrics["faithfulness"]
     logger.info(
         "gradcam: %d of %d %s videos explained (%d explainable, %d failed, %d not explainable); "
@@ -292,11 +292,6 @@ def run_gradcam(paths: GradcamPaths, params: GradcamParams) -> dict[str, Any]:
         fa["videos_with_mask"], fa["mean_cam_share_in_mask"], fa["mean_mask_area_share"],
     )
     return metrics
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _metrics(params: GradcamParams, preds: pd.DataFrame, eligible: pd.DataFrame, chosen: pd.DataFrame,

@@ -12,7 +12,6 @@ The metrics file holds the headline figures (:data:`HEADLINE`, declared as metri
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import pandas as pd
 from . import records
 from .aggregate import video_scores
 from .calibration import Calibration, load_detector
+from .metric_files import write_metric_files
 
 logger = logging.getLogger(__name__)
 
@@ -153,14 +153,8 @@ def run_predict_videos(
             "unscored": test_counts.get(records.NO_FACE, 0) + test_counts.get(records.UNREADABLE, 0),
         },
     }
-    _write_json(metrics_out, {s: {k: metrics[s][k] for k in keys} for s, keys in HEADLINE.items()})
-    _write_json(details_out, metrics)
+    write_metric_files(metrics, HEADLINE, metrics_out, details_out)
     logger.info("predict_videos: %d videos: %s", len(out), ", ".join(f"{n} {v}" for v, n in counts.items()))
     for row in out[out["verdict"].isin([records.NO_FACE, records.UNREADABLE])].itertuples(index=False):
         logger.warning("predict_videos:   %s %s: %s", row.verdict, row.video_id, row.reason)
     return metrics
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
