@@ -68,7 +68,7 @@ def test_crop_landmarks_land_on_the_face_in_crop_pixels(tmp_path: Path) -> None:
 
 def test_sbi_dataset_is_deterministic_and_only_alters_fakes(tmp_path: Path) -> None:
     rows, crops = real_crop_set(tmp_path, 2)
-    ident = lambda im, gen=None: im  # noqa: E731 - raw crops, so pixels can be compared
+    ident = lambda im, gen=None, source_side=None: im  # noqa: E731 - raw crops, so pixels can be compared
     params = SbiParams(enabled=True, fake_share=0.5)
     a = SbiCropDataset(rows, crops, ident, params, seed=3, cache_bytes=10**9)  # a keeps decoded crops, b does not
     b = SbiCropDataset(rows, crops, ident, params, seed=3)

@@ -333,40 +333,42 @@ def _run_on_dask(tasks: Sequence[ShardTask], handler: VideoHandler, desc: str, c
     orphaned: dict[str, int] = {}  # shard -> times its worker died before the task started
     pending = {client.submit(build_shard, task, handler, pure=False): task for task in tasks}
     progress = tqdm(total=len(tasks), desc=desc, unit="shard")
-    queue = as_completed(list(pending))
-    for future in queue:
-        task = pending.pop(future)
-        try:
-            future.result()
-            # Forget the result at once: a finished task whose result still lives on a worker that
-            # dies later would be run again by Dask, rewriting a complete shard.
-            future.release()
-            progress.update()
-        except KilledWorker as exc:
-            culprit = task.journal.read_text(encoding="utf-8").strip() if task.journal.is_file() else None
-            task.journal.unlink(missing_ok=True)
-            if culprit is None:
-                # Queued on a worker that died in another shard's video, never started: run it again.
-                orphaned[task.name] = orphaned.get(task.name, 0) + 1
-                if orphaned[task.name] > _MAX_ORPHANED:
-                    failures[task.name] = f"its worker died {orphaned[task.name]} times before it started ({exc})"
-                    progress.update()
-                    continue
-                retry = task
-            else:  # never a video left out before: those are not handled, so no journal names them
-                path = next((v.get("path", "") for v in task.videos if v["video_id"] == culprit), "")
-                reason = (f"the worker process died while handling {culprit} ({path}; killed or crashed, "
-                          f"retried on other workers first): left out, a rerun tries it again")
-                logger.warning("%s: %s: %s", desc, task.name, reason)
-                retry = dataclasses.replace(task, left_out=task.left_out + ((culprit, reason),))
-            future = client.submit(build_shard, retry, handler, pure=False)
-            pending[future] = retry
-            queue.add(future)
-        except Exception as exc:  # the other shards go on; the stage fails at the end, naming this one
-            logger.error("%s: shard %s failed: %s: %s", desc, task.name, type(exc).__name__, exc)
-            failures[task.name] = f"{type(exc).__name__}: {exc}"
-            progress.update()
-    progress.close()
+    try:  # closed on Ctrl-C too, so the stage's 'interrupted' line starts a line of its own
+        queue = as_completed(list(pending))
+        for future in queue:
+            task = pending.pop(future)
+            try:
+                future.result()
+                # Forget the result at once: a finished task whose result still lives on a worker that
+                # dies later would be run again by Dask, rewriting a complete shard.
+                future.release()
+                progress.update()
+            except KilledWorker as exc:
+                culprit = task.journal.read_text(encoding="utf-8").strip() if task.journal.is_file() else None
+                task.journal.unlink(missing_ok=True)
+                if culprit is None:
+                    # Queued on a worker that died in another shard's video, never started: run it again.
+                    orphaned[task.name] = orphaned.get(task.name, 0) + 1
+                    if orphaned[task.name] > _MAX_ORPHANED:
+                        failures[task.name] = f"its worker died {orphaned[task.name]} times before it started ({exc})"
+                        progress.update()
+                        continue
+                    retry = task
+                else:  # never a video left out before: those are not handled, so no journal names them
+                    path = next((v.get("path", "") for v in task.videos if v["video_id"] == culprit), "")
+                    reason = (f"the worker process died while handling {culprit} ({path}; killed or crashed, "
+                              f"retried on other workers first): left out, a rerun tries it again")
+                    logger.warning("%s: %s: %s", desc, task.name, reason)
+                    retry = dataclasses.replace(task, left_out=task.left_out + ((culprit, reason),))
+                future = client.submit(build_shard, retry, handler, pure=False)
+                pending[future] = retry
+                queue.add(future)
+            except Exception as exc:  # the other shards go on; the stage fails at the end, naming this one
+                logger.error("%s: shard %s failed: %s: %s", desc, task.name, type(exc).__name__, exc)
+                failures[task.name] = f"{type(exc).__name__}: {exc}"
+                progress.update()
+    finally:
+        progress.close()
     return failures
 
 

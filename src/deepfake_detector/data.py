@@ -89,8 +89,9 @@ class CropDataset(Dataset):
         crops_dir: Folder of the crop shards.
         transform: Maps an RGB uint8 crop to a tensor (train or eval transform).
         cache_bytes: Keep up to this many bytes of decoded crops in memory (see :class:`DecodedCrops`).
-        seed: For a training set: ``transform`` is called as ``transform(image, gen)`` with
-            :func:`item_generator` of (seed, epoch, index); None (evaluation): ``transform(image)``.
+        seed: For a training set: ``transform`` is called as ``transform(image, gen, source_side=...)``
+            with :func:`item_generator` of (seed, epoch, index) and the row's ``crop_side``
+            (None without that column); None (evaluation): ``transform(image)``.
     """
 
     def __init__(self, rows: pd.DataFrame, crops_dir: Path, transform: Callable[..., torch.Tensor],
@@ -98,6 +99,7 @@ class CropDataset(Dataset):
         self.shards = rows["shard"].to_numpy()
         self.members = rows["member"].to_numpy()
         self.y = rows["y"].to_numpy(dtype=np.float32) if "y" in rows else np.zeros(len(rows), np.float32)
+        self.sides = rows["crop_side"].to_numpy(dtype=np.float64) if "crop_side" in rows else None
         self.crops = DecodedCrops(crops_dir, cache_bytes)
         self.transform = transform
         self.seed = seed
@@ -114,7 +116,8 @@ class CropDataset(Dataset):
         image = self.crops.get(self.shards[i], self.members[i])
         if self.seed is None:
             return self.transform(image), torch.tensor(self.y[i]), i
-        return self.transform(image, item_generator(self.seed, self.epoch, i)), torch.tensor(self.y[i]), i
+        side = None if self.sides is None else float(self.sides[i])
+        return self.transform(image, item_generator(self.seed, self.epoch, i), source_side=side), torch.tensor(self.y[i]), i
 
 
 def collate_channels_last(items: Sequence[tuple[torch.Tensor, torch.Tensor, int]]) -> list[Any]:

@@ -30,10 +30,12 @@ from torch.utils.data import Dataset
 from . import records
 from .blend import BlendParams, self_blend
 from .data import DecodedCrops, item_generator
+from .transforms import SOURCE_PERTURBATIONS, perturb_at_source
 
 logger = logging.getLogger(__name__)
 
 SBI_SUFFIX = "#sbi"  # pseudo-video id of a validation video's self-blended twin
+PERTURBED_SUFFIX = "#perturbed"  # pseudo-video id of a validation real video's softened copy
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,55 @@ def with_sbi_twins(rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def with_perturbed_reals(rows: pd.DataFrame, kinds: tuple[str, ...]) -> pd.DataFrame:
+    """Add, for every real video, a copy softened at its source's scale (label real).
+
+    The copy of the k-th real video (in sorted id order) gets ``kinds[k % len(kinds)]``
+    (:func:`deepfake_detector.transforms.perturb_at_source`), in a pseudo-video
+    ``<id>#perturbed``. Checkpoint selection then scores SBI twins against reals that
+    include blurred, denoised and downscaled ones: a model that calls soft footage fake
+    loses validation AUC for it, whatever its training loss says.
+
+    Args:
+        rows: Validation face rows (``with_sbi_twins``' output or plain); only ``y == 0``
+            rows of non-twin videos are copied.
+        kinds: Perturbations to cycle through; empty adds nothing.
+
+    Returns:
+        ``rows`` with the copies appended and a ``perturb`` column ("" where unperturbed).
+    """
+    out = rows.assign(perturb="")
+    if not kinds:
+        return out
+    unknown = sorted(set(kinds) - set(SOURCE_PERTURBATIONS))
+    if unknown:
+        raise ValueError(f"unknown perturbations {unknown}; expected some of {SOURCE_PERTURBATIONS}")
+    sbi = out["sbi"] if "sbi" in out else pd.Series(False, index=out.index)
+    real = out[(out["y"] == 0) & ~sbi.astype(bool)]
+    videos = sorted(real["video_id"].unique())
+    kind_of = {v: kinds[k % len(kinds)] for k, v in enumerate(videos)}
+    copies = real.assign(video_id=real["video_id"] + PERTURBED_SUFFIX, perturb=real["video_id"].map(kind_of))
+    return pd.concat([out, copies], ignore_index=True)
+
+
+def perturbed_shift(rows: pd.DataFrame, probs: np.ndarray) -> float | None:
+    """Mean P(fake) of the perturbed copies minus that of their originals, per video (None if none).
+
+    Args:
+        rows: Rows from :func:`with_perturbed_reals`.
+        probs: P(fake) per row, aligned with ``rows``.
+    """
+    if "perturb" not in rows or not (rows["perturb"] != "").any():
+        return None
+    per_video = pd.Series(probs, index=rows.index).groupby(rows["video_id"]).mean()
+    copies = [v for v in per_video.index if v.endswith(PERTURBED_SUFFIX)]
+    originals = [v.removesuffix(PERTURBED_SUFFIX) for v in copies]
+    return float((per_video[copies].to_numpy() - per_video[originals].to_numpy()).mean())
+
+
 # What SbiCropDataset.__getitem__ reads of a face row.
-_ITEM_COLUMNS = ("shard", "member", "y", "sbi", "landmarks", "crop_left", "crop_top", "crop_side", "points68", "oval")
+_ITEM_COLUMNS = ("shard", "member", "y", "sbi", "perturb", "landmarks", "crop_left", "crop_top", "crop_side",
+                 "points68", "oval")
 
 
 class SbiCropDataset(Dataset):
@@ -126,8 +175,9 @@ class SbiCropDataset(Dataset):
     of workers. In ``fixed`` mode, rows with ``sbi=True`` are synthesised with a generator
     keyed on (seed, index) only: the same fakes every epoch. In ``train`` mode ``transform``
     is called as ``transform(image, gen)`` (the augmentation's draws, keyed on the same
-    (seed, epoch, index): :func:`deepfake_detector.data.item_generator`); in ``fixed`` mode
-    as ``transform(image)``.
+    (seed, epoch, index): :func:`deepfake_detector.data.item_generator`) with the crop's
+    ``source_side``; in ``fixed`` mode as ``transform(image)``, after the perturbation a
+    row's ``perturb`` names (:func:`with_perturbed_reals`), if any.
 
     Yields ``(image, y, index)`` like :class:`deepfake_detector.data.CropDataset`, and keeps
     up to ``cache_bytes`` of decoded crops in memory as it does (self-blending starts from the
@@ -198,5 +248,8 @@ class SbiCropDataset(Dataset):
                 if self.failed <= 3:
                     logger.warning("SBI failed on %s (%s): used as a real crop", row["member"], exc)
         if self.mode == "train":  # augmentation draws keyed like the SBI ones (data.item_generator)
-            return self.transform(image, item_generator(self.seed, self.epoch, i)), torch.tensor(y), i
+            gen = item_generator(self.seed, self.epoch, i)
+            return self.transform(image, gen, source_side=float(row["crop_side"])), torch.tensor(y), i
+        if row.get("perturb"):
+            image = perturb_at_source(image, row["perturb"], float(row["crop_side"]))
         return self.transform(image), torch.tensor(y), i

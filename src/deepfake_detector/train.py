@@ -3,7 +3,10 @@
 Best-checkpoint selection and early stopping use the validation **video-level** AUC of
 the mean fake probability: the product's verdict is per video, and frame AUC rewards
 models that are right on many frames of a few easy videos. The frame AUC only breaks ties
-(a small validation set often ranks every video right). Choosing the aggregation and
+(a small validation set often ranks every video right). With ``val_perturb``, the real side
+of that AUC also holds a copy of every validation real softened at its source's scale
+(blur, bilateral denoise, downscale): a checkpoint that calls soft footage fake loses
+validation AUC for it. Choosing the aggregation and
 the threshold is not training's business: the calibrate stage does it, once, for the
 checkpoint written here.
 
@@ -49,8 +52,8 @@ from .engine import (
 )
 from .metrics import roc_auc
 from .model import ARCHS, CheckpointMeta, build_model, get_arch, save_checkpoint
-from .sbi import SbiCropDataset, SbiParams, attach_landmarks, with_sbi_twins
-from .transforms import AugmentParams, build_eval_transform, build_train_transform
+from .sbi import SbiCropDataset, SbiParams, attach_landmarks, perturbed_shift, with_perturbed_reals, with_sbi_twins
+from .transforms import SOURCE_PERTURBATIONS, AugmentParams, build_eval_transform, build_train_transform
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +88,7 @@ class TrainParams:
     deterministic: bool = False
     augment: AugmentParams = field(default_factory=AugmentParams)
     sbi: SbiParams = field(default_factory=SbiParams)
+    val_perturb: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -95,6 +99,11 @@ class TrainParams:
             raise ValueError("lr must be > 0")
         if self.num_workers < 0 or self.threads < 0:
             raise ValueError("num_workers and threads must be >= 0")
+        unknown = sorted(set(self.val_perturb) - set(SOURCE_PERTURBATIONS))
+        if unknown:
+            raise ValueError(f"val_perturb: {unknown} not among {list(SOURCE_PERTURBATIONS)}")
+        if self.val_perturb and not self.sbi.enabled:
+            raise ValueError("val_perturb needs sbi.enabled (the perturbed copies are scored against SBI twins)")
 
 
 # Decoded crops kept in memory by each of the train and val datasets, so that epochs after
@@ -233,7 +242,8 @@ def load_splits(p: TrainParams, manifest_path: Path, faces_path: Path, landmarks
     if p.sbi.enabled:
         # Validation gets a self-blended twin of every real video, so its video AUC is
         # defined even when there are no real fakes; expected class counts per epoch.
-        val_rows = with_sbi_twins(val_rows)
+        # Softened copies of the val reals (val_perturb): selection penalises a softness shortcut.
+        val_rows = with_perturbed_reals(with_sbi_twins(val_rows), p.val_perturb)
         return Splits(train_rows, val_rows, (1 - p.sbi.fake_share) * n_real, n_fake + p.sbi.fake_share * n_real, mode)
     return Splits(train_rows, val_rows, n_real, n_fake, mode)
 
@@ -505,13 +515,16 @@ def _run_epoch(p: TrainParams, rt: Runtime, model: nn.Module, loop: Loop, data: 
     val_logits = predict_logits(model, loop.val_ds, rt, batch_size=max(64, p.batch_size), desc="val")
     vauc = _video_auc(data.val, val_logits)
     fauc = roc_auc(data.val["y"].to_numpy(), val_logits)
-    logger.info("epoch %d: loss %.4f, %.1f img/s, val video AUC %s, frame AUC %s",
-                epoch, stats["loss"], stats["img_per_s"], _fmt(vauc), _fmt(fauc))
+    shift = perturbed_shift(data.val, 1.0 / (1.0 + np.exp(-np.asarray(val_logits, dtype=np.float64))))
+    logger.info("epoch %d: loss %.4f, %.1f img/s, val video AUC %s, frame AUC %s, perturbed reals' P(fake) shift %s",
+                epoch, stats["loss"], stats["img_per_s"], _fmt(vauc), _fmt(fauc), _fmt(shift))
     if live is not None:
         live.log_metric("train/loss", stats["loss"])
         live.log_metric("train/img_per_s", stats["img_per_s"])
         live.log_metric("val/video_auc", vauc if vauc is not None else float("nan"))
         live.log_metric("val/frame_auc", fauc if fauc is not None else float("nan"))
+        if shift is not None:
+            live.log_metric("val/perturbed_shift", shift)
         live.next_step()
     return vauc, fauc
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 import cv2
 import numpy as np
@@ -42,6 +42,15 @@ class AugmentParams:
         noise_sigma: Range of the noise's sigma, in 8-bit levels.
         jpeg_prob: Probability of JPEG re-compression (deepfakes are usually re-encoded).
         jpeg_quality: Quality range for the re-compression.
+        bilateral_prob: Probability of an edge-preserving bilateral smoothing (camera and
+            app denoisers, beauty filters): smooth skin with crisp edges.
+        bilateral_d: Range of its neighbourhood diameter, px.
+        bilateral_sigma_color: Range of its colour sigma, in 8-bit levels.
+        degrade_scale: ``input``: blur sigmas, downscale factors, the unsharp radius and the
+            bilateral diameter are in model-input pixels. ``source``: in the source frame's
+            pixels (the crop's ``crop_side``), converted per crop, so a blur is as strong as
+            the same blur on the original photo or video: a sigma-1.2 blur of a 150-px LFW face
+            is 1.8 px at 224 px input, of a 400-px HD face 0.7 px.
 
     The global degradations (blur, downscale, sharpen, noise, JPEG) run after self-blending
     on real and fake crops alike, so the sharpness, noise and compression of a whole image
@@ -63,6 +72,10 @@ class AugmentParams:
     noise_sigma: tuple[float, float] = (1.0, 8.0)
     jpeg_prob: float = 0.3
     jpeg_quality: tuple[int, int] = (60, 95)
+    bilateral_prob: float = 0.0
+    bilateral_d: tuple[int, int] = (5, 9)
+    bilateral_sigma_color: tuple[float, float] = (25.0, 75.0)
+    degrade_scale: Literal["input", "source"] = "input"
 
     def __post_init__(self) -> None:
         lo, hi = self.crop_scale
@@ -70,12 +83,13 @@ class AugmentParams:
             raise ValueError(f"augment.crop_scale must satisfy 0 < lo <= hi <= 1, got {self.crop_scale}")
         if not 0 <= self.hue <= 0.5:  # a shift of up to half a turn each way, as torchvision's ColorJitter
             raise ValueError(f"augment.hue must be in [0, 0.5], got {self.hue}")
-        for name in ("hflip", "blur_prob", "downscale_prob", "sharpen_prob", "noise_prob", "jpeg_prob"):
+        for name in ("hflip", "blur_prob", "downscale_prob", "sharpen_prob", "noise_prob", "jpeg_prob", "bilateral_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"augment.{name} must be in [0, 1]")
         # (name, smallest lo, largest hi): a blur sigma or a scale factor of 0 is no image at all.
         for name, lo_ok, hi_ok in (("blur_sigma", 0.01, 10.0), ("downscale", 0.05, 1.0), ("sharpen", 0.0, 5.0),
-                                   ("noise_sigma", 0.0, 64.0)):
+                                   ("noise_sigma", 0.0, 64.0), ("bilateral_d", 3, 31),
+                                   ("bilateral_sigma_color", 1.0, 255.0)):
             lo, hi = getattr(self, name)
             if not lo_ok <= lo <= hi <= hi_ok:
                 raise ValueError(f"augment.{name} must satisfy {lo_ok} <= lo <= hi <= {hi_ok}, got {(lo, hi)}")
@@ -214,25 +228,29 @@ def build_augment(input_size: int, params: AugmentParams) -> Callable[..., np.nd
     model's own (dropout) in an order the thread scheduler decides.
 
     Returns:
-        A callable ``(rgb, gen=None)`` mapping an RGB uint8 crop to an augmented
-        ``(input_size, input_size, 3)`` one.
+        A callable ``(rgb, gen=None, source_side=None)`` mapping an RGB uint8 crop to an
+        augmented ``(input_size, input_size, 3)`` one; ``source_side`` is the crop's side in
+        source-frame px (faces.parquet ``crop_side``), used when ``degrade_scale`` is ``source``.
     """
     p = params
 
-    def augment(rgb: np.ndarray, gen: torch.Generator | None = None) -> np.ndarray:
+    def augment(rgb: np.ndarray, gen: torch.Generator | None = None, source_side: float | None = None) -> np.ndarray:
         h, w = rgb.shape[:2]
         top, left, ch, cw = _random_resized_window(h, w, p.crop_scale, (0.9, 1.1), gen)
         window = rgb[top : top + ch, left : left + cw]
         shrink = ch >= input_size and cw >= input_size
         x = cv2.resize(window, (input_size, input_size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        # Model-input px per source px: the window covers cw / w of the crop, whose side is
+        # `source_side` frame px. 1 when the degradations are specified at the input's scale.
+        scale = input_size / (source_side * cw / w) if p.degrade_scale == "source" and source_side else 1.0
         u = torch.rand(3, generator=gen).tolist()
         if u[0] < p.hflip:
             x = cv2.flip(x, 1)  # the same pixels as x[:, ::-1], copied 15x faster than numpy's strided copy
         if p.color_jitter > 0 or p.hue > 0:
             x = _jitter_colour(x, p.color_jitter, p.hue, gen)
         if u[1] < p.blur_prob:
-            x = _blur(x, _uniform(p.blur_sigma, gen))
-        x = _degrade(x, p, gen)
+            x = _blur(x, _uniform(p.blur_sigma, gen) * scale)
+        x = _degrade(x, p, gen, scale)
         if u[2] < p.jpeg_prob:  # last, as a re-encode is the last thing that happens to a shared video
             quality = int(torch.randint(p.jpeg_quality[0], p.jpeg_quality[1] + 1, (1,), generator=gen).item())
             ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(x[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -253,31 +271,75 @@ def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(x, (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101)
 
 
-def _degrade(x: np.ndarray, p: AugmentParams, gen: torch.Generator | None) -> np.ndarray:
-    """Downscale-upscale, unsharp mask and Gaussian noise, each with its own probability.
+def _degrade(x: np.ndarray, p: AugmentParams, gen: torch.Generator | None, scale: float = 1.0) -> np.ndarray:
+    """Bilateral smoothing, downscale-upscale, unsharp mask and Gaussian noise, each with its own
+    probability; ``scale`` converts the sizes in ``p`` to ``x``'s pixels (model-input px per
+    source px, 1 when they are given at the input's scale).
 
-    Nothing is drawn when all three are off, so recipes without them keep their random
-    stream (and their results) unchanged.
+    Nothing is drawn when all are off, and the bilateral's draws come after the others, so
+    recipes without it keep their random stream (and their results) unchanged.
     """
-    if p.downscale_prob == 0 and p.sharpen_prob == 0 and p.noise_prob == 0:
+    if p.downscale_prob == 0 and p.sharpen_prob == 0 and p.noise_prob == 0 and p.bilateral_prob == 0:
         return x
     u = torch.rand(3, generator=gen).tolist()
+    if p.bilateral_prob > 0 and torch.rand(1, generator=gen).item() < p.bilateral_prob:
+        # First: a denoiser or beauty filter runs on the source, before scaling and encoding.
+        x = _bilateral(x, _uniform(p.bilateral_d, gen) * scale, _uniform(p.bilateral_sigma_color, gen))
     if u[0] < p.downscale_prob:
-        h, w = x.shape[:2]
-        f = _uniform(p.downscale, gen)
-        small = cv2.resize(x, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-        # Upscaled as players and encoders do: bilinear or bicubic.
-        up = cv2.INTER_LINEAR if torch.rand(1, generator=gen).item() < 0.5 else cv2.INTER_CUBIC
-        x = cv2.resize(small, (w, h), interpolation=up)
+        x = _down_up(x, _uniform(p.downscale, gen) / scale, torch.rand(1, generator=gen).item() < 0.5)
     if u[1] < p.sharpen_prob:
         amount = _uniform(p.sharpen, gen)
-        x = cv2.addWeighted(x, 1.0 + amount, _blur(x, 1.0), -amount, 0)  # saturates to [0, 255]
+        x = cv2.addWeighted(x, 1.0 + amount, _blur(x, scale), -amount, 0)  # saturates to [0, 255]
     if u[2] < p.noise_prob:
         sigma = _uniform(p.noise_sigma, gen)
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen).item())
         noise = np.random.default_rng(seed).normal(0.0, sigma, x.shape).astype(np.float32)
         x = np.clip(x.astype(np.float32) + noise, 0, 255).round().astype(np.uint8)
     return x
+
+
+def _bilateral(x: np.ndarray, diameter: float, sigma_color: float) -> np.ndarray:
+    """OpenCV's bilateral filter over an odd ``diameter`` (at least 3 px), flat in space within it
+    (sigmaSpace = diameter, as denoisers run it): smooths texture, keeps edges."""
+    d = max(3, int(round(diameter)) | 1)
+    return cv2.bilateralFilter(x, d, sigma_color, float(d))
+
+
+def _down_up(x: np.ndarray, factor: float, linear: bool) -> np.ndarray:
+    """Downscale by ``factor`` (INTER_AREA) and back, bilinear or bicubic as players and encoders
+    upscale; a factor of 1 or more (a source already below this resolution) changes nothing."""
+    if factor >= 1.0:
+        return x
+    h, w = x.shape[:2]
+    small = cv2.resize(x, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR if linear else cv2.INTER_CUBIC)
+
+
+# Checkpoint selection's perturbed validation reals (train.val_perturb): the invariance
+# benchmark's strengths (benchmarks/bench_invariance.py), in source-frame px.
+SOURCE_PERTURBATIONS = ("blur", "bilateral", "downscale")
+
+
+def perturb_at_source(rgb: np.ndarray, kind: str, source_side: float) -> np.ndarray:
+    """A crop as if its source frame had been blurred (sigma 1.2), bilateral-denoised (d 9,
+    sigmaColor 75) or downscaled x0.5 and back: the softening a real video or photo may carry.
+
+    Args:
+        rgb: RGB uint8 crop.
+        kind: One of :data:`SOURCE_PERTURBATIONS`.
+        source_side: The crop's side in source-frame px (faces.parquet ``crop_side``).
+
+    Returns:
+        The perturbed crop, the same size.
+    """
+    scale = rgb.shape[1] / float(source_side)  # crop px per source px
+    if kind == "blur":
+        return _blur(rgb, 1.2 * scale)
+    if kind == "bilateral":
+        return _bilateral(rgb, 9 * scale, 75.0)
+    if kind == "downscale":
+        return _down_up(rgb, 0.5 / scale, linear=True)
+    raise ValueError(f"unknown perturbation {kind!r}; expected one of {SOURCE_PERTURBATIONS}")
 
 
 def build_train_transform(
@@ -299,12 +361,12 @@ def build_train_transform(
         std: Per-channel normalisation std.
 
     Returns:
-        A callable ``(image, gen=None)`` mapping an RGB uint8 crop to a normalised float tensor
-        ``(3, S, S)``, its random draws from ``gen`` (see :func:`build_augment`).
+        A callable ``(image, gen=None, source_side=None)`` mapping an RGB uint8 crop to a
+        normalised float tensor ``(3, S, S)``, its random draws from ``gen`` (see :func:`build_augment`).
     """
     augment = build_augment(input_size, params)
     finish = build_eval_transform(input_size, mean, std)
-    return lambda image, gen=None: finish(augment(_to_numpy(image), gen))
+    return lambda image, gen=None, source_side=None: finish(augment(_to_numpy(image), gen, source_side))
 
 
 def _to_numpy(image: np.ndarray | torch.Tensor) -> np.ndarray:

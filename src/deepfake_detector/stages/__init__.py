@@ -3,7 +3,8 @@
 Each stage parses the paths ``dvc.yaml`` gives it, loads its declared params once and
 calls the stage's logic in ``deepfake_detector.<name>``. Bad input (params, a table, a
 checkpoint, a dataset index) ends the stage with one line naming the file and a non-zero
-exit; ``--verbose`` adds the traceback.
+exit; Ctrl-C ends it with one line and status 130 (the shell's for SIGINT). ``--verbose``
+adds the traceback.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from ..logs import setup_logging
 
 logger = logging.getLogger(__name__)
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+
 
 def stage_parser(doc: str | None, params: bool = True) -> argparse.ArgumentParser:
     """An argument parser with the options every stage has (``--params``, ``--verbose``)."""
@@ -32,7 +35,7 @@ def stage_parser(doc: str | None, params: bool = True) -> argparse.ArgumentParse
 
 @contextlib.contextmanager
 def stage_run(name: str, verbose: bool) -> Iterator[None]:
-    """Set up logging for a stage; turn bad input into one clean line and exit status 1."""
+    """Set up logging for a stage; turn bad input into one clean line and exit status 1, Ctrl-C into status 130."""
     setup_logging("DEBUG" if verbose else None)
     try:
         yield
@@ -41,3 +44,8 @@ def stage_run(name: str, verbose: bool) -> Iterator[None]:
             logger.exception("%s failed", name)
         print(f"{name}: error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+    except KeyboardInterrupt:  # the stage's Dask workers, if any, were stopped on the way out (cluster.dask_client)
+        if verbose:
+            logger.debug("%s interrupted", name, exc_info=True)
+        print(f"{name}: interrupted", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
