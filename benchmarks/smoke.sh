@@ -21,6 +21,18 @@ for f in "$clip" data/manifest.csv data/frames.csv data/faces.parquet data/crops
   fi
 done
 
+# release_outputs NAME FILE...: true when the release pipeline's DVC outputs FILE... exist (data/
+# is not in git: a clean clone lacks them), else says why NAME is skipped.
+release_outputs() {
+  local name="$1" missing=() f
+  shift
+  for f in "$@"; do [[ -e "$f" ]] || missing+=("$f"); done
+  (( ${#missing[@]} == 0 )) && return 0
+  echo "== $name: skipped: needs ${missing[*]}, outputs of the release pipeline that git does not hold" \
+    "(\`cd release && dvc pull\`, or \`dvc repro\` there)"
+  return 1
+}
+
 failed=()
 start=$SECONDS
 for bench in benchmarks/*.py benchmarks/*.sh; do
@@ -34,14 +46,11 @@ for bench in benchmarks/*.py benchmarks/*.sh; do
     release_report.py)
       # release/outputs is in git, but the manifest and the face scores are DVC outputs of the
       # release pipeline (data/ is not in git): absent from a clean clone.
-      missing=()
-      for f in release/data/manifest.csv release/data/face_scores.parquet; do [[ -e "$f" ]] || missing+=("$f"); done
-      if (( ${#missing[@]} )); then
-        echo "== $name: skipped: needs ${missing[*]}, outputs of the release pipeline that git does not hold" \
-          "(\`cd release && dvc pull\`, or \`dvc repro\` there)"
-        continue
-      fi
+      release_outputs "$name" release/data/manifest.csv release/data/face_scores.parquet || continue
       args=(--release release) ;;
+    val_compare.py)
+      release_outputs "$name" release/data/faces.parquet release/data/landmarks.parquet release/data/crops || continue
+      args=(--release release --models release/detector.pt --limit 3) ;;
     bench_crop_faces.py) args=(--videos 1 --repeats 1) ;;
     bench_decode.py) args=(--video "$clip" --frames 4 --repeats 1) ;;
     bench_gradcam.py) args=(--size 64 --batch 2 --images 2 --repeats 1 --threads 1) ;;

@@ -1,0 +1,101 @@
+"""Detectors compared on ONE validation set: the release's val reals, their SBI twins, and
+copies softened at the source's scale (blur, bilateral, downscale), the set checkpoint
+selection uses with ``train.val_perturb``.
+
+Each model's own selection figure is measured on its own recipe's validation set, so two
+recipes' figures cannot be compared; this scores every given checkpoint on the same
+items. Prints, per model: the video AUC of SBI twins against reals (plain and with the
+softened copies), and per softening the mean change of P(fake) and the share of real
+videos whose P(fake) crosses the model's calibrated threshold upwards.
+
+    python benchmarks/val_compare.py --release release --models /tmp/v2.pt release/detector.pt
+
+The figures describe validation items (photos and videos of people in no training split),
+never the test deepfakes; a model whose recipe selected on this set is favoured by it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from deepfake_detector.config import load_section
+from deepfake_detector.engine import predict_logits, prepare_model, setup_runtime
+from deepfake_detector.metrics import roc_auc
+from deepfake_detector.model import load_model
+from deepfake_detector.sbi import PERTURBED_SUFFIX, SBI_SUFFIX, SbiCropDataset
+from deepfake_detector.train import TrainParams, load_splits
+from deepfake_detector.transforms import SOURCE_PERTURBATIONS, build_eval_transform
+
+
+def video_table(rows: pd.DataFrame, logits: np.ndarray) -> pd.DataFrame:
+    """Mean P(fake) per (pseudo-)video with its label and softening kind."""
+    probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    frame = rows.assign(prob=probs)
+    return frame.groupby("video_id").agg(prob=("prob", "mean"), y=("y", "first"), perturb=("perturb", "first"))
+
+
+def summarise(videos: pd.DataFrame, threshold: float | None) -> dict[str, float]:
+    """The figures printed per model (see the module docstring)."""
+    ids = videos.index.to_series()
+    plain = videos[~ids.str.endswith(PERTURBED_SUFFIX)]
+    out = {"auc_twins_vs_reals": roc_auc(plain["y"].to_numpy(), plain["prob"].to_numpy()),
+           "auc_with_softened": roc_auc(videos["y"].to_numpy(), videos["prob"].to_numpy())}
+    copies = videos[ids.str.endswith(PERTURBED_SUFFIX)]
+    originals = videos.loc[[v.removesuffix(PERTURBED_SUFFIX) for v in copies.index]]
+    for kind in SOURCE_PERTURBATIONS:
+        mask = (copies["perturb"] == kind).to_numpy()
+        if not mask.any():
+            continue
+        before, after = originals["prob"].to_numpy()[mask], copies["prob"].to_numpy()[mask]
+        out[f"{kind}_shift"] = float((after - before).mean())
+        if threshold is not None:
+            out[f"{kind}_flips_to_fake"] = float(((before < threshold) & (after >= threshold)).mean())
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--release", type=Path, default=Path("release"), help="the DVC project whose val split is used")
+    parser.add_argument("--models", type=Path, nargs="+", required=True)
+    parser.add_argument("--kinds", nargs="+", default=list(SOURCE_PERTURBATIONS), choices=SOURCE_PERTURBATIONS)
+    parser.add_argument("--limit", type=int, default=None, help="at most this many val real videos (smoke runs)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    root = args.release
+    params = load_section(TrainParams, "train", root / "params.yaml")
+    params = dataclasses.replace(params, val_perturb=tuple(args.kinds))
+    data = load_splits(params, root / "data/manifest.csv", root / "data/faces.parquet", root / "data/landmarks.parquet")
+    rows = data.val
+    if args.limit is not None:
+        base = rows["video_id"].str.removesuffix(SBI_SUFFIX).str.removesuffix(PERTURBED_SUFFIX)
+        keep = sorted(base.unique())[: args.limit]
+        rows = rows[base.isin(keep)].reset_index(drop=True)
+    print(f"validation: {rows['video_id'].nunique()} (pseudo-)videos, {len(rows)} crops "
+          f"({(rows['y'] == 0).sum()} real incl. softened, {(rows['y'] == 1).sum()} SBI twins)")
+    rt = setup_runtime("auto", threads=args.threads)
+    table = []
+    for path in args.models:
+        model, meta = load_model(path)
+        model = prepare_model(model, rt)
+        transform = build_eval_transform(meta.input_size, tuple(meta.mean), tuple(meta.std))
+        dataset = SbiCropDataset(rows, root / "data/crops", transform, params.sbi, params.seed, mode="fixed")
+        with torch.inference_mode():
+            logits = predict_logits(model, dataset, rt, batch_size=64, desc=path.name)
+        # The calibrated threshold applies to a video's aggregated score; the release's
+        # aggregation is the mean probability, the score computed here.
+        threshold = float(meta.calibration["threshold"]) if meta.calibration else None
+        table.append({"model": str(path), **summarise(video_table(rows, np.asarray(logits)), threshold)})
+    print(pd.DataFrame(table).set_index("model").T.to_string(float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
