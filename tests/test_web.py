@@ -16,8 +16,9 @@ import cv2
 import pytest
 
 from conftest import noise_frames, portrait_frames, write_clip
-from deepfake_detector import cli, service, web
-from deepfake_detector.video import read_frames
+from deepfake_detector import service
+from deepfake_detector.interfaces import cli, web
+from deepfake_detector.media.video import read_frames
 from test_calibrate import make_calibration
 from test_predict import save_detector
 
@@ -142,7 +143,7 @@ def test_predict_does_not_import_gradio(checkpoint: Path, clips: dict[str, Path]
 
 def test_web_does_not_import_the_cli() -> None:
     """Both interfaces stand on the judging service (:mod:`service`); only `serve` goes cli -> web."""
-    code = "import sys, deepfake_detector.web; print('deepfake_detector.cli' in sys.modules)"
+    code = "import sys, deepfake_detector.interfaces.web; print('deepfake_detector.interfaces.cli' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False"

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import InputError
-from ..logs import setup_logging
+from ..core.errors import InputError
+from ..core.logs import setup_logging
 
 logger = logging.getLogger(__name__)
 
