@@ -332,7 +332,7 @@ def test_directory_search_gives_every_media_entry_a_row(checkpoint: Path, tmp_pa
 def test_a_batch_of_unreadable_files_loads_no_model(checkpoint: Path, media: dict[str, Path], tmp_path: Path) -> None:
     """Inputs are checked first; PyTorch and the model load only for a file that decodes."""
     out = tmp_path / "o.json"
-    code = ("import sys; from deepfake_detector import cli; rc = cli.main(sys.argv[1:]); "
+    code = ("import sys; from deepfake_detector.interfaces import cli; rc = cli.main(sys.argv[1:]); "
             "print(rc, [m for m in ('torch', 'torchvision', 'facenet_pytorch') if m in sys.modules])")
     args = ["predict", str(media["corrupt"]), str(tmp_path / "nowhere.mp4"), "--model", str(checkpoint), "--json", str(out)]
     run = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
@@ -415,7 +415,8 @@ def test_a_results_write_that_fails_halfway_keeps_the_previous_file(
 # A `predict` whose judging takes a minute: it says "judging" (stderr) and waits.
 SLOW_PREDICT = """
 import sys, time
-from deepfake_detector import cli, service
+from deepfake_detector import service
+from deepfake_detector.interfaces import cli
 
 def judge_slowly(self, path):
     print("judging", path, file=sys.stderr, flush=True)
@@ -470,7 +471,8 @@ def _screen(raw: str) -> list[str]:
 BAR_PREDICT = """
 import logging, sys
 from tqdm import tqdm
-from deepfake_detector import cli, service
+from deepfake_detector import service
+from deepfake_detector.interfaces import cli
 
 bars = []
 

@@ -117,7 +117,7 @@ def test_cli_batch_unprivileged_bounded_memory(corpus: tuple[Path, list[Entry]],
     root, entries = corpus
     paths = [root / e.name for e in entries]
     out, rss = tmp_path / "o.json", tmp_path / "rss.txt"
-    code = ("import sys\nfrom deepfake_detector import cli\nrc = cli.main(sys.argv[2:])\n"
+    code = ("import sys\nfrom deepfake_detector.interfaces import cli\nrc = cli.main(sys.argv[2:])\n"
             f"open(sys.argv[1], 'w').write(str({PEAK_RSS_KB}))\nsys.exit(rc)")
     run = subprocess.run([*unprivileged(), sys.executable, "-c", code, str(rss), "predict", *map(str, paths),
                           str(root / "locked_dir"), "--model", str(detector), "--json", str(out)],

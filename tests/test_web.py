@@ -133,7 +133,7 @@ def test_an_unexpected_failure_is_one_line_in_the_page(judge: web.WebJudge, clip
 
 @pytest.mark.slow  # a fresh interpreter importing PyTorch: about 15 s
 def test_predict_does_not_import_gradio(checkpoint: Path, clips: dict[str, Path]) -> None:
-    code = ("import sys; from deepfake_detector import cli; "
+    code = ("import sys; from deepfake_detector.interfaces import cli; "
             f"rc = cli.main(['predict', {str(clips['good'])!r}, '--model', {str(checkpoint)!r}]); "
             "assert rc == 0, rc; print('gradio' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -227,7 +227,7 @@ def test_a_model_that_fails_to_load_stops_the_server(tmp_path: Path) -> None:
 # `serve` with a stand-in for the model loading (no PyTorch): the page, then "model ready".
 SERVE_STUB = """
 import sys
-from deepfake_detector import cli, web
+from deepfake_detector.interfaces import cli, web
 
 def loaded(self):
     self.about = "a stand-in model"
