@@ -30,9 +30,11 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow"
 
-# Style and complexity rules of pyproject.toml's [tool.ruff] (CI runs it).
+# Style and complexity rules of pyproject.toml's [tool.ruff], and the package's layers of
+# [tool.importlinter] (CI runs it).
 lint: setup
 	$(BIN)/ruff check src tests tools benchmarks
+	$(BIN)/lint-imports
 
 # After editing the dependencies in pyproject.toml: re-resolve and write uv.lock, then
 # requirements.txt (pip users: the core + the demo and s3 extras, exported from the lock).

@@ -40,10 +40,10 @@ import numpy as np
 import torch
 
 from deepfake_detector import records
-from deepfake_detector.config import load_section
-from deepfake_detector.faces import CropParams
-from deepfake_detector.imaging import Window, crop_window, cut_window
-from deepfake_detector.shards import ShardReader
+from deepfake_detector.core.config import load_section
+from deepfake_detector.faces.detection import CropParams
+from deepfake_detector.media.imaging import Window, crop_window, cut_window
+from deepfake_detector.media.shards import ShardReader
 
 REPO = Path(__file__).resolve().parents[1]
 

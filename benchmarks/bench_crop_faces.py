@@ -46,16 +46,16 @@ import pandas as pd
 import torch
 
 from deepfake_detector import records
-from deepfake_detector.batch import add_members
-from deepfake_detector.config import load_section
+from deepfake_detector.core.config import load_section
+from deepfake_detector.faces.detection import CropParams, detect_and_crop
+from deepfake_detector.media.imaging import cut_window, encode_image
+from deepfake_detector.media.shards import ShardWriter, shard_name
+from deepfake_detector.media.video import Frame
+from deepfake_detector.pipeline.batch import add_members
 
 # Private on purpose: the benchmark measures the stage's own per-video step, frame loader,
 # reader and detector, not copies of them (crop_videos only exposes the whole manifest walk).
-from deepfake_detector.crop_faces import SHARD_PREFIX, _Cropper, _detector, _load_frames, _reader, video_inputs
-from deepfake_detector.faces import CropParams, detect_and_crop
-from deepfake_detector.imaging import cut_window, encode_image
-from deepfake_detector.shards import ShardWriter, shard_name
-from deepfake_detector.video import Frame
+from deepfake_detector.pipeline.crop_faces import SHARD_PREFIX, _Cropper, _detector, _load_frames, _reader, video_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 

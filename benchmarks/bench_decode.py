@@ -28,7 +28,7 @@ from unittest import mock
 
 import numpy as np
 
-from deepfake_detector import skipdecode, video
+from deepfake_detector.media import skipdecode, video
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

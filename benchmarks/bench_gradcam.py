@@ -18,8 +18,8 @@ import time
 import numpy as np
 import torch
 
-from deepfake_detector.explain import explain_crops
-from deepfake_detector.model import CheckpointMeta, build_model
+from deepfake_detector.explanations.explain import explain_crops
+from deepfake_detector.model.network import CheckpointMeta, build_model
 
 
 def main() -> None:

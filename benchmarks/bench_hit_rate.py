@@ -39,9 +39,9 @@ import numpy as np
 import torch
 
 from deepfake_detector import records
-from deepfake_detector.config import from_mapping, read_params
-from deepfake_detector.faces import CropParams, Face, FaceDetector
-from deepfake_detector.video import VideoReadError, read_frames
+from deepfake_detector.core.config import from_mapping, read_params
+from deepfake_detector.faces.detection import CropParams, Face, FaceDetector
+from deepfake_detector.media.video import VideoReadError, read_frames
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

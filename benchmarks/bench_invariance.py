@@ -66,7 +66,7 @@ import numpy as np
 from tqdm import tqdm
 
 from deepfake_detector import records
-from deepfake_detector.media import VideoReadError, probe
+from deepfake_detector.media.probe import VideoReadError, probe
 from deepfake_detector.service import Judge, UsageError
 
 REPO = Path(__file__).resolve().parents[1]

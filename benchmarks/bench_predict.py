@@ -36,17 +36,17 @@ from typing import Callable
 import cv2
 import torch
 
-from deepfake_detector.aggregate import AggregateParams
-from deepfake_detector.calibration import Calibration, Detector
-from deepfake_detector.config import load_section
-from deepfake_detector.data import ArrayDataset
-from deepfake_detector.engine import predict_logits, setup_runtime
-from deepfake_detector.faces import CropParams, FaceDetector
-from deepfake_detector.imaging import crop_face
-from deepfake_detector.judge import BATCH_SIZE, judge_paths
-from deepfake_detector.model import CheckpointError, CheckpointMeta, build_model, load_model, save_checkpoint
-from deepfake_detector.transforms import build_eval_transform
-from deepfake_detector.video import read_frames
+from deepfake_detector.core.config import load_section
+from deepfake_detector.faces.detection import CropParams, FaceDetector
+from deepfake_detector.media.imaging import crop_face
+from deepfake_detector.media.video import read_frames
+from deepfake_detector.model.data import ArrayDataset
+from deepfake_detector.model.engine import predict_logits, setup_runtime
+from deepfake_detector.model.network import CheckpointError, CheckpointMeta, build_model, load_model, save_checkpoint
+from deepfake_detector.model.transforms import build_eval_transform
+from deepfake_detector.scoring.aggregate import AggregateParams
+from deepfake_detector.verdicts.calibration import Calibration, Detector
+from deepfake_detector.verdicts.judge import BATCH_SIZE, judge_paths
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

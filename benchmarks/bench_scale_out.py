@@ -39,9 +39,9 @@ import numpy as np
 import pandas as pd
 
 from deepfake_detector import records
-from deepfake_detector.crop_faces import _detector, crop_videos
-from deepfake_detector.extract_frames import ExtractParams, extract_videos
-from deepfake_detector.faces import CropParams
+from deepfake_detector.faces.detection import CropParams
+from deepfake_detector.pipeline.crop_faces import _detector, crop_videos
+from deepfake_detector.pipeline.extract_frames import ExtractParams, extract_videos
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -78,7 +78,7 @@ def load() -> str:
 
 def warm(params: CropParams) -> None:
     """Runs on every worker (by value): torch imported and MTCNN built before timing."""
-    from deepfake_detector.crop_faces import _detector as build
+    from deepfake_detector.pipeline.crop_faces import _detector as build
 
     build(params)
 
@@ -145,7 +145,7 @@ def tiny_clips(folder: Path, n: int, start: int = 0) -> list[Path]:
 
 def simulate(work: Path, n: int, workers: int) -> dict:
     """(3): extract and crop on many tiny clips, a no-op rerun and a one-clip rerun."""
-    from deepfake_detector import extract_frames
+    from deepfake_detector.pipeline import extract_frames
 
     paths = tiny_clips(work / "tiny" / "clips", n)
     manifest = manifest_of(paths)

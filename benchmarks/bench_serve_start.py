@@ -3,7 +3,7 @@
 Usage:
     python benchmarks/bench_serve_start.py [--model PATH] [--clip PATH] [--repeats 1] [--timeout 180]
 
-Each repeat starts a fresh ``python -m deepfake_detector.cli serve --port N`` (a free loopback
+Each repeat starts a fresh ``python -m deepfake_detector.interfaces.cli serve --port N`` (a free loopback
 port) and measures, wall-clock from the start of the process:
 
 (page)   the first HTTP 200 on ``/``: what someone who opened the page waits for;
@@ -35,7 +35,7 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# What the server prints on stderr once the model is loaded (deepfake_detector.web.READY_LINE).
+# What the server prints on stderr once the model is loaded (deepfake_detector.interfaces.web.READY_LINE).
 READY_MARK = "model ready"
 
 
@@ -53,7 +53,7 @@ class ServerRun:
         self.lines: list[tuple[float, str]] = []
         self.t0 = time.perf_counter()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "deepfake_detector.cli", "serve", "--model", str(model), "--port", str(port)],
+            [sys.executable, "-m", "deepfake_detector.interfaces.cli", "serve", "--model", str(model), "--port", str(port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

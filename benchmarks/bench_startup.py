@@ -5,7 +5,7 @@ Usage:
 
 Each measurement is a fresh ``python`` process (what a user pays per call), timed wall-clock:
 
-(i)   ``import deepfake_detector.cli``: what every call pays before looking at any input;
+(i)   ``import deepfake_detector.interfaces.cli``: what every call pays before looking at any input;
 (u)   ``deepfake-detector predict`` on N unreadable files (random bytes, empty, text, a missing
       path, ...): inputs are checked first and no model is loaded, so PyTorch is never imported;
 (v)   ``deepfake-detector predict`` on one real clip: imports PyTorch, loads the detector and
@@ -76,10 +76,10 @@ def random_detector(folder: Path) -> Path:
     """A calibrated random-init detector (the benchmark times start-up, not accuracy)."""
     from dataclasses import replace
 
-    from deepfake_detector.aggregate import AggregateParams
-    from deepfake_detector.calibration import Calibration
-    from deepfake_detector.faces import CropParams
-    from deepfake_detector.model import CheckpointMeta, build_model, save_checkpoint
+    from deepfake_detector.faces.detection import CropParams
+    from deepfake_detector.model.network import CheckpointMeta, build_model, save_checkpoint
+    from deepfake_detector.scoring.aggregate import AggregateParams
+    from deepfake_detector.verdicts.calibration import Calibration
 
     path = folder / "detector.pt"
     model, _ = build_model("resnet18", "random")
@@ -116,9 +116,9 @@ def main(argv: list[str] | None = None) -> None:
         if not model.is_file():
             model, model_note = random_detector(tmp), "random-init calibrated ResNet-18 (models/detector.pt absent)"
         bad = unreadable_files(tmp, args.unreadable)
-        cli = [sys.executable, "-m", "deepfake_detector.cli", "predict", "--model", str(model)]
+        cli = [sys.executable, "-m", "deepfake_detector.interfaces.cli", "predict", "--model", str(model)]
         cmds = {
-            "i": [sys.executable, "-c", "import deepfake_detector.cli"],
+            "i": [sys.executable, "-c", "import deepfake_detector.interfaces.cli"],
             "u": [*cli, *map(str, bad)],
             "v": [*cli, str(video)],
         }

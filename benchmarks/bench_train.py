@@ -32,12 +32,12 @@ from pathlib import Path
 
 import torch
 
-from deepfake_detector.config import load_section
-from deepfake_detector.data import CropDataset
-from deepfake_detector.engine import Runtime, cpu_has_bf16, prepare_model, setup_runtime, train_one_epoch
-from deepfake_detector.model import build_model
-from deepfake_detector.train import Loop, TrainParams, build_loop, load_splits
-from deepfake_detector.transforms import build_eval_transform
+from deepfake_detector.core.config import load_section
+from deepfake_detector.model.data import CropDataset
+from deepfake_detector.model.engine import Runtime, cpu_has_bf16, prepare_model, setup_runtime, train_one_epoch
+from deepfake_detector.model.network import build_model
+from deepfake_detector.model.train import Loop, TrainParams, build_loop, load_splits
+from deepfake_detector.model.transforms import build_eval_transform
 
 REPO = Path(__file__).resolve().parents[1]
 

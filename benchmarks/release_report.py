@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from deepfake_detector import records
-from deepfake_detector.metrics import roc_auc
+from deepfake_detector.scoring.metrics import roc_auc
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from deepfake_detector.batch import VideoResult
-from deepfake_detector.extract_frames import _Extractor
+from deepfake_detector.pipeline.batch import VideoResult
+from deepfake_detector.pipeline.extract_frames import _Extractor
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from deepfake_detector.atomic import OutputBusyError, OutputLock, atomic_dir, atomic_path, lock_file, write_text_atomic
+from deepfake_detector.core.atomic import OutputBusyError, OutputLock, atomic_dir, atomic_path, lock_file, write_text_atomic
 
 OLD = b'{"videos": ["the previous run\'s results"]}\n'
 
@@ -99,7 +99,7 @@ def test_a_lock_held_by_another_process_and_one_left_by_a_killed_run(tmp_path: P
     code = textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        from deepfake_detector.atomic import OutputLock
+        from deepfake_detector.core.atomic import OutputLock
         with OutputLock([Path({str(out)!r})]):
             print("held", flush=True)
             sys.stdin.read()

@@ -18,10 +18,10 @@ import timm
 import torch
 from skimage import data
 
-from deepfake_detector import backbones
-from deepfake_detector.backbones import LITE_SPECS, BackboneWeightsError, build_lite, load_lite_state_dict, map_lite_weights
-from deepfake_detector.model import PretrainedUnavailable, build_model, cam_target_layer, get_arch
-from deepfake_detector.transforms import build_eval_transform
+from deepfake_detector.model import backbones
+from deepfake_detector.model.backbones import LITE_SPECS, BackboneWeightsError, build_lite, load_lite_state_dict, map_lite_weights
+from deepfake_detector.model.network import PretrainedUnavailable, build_model, cam_target_layer, get_arch
+from deepfake_detector.model.transforms import build_eval_transform
 
 INSTALLED = [v for v, s in sorted(LITE_SPECS.items()) if importlib.util.find_spec(s.weights_package) is not None]
 CAT_CLASSES = list(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat

@@ -13,7 +13,7 @@ import pytest
 from benchmarks import bench_invariance as bench
 
 from deepfake_detector import records
-from deepfake_detector.video import read_frames
+from deepfake_detector.media.video import read_frames
 
 RNG = np.random.default_rng(0)
 

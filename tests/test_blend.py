@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import skimage.data
 
-from deepfake_detector import blend, config
-from deepfake_detector.blend import BlendParams
+from deepfake_detector.core import config
+from deepfake_detector.faces import blend
+from deepfake_detector.faces.blend import BlendParams
 
 # MTCNN's detection on skimage's astronaut portrait (box x1, y1, x2, y2 and the five
 # points, rounded), measured once so these tests need no detector.

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from deepfake_detector import calibrate
-from deepfake_detector.aggregate import AggregateParams
-from deepfake_detector.calibration import Calibration
-from deepfake_detector.config import ConfigError, load_section
-from deepfake_detector.faces import CropParams
+from deepfake_detector.core.config import ConfigError, load_section
+from deepfake_detector.faces.detection import CropParams
+from deepfake_detector.pipeline import calibrate
+from deepfake_detector.scoring.aggregate import AggregateParams
+from deepfake_detector.verdicts.calibration import Calibration
 
 
 def make_calibration(threshold: float = 0.5, band: float = 0.05, min_faces: int = 1, aggregation: str = "mean",

@@ -8,8 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from deepfake_detector import cli
-from deepfake_detector.model import CheckpointError, CheckpointMeta, build_model, load_model, save_checkpoint, weights_hash
+from deepfake_detector.interfaces import cli
+from deepfake_detector.model.network import (
+    CheckpointError,
+    CheckpointMeta,
+    build_model,
+    load_model,
+    save_checkpoint,
+    weights_hash,
+)
 from test_calibrate import make_calibration
 from test_predict import save_detector
 
@@ -105,7 +112,7 @@ def test_cli_reports_a_bad_model_in_one_line(tmp_path: Path, capsys: pytest.Capt
     p = torch.load(det, weights_only=True)
     p["calibration"] = {**p["calibration"], "threshold": 7.0}
     _resave(det, p)
-    from deepfake_detector.calibration import load_detector
+    from deepfake_detector.verdicts.calibration import load_detector
 
     with pytest.raises(CheckpointError, match="unusable calibration"):
         load_detector(det)

@@ -19,14 +19,16 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA, noise_frames, portrait_frames, unprivileged, write_clip
-from deepfake_detector import cli, judge, records, service
-from deepfake_detector.calibration import load_detector
-from deepfake_detector.data import CropDataset
-from deepfake_detector.engine import predict_logits, setup_runtime
-from deepfake_detector.imaging import encode_image
-from deepfake_detector.model import CheckpointMeta, build_model, save_checkpoint
-from deepfake_detector.shards import ShardWriter, shard_name
-from deepfake_detector.transforms import build_eval_transform
+from deepfake_detector import records, service
+from deepfake_detector.interfaces import cli
+from deepfake_detector.media.imaging import encode_image
+from deepfake_detector.media.shards import ShardWriter, shard_name
+from deepfake_detector.model.data import CropDataset
+from deepfake_detector.model.engine import predict_logits, setup_runtime
+from deepfake_detector.model.network import CheckpointMeta, build_model, save_checkpoint
+from deepfake_detector.model.transforms import build_eval_transform
+from deepfake_detector.verdicts import judge
+from deepfake_detector.verdicts.calibration import load_detector
 from test_calibrate import make_calibration
 from test_predict import save_detector
 
@@ -70,14 +72,14 @@ def json_run(checkpoint: Path, media: dict[str, Path], tmp_path_factory: pytest.
         (out_dir / "report.html").write_text("<html></html>")
         return types.SimpleNamespace(report=out_dir / "report.html")
 
-    fake = types.ModuleType("deepfake_detector.explain")
+    fake = types.ModuleType("deepfake_detector.explanations.explain")
     fake.build_explanation = build_explanation
     fake.ExplainParams = lambda: "explain-defaults"
     out = root / "out.json"
     args = [str(media["good"]), str(media["corrupt"]), str(media["dir"]), "--model", str(checkpoint),
             "--json", str(out), "--explain", str(root / "cam")]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(sys.modules, "deepfake_detector.explain", fake)
+        mp.setitem(sys.modules, "deepfake_detector.explanations.explain", fake)
         mp.setattr(sys, "stdout", io.StringIO())
         rc = _run(args)
         table = sys.stdout.getvalue()
@@ -266,11 +268,11 @@ def test_version(capsys: pytest.CaptureFixture) -> None:
 def test_cli_and_pipeline_give_the_same_verdict_on_a_real_clip(checkpoint: Path, tmp_path: Path) -> None:
     """The same real video through the stages (extract_frames -> crop_faces -> calibrate's
     scoring -> predict_videos' rule) and through the CLI's path: same faces, score, verdict."""
-    from deepfake_detector.calibrate import score_faces
-    from deepfake_detector.crop_faces import crop_videos
-    from deepfake_detector.data import load_face_table
-    from deepfake_detector.extract_frames import ExtractParams, extract_videos
-    from deepfake_detector.predict_videos import manifest_verdict
+    from deepfake_detector.model.data import load_face_table
+    from deepfake_detector.pipeline.calibrate import score_faces
+    from deepfake_detector.pipeline.crop_faces import crop_videos
+    from deepfake_detector.pipeline.extract_frames import ExtractParams, extract_videos
+    from deepfake_detector.pipeline.predict_videos import manifest_verdict
 
     clip = SHARED_DATA / "real_talking" / "spectre__samples__MEAD__M003_level_1_happy_024.mp4"
     if not clip.is_file():
@@ -330,7 +332,7 @@ def test_directory_search_gives_every_media_entry_a_row(checkpoint: Path, tmp_pa
 def test_a_batch_of_unreadable_files_loads_no_model(checkpoint: Path, media: dict[str, Path], tmp_path: Path) -> None:
     """Inputs are checked first; PyTorch and the model load only for a file that decodes."""
     out = tmp_path / "o.json"
-    code = ("import sys; from deepfake_detector import cli; rc = cli.main(sys.argv[1:]); "
+    code = ("import sys; from deepfake_detector.interfaces import cli; rc = cli.main(sys.argv[1:]); "
             "print(rc, [m for m in ('torch', 'torchvision', 'facenet_pytorch') if m in sys.modules])")
     args = ["predict", str(media["corrupt"]), str(tmp_path / "nowhere.mp4"), "--model", str(checkpoint), "--json", str(out)]
     run = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
@@ -355,7 +357,7 @@ def test_unreadable_files_and_folders_without_permission(checkpoint: Path, media
     os.chmod(folder / "locked", 0)
     os.chmod(read_only, 0o555)
     try:
-        cmd = [*prefix, sys.executable, "-m", "deepfake_detector.cli", "predict", "--model", str(checkpoint)]
+        cmd = [*prefix, sys.executable, "-m", "deepfake_detector.interfaces.cli", "predict", "--model", str(checkpoint)]
         refused = subprocess.run([*cmd, str(folder), "--json", str(read_only / "o.json")], capture_output=True, text=True)
         assert refused.returncode == 2 and "cannot create files in" in refused.stderr and "VERDICT" not in refused.stdout
         out = tmp_path / "o.json"
@@ -413,7 +415,8 @@ def test_a_results_write_that_fails_halfway_keeps_the_previous_file(
 # A `predict` whose judging takes a minute: it says "judging" (stderr) and waits.
 SLOW_PREDICT = """
 import sys, time
-from deepfake_detector import cli, service
+from deepfake_detector import service
+from deepfake_detector.interfaces import cli
 
 def judge_slowly(self, path):
     print("judging", path, file=sys.stderr, flush=True)
@@ -468,7 +471,8 @@ def _screen(raw: str) -> list[str]:
 BAR_PREDICT = """
 import logging, sys
 from tqdm import tqdm
-from deepfake_detector import cli, service
+from deepfake_detector import service
+from deepfake_detector.interfaces import cli
 
 bars = []
 
@@ -478,7 +482,7 @@ def judge_with_a_bar(self, path):
     bar = tqdm(total=4, desc=path.name, leave=False)
     bar.update(1)
     if path.suffix == ".mp4":
-        logging.getLogger("deepfake_detector.judge").warning("a warning while the bar is up")
+        logging.getLogger("deepfake_detector.verdicts.judge").warning("a warning while the bar is up")
     bar.update(1)
     bars.append(bar)
     return self.unreadable(path, "stand-in"), None

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deepfake_detector import config
-from deepfake_detector.config import ConfigError, load_section, read_params
-from deepfake_detector.extract_frames import ExtractParams
-from deepfake_detector.faces import CropParams
+from deepfake_detector.core import config
+from deepfake_detector.core.config import ConfigError, load_section, read_params
+from deepfake_detector.faces.detection import CropParams
+from deepfake_detector.pipeline.extract_frames import ExtractParams
 from deepfake_detector.stages import extract_frames
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,7 +21,8 @@ import yaml
 
 from conftest import PEAK_RSS_KB, unprivileged
 from corpus import SCORED, SHELL_NAME, Entry, unlock, write_corpus, write_dfdc_indexes
-from deepfake_detector import cli, records
+from deepfake_detector import records
+from deepfake_detector.interfaces import cli
 from test_calibrate import make_calibration
 from test_predict import save_detector
 
@@ -116,7 +117,7 @@ def test_cli_batch_unprivileged_bounded_memory(corpus: tuple[Path, list[Entry]],
     root, entries = corpus
     paths = [root / e.name for e in entries]
     out, rss = tmp_path / "o.json", tmp_path / "rss.txt"
-    code = ("import sys\nfrom deepfake_detector import cli\nrc = cli.main(sys.argv[2:])\n"
+    code = ("import sys\nfrom deepfake_detector.interfaces import cli\nrc = cli.main(sys.argv[2:])\n"
             f"open(sys.argv[1], 'w').write(str({PEAK_RSS_KB}))\nsys.exit(rc)")
     run = subprocess.run([*unprivileged(), sys.executable, "-c", code, str(rss), "predict", *map(str, paths),
                           str(root / "locked_dir"), "--model", str(detector), "--json", str(out)],
@@ -143,10 +144,10 @@ def test_stages_account_for_every_entry(corpus: tuple[Path, list[Entry]], detect
                                         tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
     """ingest -> extract_frames -> crop_faces -> (scores) -> predict_videos: each entry is a row
     with the CLI's verdict, or a problem counted in ingest's report with its reason."""
-    from deepfake_detector.calibrate import score_faces
-    from deepfake_detector.calibration import load_detector
-    from deepfake_detector.data import load_face_table
+    from deepfake_detector.model.data import load_face_table
+    from deepfake_detector.pipeline.calibrate import score_faces
     from deepfake_detector.stages import crop_faces, extract_frames, ingest, predict_videos
+    from deepfake_detector.verdicts.calibration import load_detector
 
     root, entries = corpus
     dfdc = write_dfdc_indexes(tmp_path / "dfdc", root / "rotated.mp4")

@@ -17,8 +17,8 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from deepfake_detector import records
-from deepfake_detector.config import ConfigError, from_mapping
-from deepfake_detector.explain import (
+from deepfake_detector.core.config import ConfigError, from_mapping
+from deepfake_detector.explanations.explain import (
     ExplainParams,
     build_explanation,
     cam_mass_share,
@@ -27,10 +27,10 @@ from deepfake_detector.explain import (
     mask_in_crop,
     select_frames,
 )
-from deepfake_detector.gradcam import GradcamParams
-from deepfake_detector.imaging import crop_face, crop_window, cut_window, encode_image
-from deepfake_detector.model import CheckpointMeta, build_model, weights_hash
-from deepfake_detector.shards import ShardWriter, shard_name
+from deepfake_detector.media.imaging import crop_face, crop_window, cut_window, encode_image
+from deepfake_detector.media.shards import ShardWriter, shard_name
+from deepfake_detector.model.network import CheckpointMeta, build_model, weights_hash
+from deepfake_detector.pipeline.gradcam import GradcamParams
 from deepfake_detector.stages import gradcam as gradcam_stage
 from test_calibrate import make_calibration
 from test_predict import save_detector
@@ -448,8 +448,9 @@ def test_stage_without_masks(tmp_path: Path) -> None:
 
 def test_stage_reads_cached_scores_and_only_the_explained_crops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No crop is scored again, and only the crops of the explained frames are read."""
-    from deepfake_detector import engine, gradcam
-    from deepfake_detector.shards import ShardReader
+    from deepfake_detector.media.shards import ShardReader
+    from deepfake_detector.model import engine
+    from deepfake_detector.pipeline import gradcam
 
     d = _make_stage_set(tmp_path)
     root = d["root"]

@@ -17,9 +17,9 @@ import yaml
 
 from conftest import noise_frames, portrait_frames, unprivileged, write_clip
 from deepfake_detector import records
-from deepfake_detector.crop_faces import crop_videos
-from deepfake_detector.faces import CropParams
-from deepfake_detector.shards import ShardReader, partition_of, shard_name
+from deepfake_detector.faces.detection import CropParams
+from deepfake_detector.media.shards import ShardReader, partition_of, shard_name
+from deepfake_detector.pipeline.crop_faces import crop_videos
 from deepfake_detector.stages import crop_faces, extract_frames
 
 REPO = Path(__file__).resolve().parents[1]
@@ -153,7 +153,7 @@ def test_crop_videos_refuses_a_stale_extract_report(tmp_path: Path) -> None:
 def test_reports_carry_the_kind_and_the_decode_errors(tmp_path: Path, portrait: np.ndarray) -> None:
     """A truncated clip is extracted (ok) with its decode errors counted and described, and crop_faces
     carries them on; a JPEG named .mp4 is read as the image it is."""
-    from deepfake_detector.extract_frames import ExtractParams, extract_videos
+    from deepfake_detector.pipeline.extract_frames import ExtractParams, extract_videos
 
     whole = write_clip(tmp_path / "whole.avi", portrait_frames(40, 160, 120), fourcc="MJPG")
     cut = tmp_path / "cut.avi"

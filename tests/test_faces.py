@@ -1,4 +1,4 @@
-"""Tests for deepfake_detector.faces: detection in full-resolution pixels, bad frame sizes,
+"""Tests for deepfake_detector.faces.detection: detection in full-resolution pixels, bad frame sizes,
 selection rules, crops."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA, noise_frames, portrait_frames, portrait_image
-from deepfake_detector.config import ConfigError, from_mapping, load_section
-from deepfake_detector.faces import CropParams, FaceDetector, detect_and_crop, pyramid_scales
-from deepfake_detector.imaging import crop_face, crop_window
-from deepfake_detector.video import read_frames
+from deepfake_detector.core.config import ConfigError, from_mapping, load_section
+from deepfake_detector.faces.detection import CropParams, FaceDetector, detect_and_crop, pyramid_scales
+from deepfake_detector.media.imaging import crop_face, crop_window
+from deepfake_detector.media.video import read_frames
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -332,7 +332,7 @@ def test_crop_params_match_params_yaml() -> None:
 def test_no_whole_frame_search_scans_more_than_the_pixel_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     """A full-resolution search of a frame above MAX_DETECT_PIXELS runs on a copy of that size
     (on a 12000x12000 image MTCNN took 8 GB); frames within the budget keep their size."""
-    from deepfake_detector import faces
+    from deepfake_detector.faces import detection as faces
 
     monkeypatch.setattr(faces, "MAX_DETECT_PIXELS", 400_000)
     det = FaceDetector(CropParams(detect_long_side=4000, full_res_retry=True), device="cpu")

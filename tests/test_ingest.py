@@ -10,8 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from deepfake_detector import config, records
-from deepfake_detector.ingest import (
+from deepfake_detector import records
+from deepfake_detector.core import config
+from deepfake_detector.pipeline.ingest import (
     ADAPTERS,
     IngestError,
     IngestParams,
@@ -126,7 +127,7 @@ def test_split_groups_three_groups_fill_every_split():
 
 
 def test_split_groups_warns_with_fewer_groups_than_splits(caplog):
-    with caplog.at_level(logging.WARNING, logger="deepfake_detector.ingest"):
+    with caplog.at_level(logging.WARNING, logger="deepfake_detector.pipeline.ingest"):
         assigned = split_groups({"a": 2, "b": 3}, 0.2, 0.25, seed=0)
     assert set(assigned) == {"a", "b"}
     assert "some split stays empty" in caplog.text

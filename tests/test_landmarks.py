@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from deepfake_detector import landmarks as lm
 from deepfake_detector import records
-from deepfake_detector.blend import face_mask, face_polygon
-from deepfake_detector.imaging import crop_face, crop_window, encode_image
-from deepfake_detector.sbi import SbiCropDataset, SbiParams, attach_landmarks, crop_landmarks, mask_points
-from deepfake_detector.shards import ShardWriter, shard_name
+from deepfake_detector.faces import landmarks as lm
+from deepfake_detector.faces.blend import face_mask, face_polygon
+from deepfake_detector.media.imaging import crop_face, crop_window, encode_image
+from deepfake_detector.media.shards import ShardWriter, shard_name
+from deepfake_detector.model.sbi import SbiCropDataset, SbiParams, attach_landmarks, crop_landmarks, mask_points
 from deepfake_detector.stages import landmarks as landmarks_stage
 
 BOX = (174.4, 119.6, 355.6, 340.5)  # MTCNN on grace_hopper.jpg (512 x 600), frame pixels

@@ -13,8 +13,8 @@ import pytest
 
 from conftest import PEAK_RSS_KB, portrait_frames, unprivileged, write_clip
 from corpus import audio_only_mp4, huge_png
-from deepfake_detector import media
-from deepfake_detector.media import VideoNotFoundError, VideoReadError, entry_problem, list_entries, probe, sniff
+from deepfake_detector.media import probe as media
+from deepfake_detector.media.probe import VideoNotFoundError, VideoReadError, entry_problem, list_entries, probe, sniff
 
 
 def _jpeg(tmp_path: Path, name: str = "photo.jpg") -> Path:
@@ -87,7 +87,7 @@ def test_image_over_the_pixel_budget_is_refused_from_its_header(tmp_path: Path) 
     assert path.stat().st_size < 1_000_000
     with pytest.raises(VideoReadError, match=r"12000x12000 pixels \(144 Mpx\) is above the limit of 67 Mpx.*huge\.png"):
         probe(path)
-    code = ("import sys; from deepfake_detector.video import read_frames, VideoReadError\n"
+    code = ("import sys; from deepfake_detector.media.video import read_frames, VideoReadError\n"
             "try:\n    read_frames(sys.argv[1], 4)\nexcept VideoReadError as e:\n    print(e)\n"
             f"print({PEAK_RSS_KB})")
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True).stdout
@@ -96,7 +96,7 @@ def test_image_over_the_pixel_budget_is_refused_from_its_header(tmp_path: Path) 
 
 
 def test_video_over_the_pixel_budget_is_refused_before_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from deepfake_detector import video
+    from deepfake_detector.media import video
 
     clip = write_clip(tmp_path / "clip.mp4", portrait_frames(4))
     monkeypatch.setattr(media, "MAX_PIXELS", 320 * 240 - 1)
@@ -136,7 +136,7 @@ def test_unopenable_mp4_says_why(tmp_path: Path) -> None:
 def test_permission_denied_is_a_reason(tmp_path: Path) -> None:
     path = _jpeg(tmp_path)
     os.chmod(path, 0)
-    code = ("import sys\nfrom deepfake_detector.media import probe\ntry:\n    probe(sys.argv[1])\n"
+    code = ("import sys\nfrom deepfake_detector.media.probe import probe\ntry:\n    probe(sys.argv[1])\n"
             "except Exception as e:\n    print(type(e).__name__, e)")
     out = subprocess.run([*unprivileged(), sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("VideoReadError permission denied: cannot read") and "photo.jpg" in out.stdout

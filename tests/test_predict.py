@@ -13,8 +13,8 @@ import torch
 import yaml
 
 from deepfake_detector import records
-from deepfake_detector.aggregate import sigmoid
-from deepfake_detector.model import CheckpointMeta, build_model, save_checkpoint
+from deepfake_detector.model.network import CheckpointMeta, build_model, save_checkpoint
+from deepfake_detector.scoring.aggregate import sigmoid
 from deepfake_detector.stages import predict_videos as stage
 from test_calibrate import make_calibration
 from test_train_eval import make_crop_set

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from conftest import SHARED_DATA
-from deepfake_detector import cli
-from deepfake_detector.calibration import load_detector
+from deepfake_detector.interfaces import cli
+from deepfake_detector.verdicts.calibration import load_detector
 
 RELEASE = Path(__file__).resolve().parents[1] / "release"
 DETECTOR = RELEASE / "detector.pt"

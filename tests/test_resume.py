@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from deepfake_detector import train as train_mod
+from deepfake_detector.model import train as train_mod
 from deepfake_detector.stages import train as train_stage
 from test_train_eval import TINY_TRAIN, make_crop_set, train_args, write_params
 
@@ -108,7 +108,7 @@ def test_interrupted_run_resumes_to_the_same_weights(crops: dict[str, Path], tmp
 
     descs = count_epochs(monkeypatch)
     resumed = spy_epochs(monkeypatch)
-    with caplog.at_level(logging.INFO, logger="deepfake_detector.train"):
+    with caplog.at_level(logging.INFO, logger="deepfake_detector.model.train"):
         train_stage.main(train_args(crops, cut, params))
     assert "resuming after epoch 1 of 3" in caplog.text
     assert descs == ["epoch 2/3", "epoch 3/3"]
@@ -130,7 +130,7 @@ def test_changed_recipe_ignores_a_stale_resume_state(crops: dict[str, Path], tmp
 
     descs = count_epochs(monkeypatch)
     params = write_params(tmp_path / "params.yaml", {**recipe, "lr": 2e-3})
-    with caplog.at_level(logging.INFO, logger="deepfake_detector.train"):
+    with caplog.at_level(logging.INFO, logger="deepfake_detector.model.train"):
         train_stage.main(train_args(crops, tmp_path, params))
     assert "changed: config.lr" in caplog.text and "starting fresh" in caplog.text
     assert "resuming" not in caplog.text

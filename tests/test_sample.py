@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepfake_detector import config
-from deepfake_detector import make_sample as sample
-from deepfake_detector.make_sample import SampleParams
+from deepfake_detector.core import config
+from deepfake_detector.pipeline import make_sample as sample
+from deepfake_detector.pipeline.make_sample import SampleParams
 from deepfake_detector.stages import make_sample as stage
 
 TINY = SampleParams(clips_per_identity=2, frames=6, fps=12, size=128, seed=0)

@@ -13,11 +13,11 @@ import yaml
 from PIL import Image
 
 from deepfake_detector import records
-from deepfake_detector.imaging import crop_face, crop_window, encode_image
-from deepfake_detector.sbi import SbiCropDataset, SbiParams, crop_landmarks, with_sbi_twins
-from deepfake_detector.shards import ShardWriter, shard_name
+from deepfake_detector.media.imaging import crop_face, crop_window, encode_image
+from deepfake_detector.media.shards import ShardWriter, shard_name
+from deepfake_detector.model.sbi import SbiCropDataset, SbiParams, crop_landmarks, with_sbi_twins
+from deepfake_detector.model.train import selection_key
 from deepfake_detector.stages import train as train_stage
-from deepfake_detector.train import selection_key
 
 # Grace Hopper's face in matplotlib's sample portrait (512x600): box and MTCNN landmarks,
 # measured once; they only need to be roughly right for a blend mask.

@@ -18,11 +18,12 @@ import pytest
 
 import dask_faults
 from conftest import noise_frames, portrait_frames, write_clip
-from deepfake_detector import batch, crop_faces, extract_frames, records
-from deepfake_detector.batch import IncompleteShardsError, plan_shards, run_shards
-from deepfake_detector.extract_frames import ExtractParams, extract_videos
-from deepfake_detector.faces import CropParams
-from deepfake_detector.shards import ShardWriter, partition_count, partition_of
+from deepfake_detector import records
+from deepfake_detector.faces.detection import CropParams
+from deepfake_detector.media.shards import ShardWriter, partition_count, partition_of
+from deepfake_detector.pipeline import batch, crop_faces, extract_frames
+from deepfake_detector.pipeline.batch import IncompleteShardsError, plan_shards, run_shards
+from deepfake_detector.pipeline.extract_frames import ExtractParams, extract_videos
 
 PER_SHARD = 3  # 8 or 9 videos -> 4 partitions
 PARAMS = ExtractParams(frames_per_video=2, videos_per_shard=PER_SHARD)
@@ -143,9 +144,10 @@ def test_a_code_change_rebuilds_every_shard(tmp_path: Path, media: Path, decoded
 
 
 def test_code_fingerprint_follows_the_imports() -> None:
-    crop = batch._imports("crop_faces", batch.ast.parse((batch._PACKAGE_DIR / "crop_faces.py").read_text()))
-    assert {"batch", "faces", "imaging", "records", "shards", "video"} <= crop
-    assert batch.code_fingerprint("crop_faces") != batch.code_fingerprint("extract_frames")
+    crop = batch._imports("pipeline.crop_faces",
+                          batch.ast.parse((batch._PACKAGE_DIR / "pipeline" / "crop_faces.py").read_text()))
+    assert {"pipeline.batch", "faces", "faces.detection", "media.imaging", "records", "media.shards", "media.video"} <= crop
+    assert batch.code_fingerprint("pipeline.crop_faces") != batch.code_fingerprint("pipeline.extract_frames")
 
 
 def test_a_failing_video_gets_its_row_and_an_interrupted_run_resumes(tmp_path: Path, media: Path, decoded: list[str],
@@ -334,8 +336,8 @@ def test_a_worker_that_dies_costs_its_video_only(tmp_path: Path, media: Path, cl
 
 
 def test_the_scheduler_comes_from_the_option_then_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from deepfake_detector import cluster
-    from deepfake_detector.errors import InputError
+    from deepfake_detector.core.errors import InputError
+    from deepfake_detector.pipeline import cluster
 
     monkeypatch.delenv(cluster.ENV_VAR, raising=False)
     assert cluster.scheduler_choice(None) == "local"

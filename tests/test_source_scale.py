@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from deepfake_detector.sbi import (
+from deepfake_detector.model.sbi import (
     PERTURBED_SUFFIX,
     SbiCropDataset,
     SbiParams,
@@ -17,8 +17,8 @@ from deepfake_detector.sbi import (
     with_perturbed_reals,
     with_sbi_twins,
 )
-from deepfake_detector.train import TrainParams
-from deepfake_detector.transforms import AugmentParams, build_augment, perturb_at_source
+from deepfake_detector.model.train import TrainParams
+from deepfake_detector.model.transforms import AugmentParams, build_augment, perturb_at_source
 from test_sbi_training import real_crop_set
 
 # Everything but the degradation under test switched off, so outputs can be compared.

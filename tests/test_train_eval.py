@@ -17,15 +17,16 @@ import pytest
 import torch
 import yaml
 
-from deepfake_detector import evaluate, metric_files, records
-from deepfake_detector import train as train_mod
-from deepfake_detector.calibration import load_detector
-from deepfake_detector.imaging import encode_image
-from deepfake_detector.model import CheckpointError, CheckpointMeta, build_model, load_model, save_checkpoint
-from deepfake_detector.shards import ShardWriter, shard_name
+from deepfake_detector import records
+from deepfake_detector.media.imaging import encode_image
+from deepfake_detector.media.shards import ShardWriter, shard_name
+from deepfake_detector.model import train as train_mod
+from deepfake_detector.model.network import CheckpointError, CheckpointMeta, build_model, load_model, save_checkpoint
+from deepfake_detector.pipeline import evaluate, metric_files
 from deepfake_detector.stages import calibrate as calibrate_stage
 from deepfake_detector.stages import evaluate as evaluate_stage
 from deepfake_detector.stages import train as train_stage
+from deepfake_detector.verdicts.calibration import load_detector
 
 TINY_TRAIN = {
     "init": "random", "input_size": 32, "epochs": 2, "batch_size": 8, "lr": 1e-3, "patience": 2,
@@ -193,7 +194,7 @@ def test_tampered_weights_are_refused(tmp_path: Path) -> None:
 def test_imagenet_unavailable_falls_back_or_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     from torchvision.models import ResNet18_Weights
 
-    from deepfake_detector import model as model_mod
+    from deepfake_detector.model import network as model_mod
 
     def offline(*a, **k):  # noqa: ANN002, ANN003
         raise OSError("no network")

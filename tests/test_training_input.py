@@ -13,12 +13,12 @@ import torch
 import torchvision.transforms.v2 as T
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from deepfake_detector.data import CropDataset, DecodedCrops, collate_channels_last
-from deepfake_detector.engine import predict_logits, prefetch, setup_runtime
-from deepfake_detector.imaging import encode_image
-from deepfake_detector.shards import ShardWriter
-from deepfake_detector.threads import torch_threads
-from deepfake_detector.transforms import (
+from deepfake_detector.core.threads import torch_threads
+from deepfake_detector.media.imaging import encode_image
+from deepfake_detector.media.shards import ShardWriter
+from deepfake_detector.model.data import CropDataset, DecodedCrops, collate_channels_last
+from deepfake_detector.model.engine import predict_logits, prefetch, setup_runtime
+from deepfake_detector.model.transforms import (
     AugmentParams,
     _wrap_degrees,
     build_augment,

@@ -1,4 +1,4 @@
-"""Tests for deepfake_detector.video: sampling, bad files, stills, rotation, skipped H.264 frames."""
+"""Tests for deepfake_detector.media.video: sampling, bad files, stills, rotation, skipped H.264 frames."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 
 from conftest import SHARED_DATA, portrait_frames, set_mp4_rotation, write_clip, write_h264
-from deepfake_detector import skipdecode, video
-from deepfake_detector.config import ConfigError, from_mapping
-from deepfake_detector.extract_frames import ExtractParams
-from deepfake_detector.video import (
+from deepfake_detector.core.config import ConfigError, from_mapping
+from deepfake_detector.media import skipdecode, video
+from deepfake_detector.media.video import (
     VideoNotFoundError,
     VideoReadError,
     check_readable,
@@ -23,6 +22,7 @@ from deepfake_detector.video import (
     rotate_upright,
     sample_indices,
 )
+from deepfake_detector.pipeline.extract_frames import ExtractParams
 
 
 def numbered_frames(n: int, width: int = 160, height: int = 120) -> list[np.ndarray]:
@@ -80,7 +80,7 @@ def test_truncated_stream_is_sampled_over_what_decodes(
     cut = tmp_path / "cut.avi"
     data = path.read_bytes()
     cut.write_bytes(data[: len(data) // 2])
-    with caplog.at_level(logging.WARNING, logger="deepfake_detector.video"):
+    with caplog.at_level(logging.WARNING, logger="deepfake_detector.media.video"):
         info, frames = read_frames(cut, 8)
     assert 0 < info.n_frames < 40
     expected = sample_indices(info.n_frames, 8)

@@ -16,8 +16,9 @@ import cv2
 import pytest
 
 from conftest import noise_frames, portrait_frames, write_clip
-from deepfake_detector import cli, service, web
-from deepfake_detector.video import read_frames
+from deepfake_detector import service
+from deepfake_detector.interfaces import cli, web
+from deepfake_detector.media.video import read_frames
 from test_calibrate import make_calibration
 from test_predict import save_detector
 
@@ -132,7 +133,7 @@ def test_an_unexpected_failure_is_one_line_in_the_page(judge: web.WebJudge, clip
 
 @pytest.mark.slow  # a fresh interpreter importing PyTorch: about 15 s
 def test_predict_does_not_import_gradio(checkpoint: Path, clips: dict[str, Path]) -> None:
-    code = ("import sys; from deepfake_detector import cli; "
+    code = ("import sys; from deepfake_detector.interfaces import cli; "
             f"rc = cli.main(['predict', {str(clips['good'])!r}, '--model', {str(checkpoint)!r}]); "
             "assert rc == 0, rc; print('gradio' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -142,7 +143,7 @@ def test_predict_does_not_import_gradio(checkpoint: Path, clips: dict[str, Path]
 
 def test_web_does_not_import_the_cli() -> None:
     """Both interfaces stand on the judging service (:mod:`service`); only `serve` goes cli -> web."""
-    code = "import sys, deepfake_detector.web; print('deepfake_detector.cli' in sys.modules)"
+    code = "import sys, deepfake_detector.interfaces.web; print('deepfake_detector.interfaces.cli' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False"
@@ -226,7 +227,7 @@ def test_a_model_that_fails_to_load_stops_the_server(tmp_path: Path) -> None:
 # `serve` with a stand-in for the model loading (no PyTorch): the page, then "model ready".
 SERVE_STUB = """
 import sys
-from deepfake_detector import cli, web
+from deepfake_detector.interfaces import cli, web
 
 def loaded(self):
     self.about = "a stand-in model"

@@ -57,14 +57,15 @@ def start_server(model: Path, log: Path, port: int | None = None, timeout_s: flo
     Raises:
         RuntimeError: If the process exits or does not answer within ``timeout_s`` (with its log).
     """
-    from deepfake_detector.web import free_port
+    from deepfake_detector.interfaces.web import free_port
 
     port = port or free_port()
     url = f"http://127.0.0.1:{port}/"
     t0 = time.perf_counter()
     with log.open("wb") as fh:
         process = subprocess.Popen(
-            [sys.executable, "-m", "deepfake_detector.cli", "serve", "--model", str(model), "--port", str(port), *extra_args],
+            [sys.executable, "-m", "deepfake_detector.interfaces.cli", "serve", "--model", str(model), "--port", str(port),
+             *extra_args],
             stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
     while time.perf_counter() - t0 < timeout_s:
         if process.poll() is not None:

@@ -30,7 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import InputError
+from .core.errors import InputError
 
 logger = logging.getLogger(__name__)
 

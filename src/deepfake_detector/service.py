@@ -25,16 +25,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import records
-from .atomic import atomic_dir
-from .media import entry_problem
-from .video import MAX_FRAMES_DECODED, VideoReadError, check_readable
+from .core.atomic import atomic_dir
+from .media.probe import entry_problem
+from .media.video import MAX_FRAMES_DECODED, VideoReadError, check_readable
 
 if TYPE_CHECKING:  # the real imports are deferred: they load PyTorch
-    from .calibration import Detector
-    from .engine import Runtime
-    from .explain import VideoExplanation
-    from .faces import FaceDetector
-    from .judge import PathPrediction
+    from .explanations.explain import VideoExplanation
+    from .faces.detection import FaceDetector
+    from .model.engine import Runtime
+    from .verdicts.calibration import Detector
+    from .verdicts.judge import PathPrediction
 
 logger = logging.getLogger(__name__)
 
@@ -174,10 +174,10 @@ class Judge:
         if self.detector is not None:
             return self.detector
         # Imported here: PyTorch, torchvision and facenet-pytorch take seconds to import.
-        from .calibration import load_detector
-        from .engine import setup_runtime
-        from .faces import FaceDetector
-        from .model import CheckpointError
+        from .faces.detection import FaceDetector
+        from .model.engine import setup_runtime
+        from .model.network import CheckpointError
+        from .verdicts.calibration import load_detector
 
         try:
             detector = load_detector(self.model_path)
@@ -203,7 +203,7 @@ class Judge:
 
     def __call__(self, path: Path) -> PathPrediction:
         """Judge one file that :func:`video.check_readable` accepted."""
-        from .judge import judge_paths
+        from .verdicts.judge import judge_paths
 
         detector = self.load()
         return next(judge_paths([path], detector, face_detector=self.face_detector, n_frames=self.n_frames,
@@ -238,7 +238,7 @@ def explain_file(detector: Detector, pred: PathPrediction, out_dir: Path) -> Vid
     """
     # Imported here: Grad-CAM pulls in pytorch_grad_cam and matplotlib, which plain
     # prediction does not need.
-    from .explain import ExplainParams, build_explanation
+    from .explanations.explain import ExplainParams, build_explanation
 
     try:
         with atomic_dir(out_dir) as building:

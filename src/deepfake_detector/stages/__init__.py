@@ -1,9 +1,10 @@
 """Thin DVC stage entry points: ``python -m deepfake_detector.stages.<name>``.
 
 Each stage parses the paths ``dvc.yaml`` gives it, loads its declared params once and
-calls the stage's logic in ``deepfake_detector.<name>``. Bad input (params, a table, a
-checkpoint, a dataset index) ends the stage with one line naming the file and a non-zero
-exit; Ctrl-C ends it with one line and status 130 (the shell's for SIGINT). ``--verbose``
+calls the stage's logic in ``deepfake_detector.pipeline.<name>`` (train's is in
+``deepfake_detector.model.train``, landmarks' in ``deepfake_detector.faces.landmarks``). Bad
+input (params, a table, a checkpoint, a dataset index) ends the stage with one line naming
+the file and a non-zero exit; Ctrl-C ends it with one line and status 130 (the shell's for SIGINT). ``--verbose``
 adds the traceback.
 """
 
@@ -16,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import InputError
-from ..logs import setup_logging
+from ..core.errors import InputError
+from ..core.logs import setup_logging
 
 logger = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..calibrate import CalibrateParams, CalibratePaths, run_calibrate
-from ..config import load_section
-from ..extract_frames import ExtractParams
-from ..faces import CropParams
+from ..core.config import load_section
+from ..faces.detection import CropParams
+from ..pipeline.calibrate import CalibrateParams, CalibratePaths, run_calibrate
+from ..pipeline.extract_frames import ExtractParams
 from . import stage_parser, stage_run
 
 

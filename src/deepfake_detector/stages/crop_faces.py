@@ -8,8 +8,8 @@ Usage:
         [--scheduler local|local:N|none|tcp://host:8786]
 
 Shards whose inputs did not change since the last run in ``--crops-dir`` are kept
-(``persist: true`` in dvc.yaml); see :mod:`deepfake_detector.batch` and, for
-``--scheduler``, :mod:`deepfake_detector.cluster`.
+(``persist: true`` in dvc.yaml); see :mod:`deepfake_detector.pipeline.batch` and, for
+``--scheduler``, :mod:`deepfake_detector.pipeline.cluster`.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import records
-from ..batch import log_status_summary
-from ..cluster import add_scheduler_option, dask_client, scheduler_choice
-from ..config import load_section
-from ..crop_faces import crop_videos
-from ..faces import CropParams
+from ..core.config import load_section
+from ..faces.detection import CropParams
+from ..pipeline.batch import log_status_summary
+from ..pipeline.cluster import add_scheduler_option, dask_client, scheduler_choice
+from ..pipeline.crop_faces import crop_videos
 from . import stage_parser, stage_run
 
 

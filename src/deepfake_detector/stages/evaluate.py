@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..evaluate import run_evaluation
+from ..pipeline.evaluate import run_evaluation
 from . import stage_parser, stage_run
 
 

@@ -12,10 +12,10 @@ import logging
 from pathlib import Path
 
 from .. import records
-from ..batch import log_status_summary
-from ..cluster import add_scheduler_option, dask_client, scheduler_choice
-from ..config import load_section
-from ..extract_frames import ExtractParams, extract_videos
+from ..core.config import load_section
+from ..pipeline.batch import log_status_summary
+from ..pipeline.cluster import add_scheduler_option, dask_client, scheduler_choice
+from ..pipeline.extract_frames import ExtractParams, extract_videos
 from . import stage_parser, stage_run
 
 logger = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import load_section
-from ..gradcam import GradcamParams, GradcamPaths, run_gradcam
+from ..core.config import load_section
+from ..pipeline.gradcam import GradcamParams, GradcamPaths, run_gradcam
 from . import stage_parser, stage_run
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import load_section
-from ..ingest import IngestParams, ingest
+from ..core.config import load_section
+from ..pipeline.ingest import IngestParams, ingest
 from . import stage_parser, stage_run
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import records
-from ..landmarks import compute_landmarks, open_landmarker
+from ..faces.landmarks import compute_landmarks, open_landmarker
 from . import stage_parser, stage_run
 
 

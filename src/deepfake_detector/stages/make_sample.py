@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import load_section
-from ..make_sample import SampleParams, make_sample
+from ..core.config import load_section
+from ..pipeline.make_sample import SampleParams, make_sample
 from . import stage_parser, stage_run
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import load_section
-from ..predict_videos import PredictParams, run_predict_videos
+from ..core.config import load_section
+from ..pipeline.predict_videos import PredictParams, run_predict_videos
 from . import stage_parser, stage_run
 
 

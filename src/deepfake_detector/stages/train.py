@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import load_section
-from ..train import TrainParams, run_training
+from ..core.config import load_section
+from ..model.train import TrainParams, run_training
 from . import stage_parser, stage_run
 
 

@@ -1,0 +1,1 @@
+"""Grad-CAM explanations of a verdict and their HTML reports."""

@@ -1,0 +1,1 @@
+"""Faces: MTCNN detection and crops (detection), dense landmarks, and the blending that makes self-blended fakes."""

@@ -1,0 +1,1 @@
+"""What people run: the ``deepfake-detector`` command line and the web demo, both on :mod:`deepfake_detector.service`."""

@@ -1,0 +1,1 @@
+"""Pure scoring maths: face scores to one video score (aggregate) and the metrics (ROC AUC, thresholds)."""
