@@ -66,7 +66,7 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def timed(fn, *args, **kwargs):  # noqa: ANN001, ANN201
+def timed(fn, *args, **kwargs):
     start = time.perf_counter()
     result = fn(*args, **kwargs)
     return time.perf_counter() - start, result
@@ -83,7 +83,7 @@ def warm(params: CropParams) -> None:
     build(params)
 
 
-def cluster(workers: int):  # noqa: ANN201
+def cluster(workers: int):
     from distributed import Client, LocalCluster
 
     c = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
@@ -184,7 +184,7 @@ def dvc(repo: Path, *args: str) -> float:
     return time.perf_counter() - start
 
 
-def dvc_costs(work: Path, label: str, folders: list[Path], change=None) -> dict:  # noqa: ANN001
+def dvc_costs(work: Path, label: str, folders: list[Path], change=None) -> dict:
     """(4): dvc add / status / commit / push on copies of ``folders`` in a fresh DVC project."""
     repo = work / f"dvc-{label}"
     repo.mkdir()

@@ -64,7 +64,7 @@ def json_run(checkpoint: Path, media: dict[str, Path], tmp_path_factory: pytest.
     root = tmp_path_factory.mktemp("json_run")
     calls = []
 
-    def build_explanation(model, meta, verdict, faces, crops, frames, out_dir, params):  # noqa: ANN001, ANN202
+    def build_explanation(model, meta, verdict, faces, crops, frames, out_dir, params):
         calls.append({"verdict": verdict, "faces": faces, "crops": crops, "frames": frames, "out_dir": out_dir, "params": params})
         out_dir.mkdir(parents=True)
         (out_dir / "report.html").write_text("<html></html>")
@@ -240,7 +240,7 @@ def test_json_to_stdout_and_rows_printed_as_reached(checkpoint: Path, media: dic
     real_judge_paths = judge.judge_paths
     seen_before: list[tuple[list[Path], str]] = []
 
-    def spying_judge_paths(paths, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def spying_judge_paths(paths, *args, **kwargs):
         seen_before.append((list(paths), capsys.readouterr().err))
         yield from real_judge_paths(paths, *args, **kwargs)
 

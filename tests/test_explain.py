@@ -454,14 +454,14 @@ def test_stage_reads_cached_scores_and_only_the_explained_crops(tmp_path: Path, 
     d = _make_stage_set(tmp_path)
     root = d["root"]
 
-    def no_scoring(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def no_scoring(*args, **kwargs):
         raise AssertionError("the gradcam stage must not score crops: they are in face_scores.parquet")
 
     monkeypatch.setattr(engine, "predict_logits", no_scoring)
     read: list[str] = []
     real_read_image = ShardReader.read_image
 
-    def counting(self, shard, member):  # noqa: ANN001, ANN202
+    def counting(self, shard, member):
         read.append(f"{self.root.name}/{member}")
         return real_read_image(self, shard, member)
 

@@ -222,7 +222,7 @@ def test_faces_are_detected_as_frames_arrive(detector: FaceDetector, portrait_cl
     _, frames = read_frames(portrait_clip, 6)
     taken = []
 
-    def arriving():  # noqa: ANN202
+    def arriving():
         for f in frames:
             taken.append(f.frame_index)
             yield f.image

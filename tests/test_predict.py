@@ -47,7 +47,7 @@ def _scores(d: dict[str, Path], logit_of_video: dict[str, float]) -> Path:
     return path
 
 
-def save_detector(path: Path, calibration, input_size: int = 32) -> Path:  # noqa: ANN001
+def save_detector(path: Path, calibration, input_size: int = 32) -> Path:
     """A random-init ResNet-18 saved as a calibrated detector."""
     torch.manual_seed(0)
     model, _ = build_model("resnet18", "random")

@@ -24,7 +24,7 @@ def interrupt_after(monkeypatch: pytest.MonkeyPatch, epochs: int) -> list[int]:
     real = train_mod.train_one_epoch
     begun: list[int] = []
 
-    def one_epoch(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def one_epoch(*args, **kwargs):
         begun.append(len(begun) + 1)
         if len(begun) > epochs:
             raise Interrupted
@@ -44,7 +44,7 @@ def spy_epochs(monkeypatch: pytest.MonkeyPatch, die_at: int | None = None) -> di
     real = train_mod.save_resume
     seen: dict[int, dict[str, torch.Tensor]] = {}
 
-    def save(resume, st, rt, model, loop):  # noqa: ANN001, ANN202
+    def save(resume, st, rt, model, loop):
         if st.epoch == die_at:
             raise Interrupted
         seen[st.epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -62,7 +62,7 @@ def count_epochs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     real = train_mod.train_one_epoch
     descs: list[str] = []
 
-    def one_epoch(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def one_epoch(*args, **kwargs):
         descs.append(kwargs["desc"])
         return real(*args, **kwargs)
 

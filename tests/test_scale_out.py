@@ -61,7 +61,7 @@ def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     read = extract_frames.read_frames
 
-    def counting(path: Path, n: int):  # noqa: ANN202 - same as video.read_frames
+    def counting(path: Path, n: int):  # same as video.read_frames
         seen.append(Path(path).stem)
         return read(path, n)
 
@@ -154,7 +154,7 @@ def test_a_failing_video_gets_its_row_and_an_interrupted_run_resumes(tmp_path: P
     ids = [p.stem for p in paths]
     read = extract_frames.read_frames  # the counting wrapper
 
-    def breaks_on_n5(path: Path, n: int):  # noqa: ANN202
+    def breaks_on_n5(path: Path, n: int):
         if Path(path).stem == "n5":
             raise RuntimeError("decoder bug")
         return read(path, n)
@@ -194,7 +194,7 @@ def test_a_run_stopped_midway_resumes_where_it_stopped(tmp_path: Path, media: Pa
     stop_in = max(ids, key=lambda v: partition_of(v, count))  # a video of the last shard built
     read = extract_frames.read_frames
 
-    def interrupted(path: Path, n: int):  # noqa: ANN202
+    def interrupted(path: Path, n: int):
         if Path(path).stem == stop_in:
             raise KeyboardInterrupt
         return read(path, n)
@@ -221,7 +221,7 @@ def test_crop_faces_redetects_only_the_shards_whose_frames_changed(tmp_path: Pat
     handled: list[str] = []
     call = crop_faces._Cropper.__call__
 
-    def counting(self, video):  # noqa: ANN001, ANN202
+    def counting(self, video):
         handled.append(video["video_id"])
         return call(self, video)
 
@@ -260,7 +260,7 @@ def test_crop_faces_redetects_only_the_shards_whose_frames_changed(tmp_path: Pat
 
 
 @pytest.fixture(scope="module")
-def client():  # noqa: ANN201
+def client():
     distributed = pytest.importorskip("distributed")
     import cloudpickle
     import dask
@@ -274,7 +274,7 @@ def client():  # noqa: ANN201
         yield client
 
 
-def _serial_and_cluster(tmp_path: Path, client, stage):  # noqa: ANN001, ANN202
+def _serial_and_cluster(tmp_path: Path, client, stage):
     """Run ``stage(out_dir, client)`` serially and on the cluster; returns both results."""
     return [stage(tmp_path / mode, dask_client) for mode, dask_client in (("serial", None), ("cluster", client))]
 
@@ -287,10 +287,10 @@ def _assert_same(serial: tuple, cluster: tuple) -> None:
             assert a == b
 
 
-def test_frame_shards_built_on_a_cluster_are_the_serial_bytes(tmp_path: Path, media: Path, client) -> None:  # noqa: ANN001
+def test_frame_shards_built_on_a_cluster_are_the_serial_bytes(tmp_path: Path, media: Path, client) -> None:
     manifest = _manifest([media / f"f{i}.mp4" for i in range(2)] + [media / f"n{i}.mp4" for i in range(6)])
 
-    def stage(out: Path, dask_client) -> tuple:  # noqa: ANN001
+    def stage(out: Path, dask_client) -> tuple:
         frames, extract = extract_videos(manifest, PARAMS_2, out, client=dask_client)
         return _files(out), frames, extract
 
@@ -300,12 +300,12 @@ def test_frame_shards_built_on_a_cluster_are_the_serial_bytes(tmp_path: Path, me
 
 
 @pytest.mark.slow
-def test_crop_shards_built_on_a_cluster_are_the_serial_bytes(tmp_path: Path, media: Path, client) -> None:  # noqa: ANN001
+def test_crop_shards_built_on_a_cluster_are_the_serial_bytes(tmp_path: Path, media: Path, client) -> None:
     """MTCNN on two worker processes gives the crops, rows and parquet bytes of one process (about 35 s)."""
     manifest = _manifest([media / f"f{i}.mp4" for i in range(2)] + [media / f"n{i}.mp4" for i in range(6)])
     frames, extract = extract_videos(manifest, PARAMS_2, tmp_path / "frames")
 
-    def stage(out: Path, dask_client) -> tuple:  # noqa: ANN001
+    def stage(out: Path, dask_client) -> tuple:
         faces, report = crop_faces.crop_videos(manifest, frames, extract, tmp_path / "frames", out / "crops",
                                                CropParams(videos_per_shard=2), client=dask_client)
         records.write_faces(faces, out / "faces.parquet")
@@ -316,7 +316,7 @@ def test_crop_shards_built_on_a_cluster_are_the_serial_bytes(tmp_path: Path, med
     _assert_same(serial, cluster)
 
 
-def test_a_worker_that_dies_costs_its_video_only(tmp_path: Path, media: Path, client) -> None:  # noqa: ANN001
+def test_a_worker_that_dies_costs_its_video_only(tmp_path: Path, media: Path, client) -> None:
     paths = [media / f"n{i}.mp4" for i in range(8)]
     ids = [p.stem for p in paths]
     videos = [{"video_id": p.stem, "path": str(p), "status": "ok", "reason": "", "signature": ""} for p in paths]

@@ -149,7 +149,7 @@ def test_no_test_or_val_video_reaches_training(tmp_path: Path, monkeypatch: pyte
     seen: list[list[str]] = []
 
     class SpyDataset(train_mod.CropDataset):
-        def __init__(self, rows, crops_dir, transform, **kwargs):  # noqa: ANN001, ANN003
+        def __init__(self, rows, crops_dir, transform, **kwargs):
             super().__init__(rows, crops_dir, transform, **kwargs)
             seen.append(list(rows["video_id"]))
 
@@ -165,7 +165,7 @@ def test_no_test_or_val_video_reaches_training(tmp_path: Path, monkeypatch: pyte
 
 def test_arbitrary_pickle_is_refused(tmp_path: Path) -> None:
     class Evil:
-        def __reduce__(self):  # noqa: ANN204
+        def __reduce__(self):
             return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
 
     bad = tmp_path / "evil.pt"
@@ -195,7 +195,7 @@ def test_imagenet_unavailable_falls_back_or_fails(monkeypatch: pytest.MonkeyPatc
 
     from deepfake_detector import model as model_mod
 
-    def offline(*a, **k):  # noqa: ANN002, ANN003
+    def offline(*a, **k):
         raise OSError("no network")
 
     monkeypatch.setattr(ResNet18_Weights.IMAGENET1K_V1, "get_state_dict", offline)

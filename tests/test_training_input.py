@@ -204,7 +204,7 @@ def test_in_process_loading_runs_single_threaded(threads: int) -> None:
 def test_prefetch_keeps_order_raises_and_stops() -> None:
     assert list(prefetch(iter(range(7)), depth=2)) == list(range(7))
 
-    def failing():  # noqa: ANN202
+    def failing():
         yield 1
         raise ValueError("bad crop")
 
@@ -215,7 +215,7 @@ def test_prefetch_keeps_order_raises_and_stops() -> None:
     assert got == [1]
     produced = []
 
-    def endless():  # noqa: ANN202
+    def endless():
         i = 0
         while True:
             produced.append(i)

@@ -263,7 +263,7 @@ def test_serve_stops_on_ctrl_c_and_sigterm(checkpoint: Path, signum: int, status
 
 
 @pytest.fixture(scope="module")
-def server(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a generator fixture
+def server(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):  # a generator fixture
     """`deepfake-detector serve` on a free loopback port, uploads up to 1 MB, for the module."""
     from tools.web_check import start_server
 
@@ -273,7 +273,7 @@ def server(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa:
 
 
 @pytest.mark.slow
-def test_server_judges_an_upload_through_the_client_api(server, clips: dict[str, Path], tmp_path: Path) -> None:  # noqa: ANN001
+def test_server_judges_an_upload_through_the_client_api(server, clips: dict[str, Path], tmp_path: Path) -> None:
     import httpx
     from gradio_client import Client, handle_file
 
@@ -298,7 +298,7 @@ def test_server_judges_an_upload_through_the_client_api(server, clips: dict[str,
 
 
 @pytest.mark.slow
-def test_page_in_headless_chromium(server, clips: dict[str, Path], tmp_path: Path) -> None:  # noqa: ANN001
+def test_page_in_headless_chromium(server, clips: dict[str, Path], tmp_path: Path) -> None:
     from tools.web_check import find_browser, judge_in_browser
 
     found = find_browser()

@@ -244,7 +244,7 @@ def explain_file(detector: Detector, pred: PathPrediction, out_dir: Path) -> Vid
         with atomic_dir(out_dir) as building:
             result = build_explanation(detector.model, detector.meta, pred.verdict, pred.faces, pred.crops,
                                        pred.frames, building, ExplainParams())
-    except Exception as exc:  # noqa: BLE001 - one file's report must not lose the other files' verdicts
+    except Exception as exc:  # one file's report must not lose the other files' verdicts
         logger.error("Grad-CAM failed for %s: %s: %s", pred.verdict.video_path, type(exc).__name__, exc)
         return f"failed: {type(exc).__name__}: {exc}"
     result.report = Path(out_dir) / result.report.name  # where the folder is now
