@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -19,6 +20,7 @@ import yaml
 
 from deepfake_detector import evaluate, metric_files, records
 from deepfake_detector import train as train_mod
+from deepfake_detector.aggregate import video_scores
 from deepfake_detector.calibration import load_detector
 from deepfake_detector.imaging import encode_image
 from deepfake_detector.model import CheckpointError, CheckpointMeta, build_model, load_model, save_checkpoint
@@ -231,6 +233,32 @@ def test_evaluate_counts_unscored_videos(trained: dict[str, Path]) -> None:
     conf = pd.read_csv(root / "plots" / "confusion.csv")
     assert len(conf) == 3 and set(conf.columns) == {"actual", "predicted"}
     assert "patch" in m["by_manipulation"]
+
+
+def test_evaluate_verdicts_are_the_calibrations(trained: dict[str, Path], tmp_path: Path) -> None:
+    """evaluate judges with Calibration.decide: a video within the abstain band is uncertain
+    there too (accuracy_all_videos and the confusion plot), as in predict_videos and the CLI."""
+    model, meta = load_model(trained["detector"])
+    cal = load_detector(trained["detector"]).calibration
+    rows = records.read_face_scores(trained["scores"])
+    probs = video_scores(rows[rows["video_id"].isin(["v14", "v15", "v16"])], cal.aggregation, cal.aggregate)
+    # The threshold on one test video's score: that video falls within the band.
+    cal = dataclasses.replace(cal, threshold=float(probs.iloc[0]), abstain_band=1e-6)
+    detector = tmp_path / "detector.pt"
+    save_checkpoint(detector, model, dataclasses.replace(meta, calibration=cal.to_dict()))
+    evaluate_stage.main(["--detector", str(detector), "--manifest", str(trained["manifest"]),
+                         "--scores", str(trained["scores"]), "--detection-report", str(trained["report"]),
+                         "--plots-dir", str(tmp_path / "plots"), "--metrics", str(tmp_path / "metrics.json"),
+                         "--details", str(tmp_path / "details.json")])
+    m = json.loads((tmp_path / "details.json").read_text())
+    expected = [cal.decide(float(p), int((rows["video_id"] == v).sum()))[0] for v, p in probs.items()]
+    assert expected[0] == records.UNCERTAIN
+    conf = pd.read_csv(tmp_path / "plots" / "confusion.csv")
+    assert conf["predicted"].tolist() == expected
+    assert m["verdicts"][records.UNCERTAIN] == 1 and sum(m["verdicts"][v] for v in records.SCORED_VERDICTS) == 3
+    truth = records.read_manifest(trained["manifest"]).set_index("video_id")["label"]
+    right = sum(e == truth[v] for v, e in zip(probs.index, expected))
+    assert m["coverage"]["accuracy_all_videos"] == right / 4  # the uncertain and the no-face video count as errors
 
 
 @pytest.mark.slow
