@@ -21,12 +21,14 @@ import torch
 from conftest import SHARED_DATA, noise_frames, portrait_frames, unprivileged, write_clip
 from deepfake_detector import cli, judge, records, service
 from deepfake_detector.calibration import load_detector
+from deepfake_detector.config import to_dict
 from deepfake_detector.data import CropDataset
 from deepfake_detector.engine import predict_logits, setup_runtime
 from deepfake_detector.imaging import encode_image
 from deepfake_detector.model import CheckpointMeta, build_model, save_checkpoint
 from deepfake_detector.shards import ShardWriter, shard_name
 from deepfake_detector.transforms import build_eval_transform
+from full_params import full
 from test_calibrate import make_calibration
 from test_predict import save_detector
 
@@ -279,9 +281,9 @@ def test_cli_and_pipeline_give_the_same_verdict_on_a_real_clip(checkpoint: Path,
     cal = detector.calibration
     manifest = pd.DataFrame([{"video_id": "clip", "path": str(clip), "label": "real", "split": "test", "group": "g",
                               "source": "folder", "manipulation": "original", "status": "ok", "reason": ""}])
-    frames, extract = extract_videos(manifest, ExtractParams(frames_per_video=cal.frames_per_video), tmp_path / "frames")
+    frames, extract = extract_videos(manifest, full(ExtractParams, frames_per_video=cal.frames_per_video), tmp_path / "frames")
     faces, report = crop_videos(manifest, frames, extract.astype(str), tmp_path / "frames", tmp_path / "crops", cal.crop)
-    records.write_faces(faces, tmp_path / "faces.parquet")
+    records.write_faces(faces, tmp_path / "faces.parquet", to_dict(cal.crop))
     records.write_manifest(manifest, tmp_path / "manifest.csv")
     rows = load_face_table(tmp_path / "faces.parquet", records.read_manifest(tmp_path / "manifest.csv"))
     scores = score_faces(detector.model, detector.meta, rows, tmp_path / "crops", batch_size=8)

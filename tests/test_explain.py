@@ -12,12 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from deepfake_detector import records
-from deepfake_detector.config import ConfigError, from_mapping
+from deepfake_detector.config import ConfigError
 from deepfake_detector.explain import (
     ExplainParams,
     build_explanation,
@@ -32,6 +31,7 @@ from deepfake_detector.imaging import crop_face, crop_window, cut_window, encode
 from deepfake_detector.model import CheckpointMeta, build_model, weights_hash
 from deepfake_detector.shards import ShardWriter, shard_name
 from deepfake_detector.stages import gradcam as gradcam_stage
+from full_params import crop_settings, full, params_file
 from test_calibrate import make_calibration
 from test_predict import save_detector
 
@@ -224,13 +224,13 @@ def test_select_frames_high_and_low_are_disjoint_and_ordered() -> None:
 
 
 def test_params_validate() -> None:
-    assert from_mapping(GradcamParams, {"split": "val", "top_k": 2}, "gradcam").explain().top_k == 2
+    assert full(GradcamParams, split="val", top_k=2).explain().top_k == 2
     with pytest.raises(ConfigError, match="gradcam.topk"):
-        from_mapping(GradcamParams, {"topk": 2}, "gradcam")
+        full(GradcamParams, topk=2)
     with pytest.raises(ConfigError, match="alpha"):
-        from_mapping(GradcamParams, {"alpha": 1.5}, "gradcam")
+        full(GradcamParams, alpha=1.5)
     with pytest.raises(ConfigError, match="split"):
-        from_mapping(GradcamParams, {"split": "dev"}, "gradcam")
+        full(GradcamParams, split="dev")
 
 
 # ----------------------------------------------------------------------------- one video
@@ -368,7 +368,7 @@ def _make_stage_set(root: Path) -> dict[str, Path]:
                     masks.append({"file": f"{vid}.mp4", "frame_index": f, "polygon": json.dumps(poly)})
     records.write_manifest(pd.DataFrame(manifest), root / "manifest.csv")
     records.write_predictions(pd.DataFrame(preds), root / "video_predictions.csv")
-    records.write_faces(faces, root / "faces.parquet")
+    records.write_faces(faces, root / "faces.parquet", crop_settings())
     scores = pd.DataFrame(faces)[records.FACE_KEY].assign(split="test", logit=rng.normal(size=len(faces)))
     records.write_face_scores(scores, root / "face_scores.parquet")
     records.write_frames(pd.DataFrame(frames_rows), root / "frames.csv")
@@ -388,10 +388,8 @@ def _stage_args(root: Path, params: Path, masks: Path | None) -> list[str]:
 
 
 def _params(root: Path, **gradcam: object) -> Path:
-    path = root / "params.yaml"
     section = {"split": "test", "max_videos": 3, "top_k": 2, "batch_size": 4, "alpha": 0.5}
-    path.write_text(yaml.safe_dump({"gradcam": {**section, **gradcam}, "train": {"bogus": "other sections are not read"}}))
-    return path
+    return params_file(root / "params.yaml", gradcam={**section, **gradcam}, train={"bogus": "other sections are not read"})
 
 
 def test_stage_writes_reports_index_and_metrics(tmp_path: Path) -> None:

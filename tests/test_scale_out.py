@@ -20,12 +20,14 @@ import dask_faults
 from conftest import noise_frames, portrait_frames, write_clip
 from deepfake_detector import batch, crop_faces, extract_frames, records
 from deepfake_detector.batch import IncompleteShardsError, plan_shards, run_shards
+from deepfake_detector.config import to_dict
 from deepfake_detector.extract_frames import ExtractParams, extract_videos
 from deepfake_detector.faces import CropParams
 from deepfake_detector.shards import ShardWriter, partition_count, partition_of
+from full_params import full
 
 PER_SHARD = 3  # 8 or 9 videos -> 4 partitions
-PARAMS = ExtractParams(frames_per_video=2, videos_per_shard=PER_SHARD)
+PARAMS = full(ExtractParams, frames_per_video=2, videos_per_shard=PER_SHARD)
 PARAMS_2 = dataclasses.replace(PARAMS, videos_per_shard=2)
 
 
@@ -226,7 +228,7 @@ def test_crop_faces_redetects_only_the_shards_whose_frames_changed(tmp_path: Pat
         return call(self, video)
 
     monkeypatch.setattr(crop_faces._Cropper, "__call__", counting)
-    params = CropParams(videos_per_shard=2, detect_every=1)
+    params = full(CropParams, videos_per_shard=2, detect_every=1)
 
     def run(paths: list[Path], extract_params: ExtractParams = PARAMS_2) -> tuple[list[dict], pd.DataFrame]:
         manifest = _manifest(paths)
@@ -306,9 +308,10 @@ def test_crop_shards_built_on_a_cluster_are_the_serial_bytes(tmp_path: Path, med
     frames, extract = extract_videos(manifest, PARAMS_2, tmp_path / "frames")
 
     def stage(out: Path, dask_client) -> tuple:
+        params = full(CropParams, videos_per_shard=2)
         faces, report = crop_faces.crop_videos(manifest, frames, extract, tmp_path / "frames", out / "crops",
-                                               CropParams(videos_per_shard=2), client=dask_client)
-        records.write_faces(faces, out / "faces.parquet")
+                                               params, client=dask_client)
+        records.write_faces(faces, out / "faces.parquet", to_dict(params))
         return _files(out / "crops"), report, (out / "faces.parquet").read_bytes()
 
     serial, cluster = _serial_and_cluster(tmp_path, client, stage)

@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from deepfake_detector import evaluate, metric_files, records
 from deepfake_detector import train as train_mod
@@ -28,6 +27,7 @@ from deepfake_detector.shards import ShardWriter, shard_name
 from deepfake_detector.stages import calibrate as calibrate_stage
 from deepfake_detector.stages import evaluate as evaluate_stage
 from deepfake_detector.stages import train as train_stage
+from full_params import crop_settings, params_file
 
 TINY_TRAIN = {
     "init": "random", "input_size": 32, "epochs": 2, "batch_size": 8, "lr": 1e-3, "patience": 2,
@@ -69,15 +69,15 @@ def make_crop_set(root: Path, n_videos: int = 18, frames: int = 4, size: int = 4
     # groups g0..g8 pair videos (2i, 2i+1): make sure pairs never straddle splits in this fixture
     manifest = pd.DataFrame(rows)
     records.write_csv(manifest, root / "manifest.csv", records.MANIFEST_COLUMNS)
-    records.write_faces(faces, root / "faces.parquet")
+    records.write_faces(faces, root / "faces.parquet", crop_settings())
     records.write_csv(pd.DataFrame(report), root / "detection_report.csv", records.DETECTION_REPORT_COLUMNS)
     return {"manifest": root / "manifest.csv", "faces": root / "faces.parquet", "crops": crops_dir,
             "report": root / "detection_report.csv"}
 
 
 def write_params(path: Path, train: dict, **sections: dict) -> Path:
-    path.write_text(yaml.safe_dump({"train": train, **sections}))
-    return path
+    """The committed params.yaml with these train keys (and other sections' keys) changed."""
+    return params_file(path, train=train, **sections)
 
 
 def calibrate_args(d: dict[str, Path], root: Path, params: Path, model: Path) -> list[str]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +63,12 @@ class CalibrateParams:
         aggregate: Cut-offs of the ``confident`` strategy.
     """
 
-    aggregation: str = "auto"
-    abstain_band: float = 0.05
-    min_faces: int = 3
-    target_fpr: float = 0.05
-    batch_size: int = 64
-    aggregate: AggregateParams = field(default_factory=AggregateParams)
+    aggregation: str
+    abstain_band: float
+    min_faces: int
+    target_fpr: float
+    batch_size: int
+    aggregate: AggregateParams
 
     def __post_init__(self) -> None:
         if self.aggregation != "auto" and self.aggregation not in AGGREGATORS:

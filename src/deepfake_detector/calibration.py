@@ -32,6 +32,10 @@ from .config import ConfigError, from_mapping
 from .faces import CropParams
 from .model import CheckpointError, CheckpointMeta, load_model
 
+# Crop settings that older checkpoints do not record, and how those checkpoints' crops were
+# made: before detect_every_no_face (fee5b32), keyframes without a face came every detect_every.
+_CROP_BEFORE: dict[str, Any] = {"detect_every_no_face": lambda crop: crop.get("detect_every")}
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -78,9 +82,16 @@ class Calibration:
     def from_dict(cls, data: dict[str, Any], where: str = "calibration") -> Calibration:
         """Inverse of :meth:`to_dict`; unknown or missing keys are errors.
 
+        A checkpoint is not params.yaml: one written before a setting existed is read with
+        the value it was made with (:data:`_CROP_BEFORE`), never with today's params.
+
         Raises:
             ConfigError: If the dict does not describe a calibration.
         """
+        crop = data.get("crop")
+        if isinstance(crop, dict):
+            crop = {**{k: rule(crop) for k, rule in _CROP_BEFORE.items() if k not in crop}, **crop}
+            data = {**data, "crop": crop}
         return from_mapping(cls, data, where)
 
     def faces_needed(self, frames_planned: int | None = None) -> int:

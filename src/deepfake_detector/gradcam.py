@@ -55,11 +55,11 @@ class GradcamParams:
         alpha: Opacity of the heat map over the image, in [0, 1].
     """
 
-    split: str = "test"
-    max_videos: int = 8
-    top_k: int = 3
-    batch_size: int = 16
-    alpha: float = 0.5
+    split: str
+    max_videos: int
+    top_k: int
+    batch_size: int
+    alpha: float
 
     def __post_init__(self) -> None:
         if self.split not in records.SPLITS:

@@ -19,7 +19,7 @@ usable video at all (every index broken, no media in the folders, every listed f
 writes its report and fails with the reason, instead of a manifest that later stages trip over.
 
 Example:
-    >>> params = IngestParams(sources=(SourceParams(format="ffpp", root="ffpp"),))  # doctest: +SKIP
+    >>> params = load_section(IngestParams, "ingest")  # doctest: +SKIP
     >>> manifest = ingest(params, Path("data/manifest.csv"), Path("outputs/ingest_report.json"))  # doctest: +SKIP
 """
 
@@ -131,11 +131,11 @@ class IngestParams:
         ffpp_splits: Folder with FF++'s official ``train.json``/``val.json``/``test.json``.
     """
 
-    sources: tuple[SourceParams, ...] = (SourceParams(format="sample", root="data/sample"),)
-    val_fraction: float = 0.2
-    test_fraction: float = 0.25
-    seed: int = 0
-    ffpp_splits: str | None = None
+    sources: tuple[SourceParams, ...]
+    val_fraction: float
+    test_fraction: float
+    seed: int
+    ffpp_splits: str | None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sources", tuple(self.sources))

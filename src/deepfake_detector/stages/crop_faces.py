@@ -19,7 +19,7 @@ from pathlib import Path
 from .. import records
 from ..batch import log_status_summary
 from ..cluster import add_scheduler_option, dask_client, scheduler_choice
-from ..config import load_section
+from ..config import load_section, to_dict
 from ..crop_faces import crop_videos
 from ..faces import CropParams
 from . import stage_parser, stage_run
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         extract = records.read_extract_report(args.extract_report)
         with dask_client(scheduler_choice(args.scheduler)) as client:
             faces, report = crop_videos(manifest, frames, extract, args.frames_dir, args.crops_dir, params, client=client)
-        records.write_faces(faces, args.faces)
+        records.write_faces(faces, args.faces, to_dict(params))
         records.write_detection_report(report, args.report)
         log_status_summary(report, "crop_faces", records.STATUSES)
 
