@@ -24,7 +24,7 @@ from deepfake_detector.config import to_dict
 from deepfake_detector.extract_frames import ExtractParams, extract_videos
 from deepfake_detector.faces import CropParams
 from deepfake_detector.shards import ShardWriter, partition_count, partition_of
-from full_params import full
+from full_params import full, params_file
 
 PER_SHARD = 3  # 8 or 9 videos -> 4 partitions
 PARAMS = full(ExtractParams, frames_per_video=2, videos_per_shard=PER_SHARD)
@@ -371,8 +371,7 @@ def test_dvc_keeps_persisted_shards_and_records_the_new_hash(tmp_path: Path, med
         lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
         return next(o["md5"] for o in lock["stages"]["extract"]["outs"] if o["path"] == "frames")
 
-    params = {"extract_frames": {"frames_per_video": 2, "videos_per_shard": PER_SHARD}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    params_file(tmp_path / "params.yaml", extract_frames={"frames_per_video": 2, "videos_per_shard": PER_SHARD})
     stage = {"cmd": "python -m deepfake_detector.stages.extract_frames --manifest manifest.csv --frames-dir frames "
                     "--frames-table frames.csv --report report.csv",
              "deps": ["manifest.csv"], "params": ["extract_frames"],
@@ -400,7 +399,7 @@ def test_the_stage_runs_on_a_local_cluster_and_names_an_unreachable_scheduler(tm
     args = ["--params", str(tmp_path / "params.yaml"), "--manifest", str(tmp_path / "manifest.csv"),
             "--frames-dir", str(tmp_path / "frames"), "--frames-table", str(tmp_path / "frames.csv"),
             "--report", str(tmp_path / "report.csv")]
-    (tmp_path / "params.yaml").write_text("extract_frames: {frames_per_video: 2}\n")
+    params_file(tmp_path / "params.yaml", extract_frames={"frames_per_video": 2})
     stage.main([*args, "--scheduler", "local:1"])
     assert records.read_extract_report(tmp_path / "report.csv")["status"].tolist() == ["ok", "ok"]
     import dask

@@ -21,13 +21,15 @@ from deepfake_detector import evaluate, metric_files, records
 from deepfake_detector import train as train_mod
 from deepfake_detector.aggregate import video_scores
 from deepfake_detector.calibration import load_detector
+from deepfake_detector.config import to_dict
+from deepfake_detector.extract_frames import ExtractParams
 from deepfake_detector.imaging import encode_image
 from deepfake_detector.model import CheckpointError, CheckpointMeta, build_model, load_model, save_checkpoint
 from deepfake_detector.shards import ShardWriter, shard_name
 from deepfake_detector.stages import calibrate as calibrate_stage
 from deepfake_detector.stages import evaluate as evaluate_stage
 from deepfake_detector.stages import train as train_stage
-from full_params import crop_settings, params_file
+from full_params import crop_settings, full, params_file
 
 TINY_TRAIN = {
     "init": "random", "input_size": 32, "epochs": 2, "batch_size": 8, "lr": 1e-3, "patience": 2,
@@ -123,7 +125,9 @@ def test_calibrate_makes_a_detector_from_the_same_weights(trained: dict[str, Pat
     _, meta = load_model(trained["model"])
     cal = detector.calibration
     assert detector.meta.weights_sha256 == meta.weights_sha256 == cal.weights_sha256
-    assert cal.frames_per_video == 16 and cal.crop.margin == 0.3  # params defaults, recorded
+    # How the scored crops were made, recorded: frames from params.yaml, crops from faces.parquet.
+    assert cal.frames_per_video == full(ExtractParams).frames_per_video
+    assert to_dict(cal.crop) == records.read_crop_settings(trained["faces"]) == crop_settings()
     assert 0.0 <= cal.threshold <= 1.0 and cal.aggregation in ("mean", "mean_logit", "confident", "max_face_mean")
     scores = records.read_face_scores(trained["scores"])
     faces = records.read_faces(trained["faces"])
