@@ -36,7 +36,6 @@ from typing import Callable
 import cv2
 import torch
 
-from deepfake_detector.aggregate import AggregateParams
 from deepfake_detector.calibrate import CalibrateParams
 from deepfake_detector.calibration import Calibration, Detector
 from deepfake_detector.config import load_section
@@ -103,12 +102,13 @@ def where_time_goes(video: Path, frames_wanted: int, detector: FaceDetector, mod
 
 
 def bench_clip(video: Path, args: argparse.Namespace, model_path: Path, crop_params: CropParams,
-               aggregate: AggregateParams) -> dict:
+               calibrate: CalibrateParams) -> dict:
     """Alternate (a), (b), (c) on one clip ``--repeats`` times; medians and (a)'s steps."""
     model, meta = load_model(model_path)
     naive_model, _ = load_model(model_path)  # plain fp32, contiguous: the seed's set-up
     calibration = Calibration(weights_sha256=meta.weights_sha256, frames_per_video=args.frames, crop=crop_params,
-                              aggregation="mean", aggregate=aggregate, threshold=0.5, abstain_band=0.05)
+                              aggregation="mean", aggregate=calibrate.aggregate, threshold=0.5, abstain_band=0.05,
+                              explain=calibrate.explain)
     rt = setup_runtime("auto")
     detector = FaceDetector(crop_params)
     naive_detector = FaceDetector(crop_params)
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     crop_params = load_section(CropParams, "crop_faces", args.params)
-    aggregate = load_section(CalibrateParams, "calibrate", args.params).aggregate
+    calibrate = load_section(CalibrateParams, "calibrate", args.params)
     videos = args.video or [p for p in DEFAULT_CLIPS if p.is_file()]
     if not videos:
         raise SystemExit(f"no clips: pass --video (the defaults live under {SHARED})")
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"detection: {crop_params}")
         ratios = []
         for video in videos:
-            r = bench_clip(video, args, model_path, crop_params, aggregate)
+            r = bench_clip(video, args, model_path, crop_params, calibrate)
             a, b, c = (r["wall"][k] for k in "abc")
             ca, cb, cc = (r["cpu"][k] for k in "abc")
             s, v = r["steps"], r["pred"].verdict

@@ -86,9 +86,9 @@ def random_detector(folder: Path) -> Path:
     model, _ = build_model("resnet18", "random")
     meta = save_checkpoint(path, model, CheckpointMeta(arch="resnet18", init="random", input_size=160))
     crop = load_section(CropParams, "crop_faces", REPO / "params.yaml")
-    aggregate = load_section(CalibrateParams, "calibrate", REPO / "params.yaml").aggregate
+    calibrate = load_section(CalibrateParams, "calibrate", REPO / "params.yaml")
     cal = Calibration(weights_sha256=meta.weights_sha256, frames_per_video=12, crop=crop, aggregation="mean",
-                      aggregate=aggregate, threshold=0.5, abstain_band=0.05)
+                      aggregate=calibrate.aggregate, threshold=0.5, abstain_band=0.05, explain=calibrate.explain)
     save_checkpoint(path, model, replace(meta, calibration=cal.to_dict()))
     return path
 

@@ -22,6 +22,7 @@ import yaml
 from deepfake_detector.aggregate import AggregateParams
 from deepfake_detector.blend import BlendParams
 from deepfake_detector.calibrate import CalibrateParams
+from deepfake_detector.calibration import ExplainParams
 from deepfake_detector.config import from_mapping, read_params, to_dict
 from deepfake_detector.extract_frames import ExtractParams
 from deepfake_detector.faces import CropParams
@@ -41,7 +42,8 @@ REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 SECTION_OF: dict[type, str] = {
     SampleParams: "sample", IngestParams: "ingest", ExtractParams: "extract_frames", CropParams: "crop_faces",
     TrainParams: "train", AugmentParams: "train.augment", SbiParams: "train.sbi", BlendParams: "train.sbi.blend",
-    CalibrateParams: "calibrate", AggregateParams: "calibrate.aggregate", PredictParams: "predict_videos",
+    CalibrateParams: "calibrate", AggregateParams: "calibrate.aggregate", ExplainParams: "calibrate.explain",
+    PredictParams: "predict_videos",
     GradcamParams: "gradcam",
 }
 

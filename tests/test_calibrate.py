@@ -10,16 +10,18 @@ import pytest
 
 from deepfake_detector import calibrate, records
 from deepfake_detector.aggregate import AggregateParams
-from deepfake_detector.calibration import Calibration
+from deepfake_detector.calibration import Calibration, ExplainParams
 from deepfake_detector.config import ConfigError, load_section
 from deepfake_detector.faces import CropParams
 from full_params import crop_settings, full, params_file
 
 
 def make_calibration(threshold: float = 0.5, band: float = 0.05, min_faces: int = 1, aggregation: str = "mean",
-                     frames: int = 16, crop: CropParams | None = None, sha: str = "0" * 64) -> Calibration:
+                     frames: int = 16, crop: CropParams | None = None, sha: str = "0" * 64,
+                     explain: ExplainParams | None = None) -> Calibration:
     return Calibration(weights_sha256=sha, frames_per_video=frames, crop=crop or full(CropParams), aggregation=aggregation,
-                       aggregate=full(AggregateParams), threshold=threshold, abstain_band=band, min_faces=min_faces)
+                       aggregate=full(AggregateParams), threshold=threshold, abstain_band=band, min_faces=min_faces,
+                       explain=explain or full(ExplainParams))
 
 
 @pytest.mark.parametrize(
@@ -141,6 +143,16 @@ def test_a_checkpoint_from_before_detect_every_no_face_reads_as_it_was_made() ->
     data = make_calibration(crop=full(CropParams, detect_every=4)).to_dict()
     del data["crop"]["detect_every_no_face"]
     assert Calibration.from_dict(data).crop.detect_every_no_face == 4
+
+
+def test_a_checkpoint_from_before_it_recorded_its_gradcam_settings_reads_as_it_was_explained() -> None:
+    """The CLI and the web demo explained such detectors with top_k 3, batch_size 16, alpha 0.5."""
+    data = make_calibration(explain=full(ExplainParams, top_k=5)).to_dict()
+    assert Calibration.from_dict(data).explain.top_k == 5
+    del data["explain"]
+    assert Calibration.from_dict(data).explain == ExplainParams(top_k=3, batch_size=16, alpha=0.5)
+    with pytest.raises(ConfigError, match="explain.alpha"):  # recorded, it is read as recorded: all of it
+        Calibration.from_dict({**data, "explain": {"top_k": 3, "batch_size": 16}})
 
 
 def test_faces_parquet_carries_its_crop_settings(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import torch
 
 from conftest import SHARED_DATA, noise_frames, portrait_frames, unprivileged, write_clip
 from deepfake_detector import cli, judge, records, service
-from deepfake_detector.calibration import load_detector
+from deepfake_detector.calibration import ExplainParams, load_detector
 from deepfake_detector.config import to_dict
 from deepfake_detector.data import CropDataset
 from deepfake_detector.engine import predict_logits, setup_runtime
@@ -32,12 +32,16 @@ from full_params import full
 from test_calibrate import make_calibration
 from test_predict import save_detector
 
+# Not params.yaml's values: --explain is seen to take the detector's settings.
+CLI_EXPLAIN = full(ExplainParams, top_k=2, alpha=0.3)
+
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A calibrated random-init detector: 2 frames per video, threshold 0.4, mean_logit."""
+    """A calibrated random-init detector: 2 frames per video, threshold 0.4, mean_logit, its
+    own Grad-CAM settings."""
     path = tmp_path_factory.mktemp("ckpt") / "detector.pt"
-    return save_detector(path, make_calibration(threshold=0.4, aggregation="mean_logit", frames=2))
+    return save_detector(path, make_calibration(threshold=0.4, aggregation="mean_logit", frames=2, explain=CLI_EXPLAIN))
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +78,6 @@ def json_run(checkpoint: Path, media: dict[str, Path], tmp_path_factory: pytest.
 
     fake = types.ModuleType("deepfake_detector.explain")
     fake.build_explanation = build_explanation
-    fake.ExplainParams = lambda: "explain-defaults"
     out = root / "out.json"
     args = [str(media["good"]), str(media["corrupt"]), str(media["dir"]), "--model", str(checkpoint),
             "--json", str(out), "--explain", str(root / "cam")]
@@ -192,7 +195,8 @@ def test_explain_gets_aligned_faces_crops_and_frames(json_run: dict, media: dict
     c = calls[0]
     # Built in a hidden folder next to its place, then renamed onto it whole.
     assert c["out_dir"].parent == json_run["cam"] and c["out_dir"].name.startswith(".good.")
-    assert sorted(p.name for p in json_run["cam"].iterdir()) == ["b_face", "good"] and c["params"] == "explain-defaults"
+    assert sorted(p.name for p in json_run["cam"].iterdir()) == ["b_face", "good"]
+    assert c["params"] == CLI_EXPLAIN  # the detector's Grad-CAM settings, as the gradcam stage uses them
     assert len(c["faces"]) == len(c["crops"]) >= 2
     assert list(c["faces"].columns) == records.SCORED_FACE_COLUMNS
     assert set(c["faces"]["frame_index"]) <= set(c["frames"]) and len(c["frames"]) == 2

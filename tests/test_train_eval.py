@@ -77,6 +77,10 @@ def make_crop_set(root: Path, n_videos: int = 18, frames: int = 4, size: int = 4
             "report": root / "detection_report.csv"}
 
 
+# Not the committed values, so the detector is seen to carry params.yaml's.
+TINY_EXPLAIN = {"top_k": 2, "batch_size": 4, "alpha": 0.25}
+
+
 def write_params(path: Path, train: dict, **sections: dict) -> Path:
     """The committed params.yaml with these train keys (and other sections' keys) changed."""
     return params_file(path, train=train, **sections)
@@ -97,7 +101,7 @@ def train_args(d: dict[str, Path], root: Path, params: Path) -> list[str]:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("train")
     d = make_crop_set(root)
-    params = write_params(root / "params.yaml", TINY_TRAIN)
+    params = write_params(root / "params.yaml", TINY_TRAIN, calibrate={"explain": TINY_EXPLAIN})
     train_stage.main(train_args(d, root, params))
     calibrate_stage.main(calibrate_args(d, root, params, root / "model.pt"))
     return {**d, "root": root, "model": root / "model.pt", "detector": root / "detector.pt",
@@ -128,6 +132,8 @@ def test_calibrate_makes_a_detector_from_the_same_weights(trained: dict[str, Pat
     # How the scored crops were made, recorded: frames from params.yaml, crops from faces.parquet.
     assert cal.frames_per_video == full(ExtractParams).frames_per_video
     assert to_dict(cal.crop) == records.read_crop_settings(trained["faces"]) == crop_settings()
+    # How its verdicts are explained (the CLI and the web demo read it here): params.yaml's.
+    assert to_dict(cal.explain) == TINY_EXPLAIN
     assert 0.0 <= cal.threshold <= 1.0 and cal.aggregation in ("mean", "mean_logit", "confident", "max_face_mean")
     scores = records.read_face_scores(trained["scores"])
     faces = records.read_faces(trained["faces"])

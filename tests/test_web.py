@@ -17,7 +17,9 @@ import pytest
 
 from conftest import noise_frames, portrait_frames, write_clip
 from deepfake_detector import cli, service, web
+from deepfake_detector.calibration import ExplainParams
 from deepfake_detector.video import read_frames
+from full_params import full
 from test_calibrate import make_calibration
 from test_predict import save_detector
 
@@ -28,9 +30,11 @@ SCORED = ("FAKE", "REAL", "UNCERTAIN")
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A calibrated random-init detector: 3 frames per video, threshold 0.4, band 0.05."""
+    """A calibrated random-init detector: 3 frames per video, threshold 0.4, band 0.05, and
+    Grad-CAM on 2 frames each way (not params.yaml's 3)."""
     path = tmp_path_factory.mktemp("ckpt") / "detector.pt"
-    return save_detector(path, make_calibration(threshold=0.4, aggregation="mean_logit", frames=3))
+    explain = full(ExplainParams, top_k=2)
+    return save_detector(path, make_calibration(threshold=0.4, aggregation="mean_logit", frames=3, explain=explain))
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +67,7 @@ def test_real_clip_gets_verdict_plot_montage_and_report(judge: web.WebJudge, cli
         assert cv2.imread(str(image)) is not None and image.parent == a.report.parent
     report = a.report.read_text()
     assert "data:image/png;base64," in report and a.verdict.verdict in report
+    assert "Top row: the 2 frames with the highest fake probability" in report  # the detector's top_k
     assert [f for f, _ in steps] == sorted(f for f, _ in steps) and steps[-1][0] == 1.0
 
 

@@ -10,8 +10,9 @@
    When validation has no fake videos (training on real videos with Self-Blended Images),
    it is set so that ``target_fpr`` of the validation real videos would be called fake.
 4. The :class:`calibration.Calibration` (with the frames per video and the detection and
-   crop settings the scores were made with) is stored inside a copy of the checkpoint:
-   ``models/detector.pt``, the one file that judges videos. A readable copy with the
+   crop settings the scores were made with, and the Grad-CAM settings ``explain``) is
+   stored inside a copy of the checkpoint: ``models/detector.pt``, the one file that judges
+   (and explains) videos. A readable copy with the
    per-aggregation table goes to ``outputs/calibration.json``.
 """
 
@@ -29,7 +30,7 @@ from torch import nn
 
 from . import records
 from .aggregate import AGGREGATORS, AggregateParams, video_scores
-from .calibration import Calibration
+from .calibration import Calibration, ExplainParams
 from .data import CropDataset, load_face_table
 from .engine import predict_logits, prepare_model, setup_runtime
 from .extract_frames import ExtractParams
@@ -61,6 +62,7 @@ class CalibrateParams:
             the validation real videos fake.
         batch_size: Face crops per forward pass (speed only).
         aggregate: Cut-offs of the ``confident`` strategy.
+        explain: How verdicts are explained (Grad-CAM settings), stored in the detector.
     """
 
     aggregation: str
@@ -69,6 +71,7 @@ class CalibrateParams:
     target_fpr: float
     batch_size: int
     aggregate: AggregateParams
+    explain: ExplainParams
 
     def __post_init__(self) -> None:
         if self.aggregation != "auto" and self.aggregation not in AGGREGATORS:
@@ -206,7 +209,8 @@ def run_calibrate(paths: CalibratePaths, params: CalibrateParams, extract: Extra
     calibration = Calibration(
         weights_sha256=meta.weights_sha256, frames_per_video=extract.frames_per_video, crop=crop,
         aggregation=aggregation, aggregate=params.aggregate, threshold=threshold,
-        abstain_band=params.abstain_band, min_faces=params.min_faces, how=f"{how}; threshold: {rule}",
+        abstain_band=params.abstain_band, explain=params.explain, min_faces=params.min_faces,
+        how=f"{how}; threshold: {rule}",
     )
     save_checkpoint(paths.detector_out, model, replace(meta, calibration=calibration.to_dict()))
     val_videos = scores[scores["split"] == "val"].groupby("video_id")["y"].first()

@@ -8,7 +8,7 @@ Usage:
 
 Reads params ``calibrate`` and ``extract_frames.frames_per_video``; the crop settings the
 scored crops were made with come with them (recorded by crop_faces in ``faces.parquet``),
-and both go into the calibration.
+and both go into the calibration, as do the Grad-CAM settings ``calibrate.explain``.
 """
 
 from __future__ import annotations
