@@ -10,7 +10,7 @@ EXTRAS ?= test,s3
 export PATH := $(abspath $(BIN)):$(PATH)
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: demo setup test test-fast lint lock lock-check repro bench clean-venv
+.PHONY: demo setup test test-fast lint lock lock-check repro bench clean-venv release-dvc
 
 demo: setup
 	$(BIN)/dvc repro
@@ -45,6 +45,11 @@ lock:
 # or requirements.txt is not the export of uv.lock (stale, or edited by hand). No network needed.
 lock-check:
 	$(PYTHON) tools/install.py --check-lock
+
+# release/dvc.yaml is generated from dvc.yaml plus the release's differences (tools/release_dvc.py);
+# run this after editing dvc.yaml (tests/test_release_dvc.py fails until it is regenerated).
+release-dvc: setup
+	$(BIN)/python tools/release_dvc.py
 
 bench: setup
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -44,7 +44,7 @@ from deepfake_detector.model.data import ArrayDataset
 from deepfake_detector.model.engine import predict_logits, setup_runtime
 from deepfake_detector.model.network import CheckpointError, CheckpointMeta, build_model, load_model, save_checkpoint
 from deepfake_detector.model.transforms import build_eval_transform
-from deepfake_detector.scoring.aggregate import AggregateParams
+from deepfake_detector.pipeline.calibrate import CalibrateParams
 from deepfake_detector.verdicts.calibration import Calibration, Detector
 from deepfake_detector.verdicts.judge import BATCH_SIZE, judge_paths
 
@@ -101,15 +101,17 @@ def where_time_goes(video: Path, frames_wanted: int, detector: FaceDetector, mod
     return {"info": info, "decode": t1 - t0, "detect": t2 - t1, "classify": t3 - t2, "with_face": with_face, "without": without}
 
 
-def bench_clip(video: Path, args: argparse.Namespace, model_path: Path, crop_params: CropParams) -> dict:
+def bench_clip(video: Path, args: argparse.Namespace, model_path: Path, crop_params: CropParams,
+               calibrate: CalibrateParams) -> dict:
     """Alternate (a), (b), (c) on one clip ``--repeats`` times; medians and (a)'s steps."""
     model, meta = load_model(model_path)
     naive_model, _ = load_model(model_path)  # plain fp32, contiguous: the seed's set-up
     calibration = Calibration(weights_sha256=meta.weights_sha256, frames_per_video=args.frames, crop=crop_params,
-                              aggregation="mean", aggregate=AggregateParams(), threshold=0.5, abstain_band=0.05)
+                              aggregation="mean", aggregate=calibrate.aggregate, threshold=0.5, abstain_band=0.05,
+                              explain=calibrate.explain)
     rt = setup_runtime("auto")
     detector = FaceDetector(crop_params)
-    naive_detector = FaceDetector(CropParams())  # the seed's MTCNN: facenet-pytorch's defaults, min_face_size 20
+    naive_detector = FaceDetector(crop_params)
     transform = build_eval_transform(meta.input_size, tuple(meta.mean), tuple(meta.std))
 
     def shipped() -> object:
@@ -131,7 +133,7 @@ def bench_clip(video: Path, args: argparse.Namespace, model_path: Path, crop_par
     cpu: dict[str, list[float]] = {"a": [], "b": [], "c": []}
     runs: dict[str, Callable[[], object]] = {
         "a": shipped,
-        "b": lambda: naive_seed(video, naive_detector, naive_model, transform, CropParams()),
+        "b": lambda: naive_seed(video, naive_detector, naive_model, transform, crop_params),
         "c": lambda: lower_bound(boxes),
     }
     results: dict[str, object] = {}
@@ -159,7 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml", help="take crop_faces from this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    crop_params = load_section(CropParams, "crop_faces", args.params) if args.params.is_file() else CropParams()
+    crop_params = load_section(CropParams, "crop_faces", args.params)
+    calibrate = load_section(CalibrateParams, "calibrate", args.params)
     videos = args.video or [p for p in DEFAULT_CLIPS if p.is_file()]
     if not videos:
         raise SystemExit(f"no clips: pass --video (the defaults live under {SHARED})")
@@ -177,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"detection: {crop_params}")
         ratios = []
         for video in videos:
-            r = bench_clip(video, args, model_path, crop_params)
+            r = bench_clip(video, args, model_path, crop_params, calibrate)
             a, b, c = (r["wall"][k] for k in "abc")
             ca, cb, cc = (r["cpu"][k] for k in "abc")
             s, v = r["steps"], r["pred"].verdict

@@ -25,6 +25,7 @@ here and the load average printed with them, not absolute times alone.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import shutil
@@ -39,11 +40,20 @@ import numpy as np
 import pandas as pd
 
 from deepfake_detector import records
+from deepfake_detector.core.config import load_section
 from deepfake_detector.faces.detection import CropParams
 from deepfake_detector.pipeline.crop_faces import _detector, crop_videos
 from deepfake_detector.pipeline.extract_frames import ExtractParams, extract_videos
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def settings(frames: int, videos_per_shard: int | None = None) -> tuple[ExtractParams, CropParams]:
+    """params.yaml's extract_frames and crop_faces, with these frames per video (and videos per shard)."""
+    params = load_section(ExtractParams, "extract_frames", REPO / "params.yaml")
+    crop = load_section(CropParams, "crop_faces", REPO / "params.yaml")
+    shards = {} if videos_per_shard is None else {"videos_per_shard": videos_per_shard}
+    return dataclasses.replace(params, frames_per_video=frames, **shards), dataclasses.replace(crop, **shards)
 SHARED = REPO.parent / "shared" / "data"
 REAL = [  # (label, path): FF++ c23 originals (1280x720), DFDC (1920x1080 and portrait 1080x1920)
     ("720p", SHARED / "ffpp_c23_sample/original_sequences/youtube/c23/videos/004.mp4"),
@@ -66,7 +76,7 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def timed(fn, *args, **kwargs):  # noqa: ANN001, ANN201
+def timed(fn, *args, **kwargs):
     start = time.perf_counter()
     result = fn(*args, **kwargs)
     return time.perf_counter() - start, result
@@ -83,7 +93,7 @@ def warm(params: CropParams) -> None:
     build(params)
 
 
-def cluster(workers: int):  # noqa: ANN201
+def cluster(workers: int):
     from distributed import Client, LocalCluster
 
     c = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
@@ -92,7 +102,7 @@ def cluster(workers: int):  # noqa: ANN201
 
 def per_video(work: Path, frames: int) -> tuple[pd.DataFrame, list[Path]]:
     """(1): serial extract and crop time, and shard bytes, per real clip."""
-    params, crop = ExtractParams(frames_per_video=frames), CropParams()
+    params, crop = settings(frames)
     _detector(crop)
     rows, paths = [], []
     for label, path in REAL:
@@ -112,8 +122,8 @@ def per_video(work: Path, frames: int) -> tuple[pd.DataFrame, list[Path]]:
 def workers_ratio(work: Path, paths: list[Path], frames: int) -> dict:
     """(2): crop_faces with 1 then 2 workers on the same frames."""
     manifest = manifest_of(paths)
-    fr, ex = extract_videos(manifest, ExtractParams(frames_per_video=frames, videos_per_shard=1), work / "ratio" / "frames")
-    crop = CropParams(videos_per_shard=1)  # one video per shard: the shards are the tasks
+    params, crop = settings(frames, videos_per_shard=1)  # one video per shard: the shards are the tasks
+    fr, ex = extract_videos(manifest, params, work / "ratio" / "frames")
     times, files = {}, {}
     for n in (1, 2):
         c, client = cluster(n)
@@ -149,7 +159,7 @@ def simulate(work: Path, n: int, workers: int) -> dict:
 
     paths = tiny_clips(work / "tiny" / "clips", n)
     manifest = manifest_of(paths)
-    params, crop = ExtractParams(frames_per_video=2), CropParams()
+    params, crop = settings(2)
     frames_dir, crops_dir = work / "tiny" / "frames", work / "tiny" / "crops"
     out: dict = {"clips": n, "workers": workers}
     c, client = cluster(workers)
@@ -184,7 +194,7 @@ def dvc(repo: Path, *args: str) -> float:
     return time.perf_counter() - start
 
 
-def dvc_costs(work: Path, label: str, folders: list[Path], change=None) -> dict:  # noqa: ANN001
+def dvc_costs(work: Path, label: str, folders: list[Path], change=None) -> dict:
     """(4): dvc add / status / commit / push on copies of ``folders`` in a fresh DVC project."""
     repo = work / f"dvc-{label}"
     repo.mkdir()

@@ -76,16 +76,19 @@ def random_detector(folder: Path) -> Path:
     """A calibrated random-init detector (the benchmark times start-up, not accuracy)."""
     from dataclasses import replace
 
+    from deepfake_detector.core.config import load_section
     from deepfake_detector.faces.detection import CropParams
     from deepfake_detector.model.network import CheckpointMeta, build_model, save_checkpoint
-    from deepfake_detector.scoring.aggregate import AggregateParams
+    from deepfake_detector.pipeline.calibrate import CalibrateParams
     from deepfake_detector.verdicts.calibration import Calibration
 
     path = folder / "detector.pt"
     model, _ = build_model("resnet18", "random")
     meta = save_checkpoint(path, model, CheckpointMeta(arch="resnet18", init="random", input_size=160))
-    cal = Calibration(weights_sha256=meta.weights_sha256, frames_per_video=12, crop=CropParams(), aggregation="mean",
-                      aggregate=AggregateParams(), threshold=0.5, abstain_band=0.05)
+    crop = load_section(CropParams, "crop_faces", REPO / "params.yaml")
+    calibrate = load_section(CalibrateParams, "calibrate", REPO / "params.yaml")
+    cal = Calibration(weights_sha256=meta.weights_sha256, frames_per_video=12, crop=crop, aggregation="mean",
+                      aggregate=calibrate.aggregate, threshold=0.5, abstain_band=0.05, explain=calibrate.explain)
     save_checkpoint(path, model, replace(meta, calibration=cal.to_dict()))
     return path
 

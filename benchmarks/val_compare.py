@@ -27,11 +27,11 @@ import torch
 
 from deepfake_detector.core.config import load_section
 from deepfake_detector.model.engine import predict_logits, prepare_model, setup_runtime
-from deepfake_detector.scoring.metrics import roc_auc
 from deepfake_detector.model.network import load_model
 from deepfake_detector.model.sbi import PERTURBED_SUFFIX, SBI_SUFFIX, SbiCropDataset
 from deepfake_detector.model.train import TrainParams, load_splits
 from deepfake_detector.model.transforms import SOURCE_PERTURBATIONS, build_eval_transform
+from deepfake_detector.scoring.metrics import roc_auc
 
 
 def video_table(rows: pd.DataFrame, logits: np.ndarray) -> pd.DataFrame:

@@ -10,6 +10,7 @@ import skimage.data
 from deepfake_detector.core import config
 from deepfake_detector.faces import blend
 from deepfake_detector.faces.blend import BlendParams
+from full_params import full
 
 # MTCNN's detection on skimage's astronaut portrait (box x1, y1, x2, y2 and the five
 # points, rounded), measured once so these tests need no detector.
@@ -61,7 +62,7 @@ def _assert_within_box(mask: np.ndarray, box: np.ndarray) -> None:
 @pytest.mark.parametrize("seed", range(6))
 def test_self_blend_changes_only_inside_mask_and_box(make, seed):
     image, landmarks, box = make()
-    fake, mask = blend.self_blend(image, landmarks, np.random.default_rng(seed), BlendParams())
+    fake, mask = blend.self_blend(image, landmarks, np.random.default_rng(seed), full(BlendParams))
     _assert_changes_only_inside(image, fake, mask)
     _assert_within_box(mask, box)
     # The face itself is covered: the soft mask is positive at every landmark.
@@ -72,14 +73,14 @@ def test_self_blend_changes_only_inside_mask_and_box(make, seed):
 def test_self_blend_with_68_landmarks():
     image, _, _ = _textured(1)
     landmarks = _landmarks_68((100, 100), 40, 50)
-    fake, mask = blend.self_blend(image, landmarks, np.random.default_rng(0), BlendParams())
+    fake, mask = blend.self_blend(image, landmarks, np.random.default_rng(0), full(BlendParams))
     _assert_changes_only_inside(image, fake, mask)
     _assert_within_box(mask, np.array([60.0, 50.0, 140.0, 150.0]))
 
 
 def test_self_blend_same_seed_same_output_different_seed_differs():
     image, landmarks, _ = _astronaut()
-    params = BlendParams()
+    params = full(BlendParams)
     fake_a, mask_a = blend.self_blend(image, landmarks, np.random.default_rng(7), params)
     fake_b, mask_b = blend.self_blend(image, landmarks, np.random.default_rng(7), params)
     fake_c, mask_c = blend.self_blend(image, landmarks, np.random.default_rng(8), params)
@@ -94,7 +95,7 @@ def test_greyscale_face_gets_no_colour_jitter(seed):
     image, landmarks, _ = _astronaut()
     grey = np.repeat(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
     assert blend.is_greyscale(grey) and not blend.is_greyscale(image)
-    fake, mask = blend.self_blend(grey, landmarks, np.random.default_rng(seed), BlendParams())
+    fake, mask = blend.self_blend(grey, landmarks, np.random.default_rng(seed), full(BlendParams))
     _assert_changes_only_inside(grey, fake, mask)
     np.testing.assert_array_equal(fake[..., 0], fake[..., 1])
     np.testing.assert_array_equal(fake[..., 1], fake[..., 2])
@@ -103,7 +104,7 @@ def test_greyscale_face_gets_no_colour_jitter(seed):
 def test_colour_face_gets_colour_jitter():
     # The counterpart of the greyscale test: on a colour face, channels shift differently.
     image, landmarks, _ = _astronaut()
-    params = BlendParams(blend_ratios=(1.0,), brightness=0.0, contrast=0.0)
+    params = full(BlendParams, blend_ratios=(1.0,), brightness=0.0, contrast=0.0)
     fake, mask = blend.self_blend(image, landmarks, np.random.default_rng(3), params)
     inside = mask > 0.99
     shift = fake[inside].astype(float).mean(axis=0) - image[inside].astype(float).mean(axis=0)
@@ -113,7 +114,7 @@ def test_colour_face_gets_colour_jitter():
 def test_drawn_mask_follows_the_face():
     # One draw per video: moving the face moves the mask by the same amount.
     image, landmarks, _ = _textured(2, size=240)
-    draw = blend.draw_self_blend(np.random.default_rng(0), BlendParams())
+    draw = blend.draw_self_blend(np.random.default_rng(0), full(BlendParams))
     _, mask = blend.apply_self_blend(image, landmarks, draw)
     dx, dy = 17, -9
     moved_image = np.roll(image, (dy, dx), axis=(0, 1))
@@ -125,10 +126,10 @@ def test_drawn_mask_follows_the_face():
 def test_face_cut_by_the_image_border(shift):
     # Half the face outside the frame: the mask is clipped, never wraps or crashes.
     image, landmarks, _ = _textured(3)
-    fake, mask = blend.self_blend(image, landmarks + shift, np.random.default_rng(0), BlendParams())
+    fake, mask = blend.self_blend(image, landmarks + shift, np.random.default_rng(0), full(BlendParams))
     _assert_changes_only_inside(image, fake, mask)
     source, source_lm, _ = _textured(4)
-    fake, mask = blend.swap_face(image, landmarks + shift, source, source_lm, np.random.default_rng(0), BlendParams())
+    fake, mask = blend.swap_face(image, landmarks + shift, source, source_lm, np.random.default_rng(0), full(BlendParams))
     _assert_changes_only_inside(image, fake, mask)
 
 
@@ -136,7 +137,7 @@ def test_face_cut_by_the_image_border(shift):
 def test_swap_changes_only_inside_mask(seed):
     target, target_lm, box = _astronaut()
     source, source_lm, _ = _textured(seed, size=300)
-    params = BlendParams()
+    params = full(BlendParams)
     fake, mask = blend.swap_face(target, target_lm, source, source_lm, np.random.default_rng(seed), params)
     _assert_changes_only_inside(target, fake, mask)
     _assert_within_box(mask, box)
@@ -154,7 +155,7 @@ def test_swap_aligns_the_source_face():
     dx, dy = 12, 8
     source = np.roll(target, (-dy, -dx), axis=(0, 1))
     source_lm = target_lm - [dx, dy]
-    fake, mask = blend.swap_face(target, target_lm, source, source_lm, np.random.default_rng(0), BlendParams())
+    fake, mask = blend.swap_face(target, target_lm, source, source_lm, np.random.default_rng(0), full(BlendParams))
     inside = mask > 0.99
     err = np.abs(fake[inside].astype(float) - target[inside].astype(float)).mean()
     assert err < 4.0
@@ -199,7 +200,7 @@ def test_bad_landmarks_raise(landmarks):
 def test_bad_image_raises():
     _, landmarks, _ = _astronaut()
     with pytest.raises(ValueError, match="RGB uint8"):
-        blend.self_blend(np.zeros((512, 512), np.uint8), landmarks, np.random.default_rng(0), BlendParams())
+        blend.self_blend(np.zeros((512, 512), np.uint8), landmarks, np.random.default_rng(0), full(BlendParams))
 
 
 @pytest.mark.parametrize(
@@ -209,10 +210,10 @@ def test_bad_image_raises():
 )
 def test_blend_params_validation(override, key):
     with pytest.raises(config.ConfigError, match=key):
-        config.from_mapping(BlendParams, override, "train.sbi.blend")
+        full(BlendParams, **override)
 
 
 def test_blend_params_from_mapping():
-    params = config.from_mapping(BlendParams, {"blend_ratios": [0.5, 1], "scale": [0.9, 1.1]}, "blend")
+    params = full(BlendParams, blend_ratios=[0.5, 1], scale=[0.9, 1.1])
     assert params.blend_ratios == (0.5, 1.0) and params.scale == (0.9, 1.1)
     assert config.from_mapping(BlendParams, config.to_dict(params)) == params

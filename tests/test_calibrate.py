@@ -7,19 +7,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
+from deepfake_detector import records
 from deepfake_detector.core.config import ConfigError, load_section
 from deepfake_detector.faces.detection import CropParams
 from deepfake_detector.pipeline import calibrate
 from deepfake_detector.scoring.aggregate import AggregateParams
-from deepfake_detector.verdicts.calibration import Calibration
+from deepfake_detector.verdicts.calibration import Calibration, ExplainParams
+from full_params import crop_settings, full, params_file
 
 
 def make_calibration(threshold: float = 0.5, band: float = 0.05, min_faces: int = 1, aggregation: str = "mean",
-                     frames: int = 16, crop: CropParams | None = None, sha: str = "0" * 64) -> Calibration:
-    return Calibration(weights_sha256=sha, frames_per_video=frames, crop=crop or CropParams(), aggregation=aggregation,
-                       aggregate=AggregateParams(), threshold=threshold, abstain_band=band, min_faces=min_faces)
+                     frames: int = 16, crop: CropParams | None = None, sha: str = "0" * 64,
+                     explain: ExplainParams | None = None) -> Calibration:
+    return Calibration(weights_sha256=sha, frames_per_video=frames, crop=crop or full(CropParams), aggregation=aggregation,
+                       aggregate=full(AggregateParams), threshold=threshold, abstain_band=band, min_faces=min_faces,
+                       explain=explain or full(ExplainParams))
 
 
 @pytest.mark.parametrize(
@@ -60,7 +63,7 @@ def test_thin_evidence_and_damaged_files_abstain() -> None:
 
 
 def test_calibration_round_trips_and_rejects_unknown_keys() -> None:
-    cal = make_calibration(threshold=0.37, aggregation="confident", crop=CropParams(detect_long_side=360))
+    cal = make_calibration(threshold=0.37, aggregation="confident", crop=full(CropParams, detect_long_side=360))
     assert Calibration.from_dict(cal.to_dict()) == cal
     with pytest.raises(ConfigError, match="thresold"):
         Calibration.from_dict({**cal.to_dict(), "thresold": 0.2})
@@ -85,12 +88,12 @@ def _two_face_videos(rng: np.random.Generator) -> pd.DataFrame:
 
 def test_aggregation_clearly_best_on_val_is_chosen_and_calibrated() -> None:
     scores = _two_face_videos(np.random.default_rng(0))
-    aggregation, how, threshold, rule, table = calibrate.calibrate(scores, calibrate.CalibrateParams())
+    aggregation, how, threshold, rule, table = calibrate.calibrate(scores, full(calibrate.CalibrateParams))
     assert set(table) == {"mean", "mean_logit", "confident", "max_face_mean"}
     assert table["max_face_mean"]["val_auc"] == 1.0 and table["mean"]["val_auc"] < 0.5
     assert aggregation == "max_face_mean" and "val" in how and rule == "val balanced accuracy"
     # The threshold separates the val videos of the chosen aggregation.
-    s = calibrate.video_scores(scores, "max_face_mean", AggregateParams())
+    s = calibrate.video_scores(scores, "max_face_mean", full(AggregateParams))
     y = scores.groupby("video_id")["y"].first().loc[s.index]
     assert s[y == 0].max() < threshold <= s[y == 1].min()
 
@@ -98,7 +101,7 @@ def test_aggregation_clearly_best_on_val_is_chosen_and_calibrated() -> None:
 def test_ties_go_to_mean_and_fixed_names_are_respected() -> None:
     scores = _two_face_videos(np.random.default_rng(1))
     scores = scores[scores["face_index"] == 0]  # one face per frame: every strategy separates
-    table = calibrate.compare_aggregations(scores, AggregateParams())
+    table = calibrate.compare_aggregations(scores, full(AggregateParams))
     assert all(t["val_auc"] == 1.0 for t in table.values())
     assert calibrate.choose_aggregation(table, "auto")[0] == "mean"
     assert calibrate.choose_aggregation(table, "mean_logit") == ("mean_logit", "fixed in params")
@@ -110,7 +113,8 @@ def test_real_only_validation_uses_the_false_positive_target() -> None:
     rng = np.random.default_rng(2)
     rows = [{"video_id": f"r{i:02d}", "frame_index": 0, "face_index": 0, "split": "val", "y": 0, "logit": float(x)}
             for i, x in enumerate(rng.normal(-2, 1, 40))]
-    aggregation, how, threshold, rule, _ = calibrate.calibrate(pd.DataFrame(rows), calibrate.CalibrateParams(target_fpr=0.1))
+    params = full(calibrate.CalibrateParams, target_fpr=0.1)
+    aggregation, how, threshold, rule, _ = calibrate.calibrate(pd.DataFrame(rows), params)
     assert aggregation == "mean" and "one class" in how and "no fake videos" in rule
     probs = 1 / (1 + np.exp(-pd.DataFrame(rows)["logit"]))
     assert (probs >= threshold).mean() == pytest.approx(0.1, abs=0.03)
@@ -119,16 +123,45 @@ def test_real_only_validation_uses_the_false_positive_target() -> None:
 def test_no_validation_faces_is_an_error() -> None:
     rows = pd.DataFrame([{"video_id": "a", "frame_index": 0, "face_index": 0, "split": "train", "y": 0, "logit": 0.0}])
     with pytest.raises(ValueError, match="validation"):
-        calibrate.calibrate(rows, calibrate.CalibrateParams())
+        calibrate.calibrate(rows, full(calibrate.CalibrateParams))
 
 
 def test_params_validation(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
     for section, match in (({"aggregation": "median"}, "aggregation"), ({"abstain_band": 0.6}, "abstain_band"),
                            ({"aggregate": {"confident_hgih": 0.9}}, "confident_hgih"), ({"target_fpr": 0}, "target_fpr")):
-        path.write_text(yaml.safe_dump({"calibrate": section}))
+        params_file(path, calibrate=section)
         with pytest.raises(ConfigError, match=match):
             load_section(calibrate.CalibrateParams, "calibrate", path)
-    path.write_text(yaml.safe_dump({"calibrate": {"min_faces": 3, "aggregate": {"confident_high": 0.7}}}))
+    params_file(path, calibrate={"min_faces": 3, "aggregate": {"confident_high": 0.7}})
     p = load_section(calibrate.CalibrateParams, "calibrate", path)
     assert p.min_faces == 3 and p.aggregate.confident_high == 0.7
+
+
+def test_a_checkpoint_from_before_detect_every_no_face_reads_as_it_was_made() -> None:
+    """Checkpoint reading is tolerant (it is not params.yaml): a calibration written before
+    detect_every_no_face existed searched face-less keyframes every detect_every frames."""
+    data = make_calibration(crop=full(CropParams, detect_every=4)).to_dict()
+    del data["crop"]["detect_every_no_face"]
+    assert Calibration.from_dict(data).crop.detect_every_no_face == 4
+
+
+def test_a_checkpoint_from_before_it_recorded_its_gradcam_settings_reads_as_it_was_explained() -> None:
+    """The CLI and the web demo explained such detectors with top_k 3, batch_size 16, alpha 0.5."""
+    data = make_calibration(explain=full(ExplainParams, top_k=5)).to_dict()
+    assert Calibration.from_dict(data).explain.top_k == 5
+    del data["explain"]
+    assert Calibration.from_dict(data).explain == ExplainParams(top_k=3, batch_size=16, alpha=0.5)
+    with pytest.raises(ConfigError, match="explain.alpha"):  # recorded, it is read as recorded: all of it
+        Calibration.from_dict({**data, "explain": {"top_k": 3, "batch_size": 16}})
+
+
+def test_faces_parquet_carries_its_crop_settings(tmp_path: Path) -> None:
+    """calibrate takes the crop settings from crop_faces' output, not from params.yaml."""
+    settings = crop_settings(margin=0.25)
+    records.write_faces([], tmp_path / "faces.parquet", settings)
+    assert records.read_crop_settings(tmp_path / "faces.parquet") == settings
+    assert records.read_faces(tmp_path / "faces.parquet").empty
+    pd.DataFrame({"video_id": ["a"]}).to_parquet(tmp_path / "old.parquet")
+    with pytest.raises(records.RecordError, match="records no crop settings.*re-run crop_faces"):
+        records.read_crop_settings(tmp_path / "old.parquet")

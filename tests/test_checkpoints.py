@@ -72,7 +72,7 @@ def test_truncated_file(tmp_path: Path, payload: dict) -> None:
         (lambda p: p["model"].pop("layer4.1.bn2.bias"), "weights do not fit a resnet18"),
     ],
 )
-def test_tagged_but_unusable(tmp_path: Path, payload: dict, change, message: str) -> None:  # noqa: ANN001
+def test_tagged_but_unusable(tmp_path: Path, payload: dict, change, message: str) -> None:
     edited = {k: (dict(v) if isinstance(v, dict) else v) for k, v in payload.items()}
     change(edited)
     path = _resave(tmp_path / "edited.pt", edited)
@@ -85,7 +85,7 @@ def test_hostile_pickle_is_refused_without_advice_to_load_it_unsafely(tmp_path: 
     marker = tmp_path / "pwned"
 
     class Evil:
-        def __reduce__(self):  # noqa: ANN204
+        def __reduce__(self):
             return (os.system, (f"touch {marker}",))
 
     path = tmp_path / "evil.pt"

@@ -20,6 +20,7 @@ import torch
 
 from conftest import SHARED_DATA, noise_frames, portrait_frames, unprivileged, write_clip
 from deepfake_detector import records, service
+from deepfake_detector.core.config import to_dict
 from deepfake_detector.interfaces import cli
 from deepfake_detector.media.imaging import encode_image
 from deepfake_detector.media.shards import ShardWriter, shard_name
@@ -28,16 +29,21 @@ from deepfake_detector.model.engine import predict_logits, setup_runtime
 from deepfake_detector.model.network import CheckpointMeta, build_model, save_checkpoint
 from deepfake_detector.model.transforms import build_eval_transform
 from deepfake_detector.verdicts import judge
-from deepfake_detector.verdicts.calibration import load_detector
+from deepfake_detector.verdicts.calibration import ExplainParams, load_detector
+from full_params import full
 from test_calibrate import make_calibration
 from test_predict import save_detector
+
+# Not params.yaml's values: --explain is seen to take the detector's settings.
+CLI_EXPLAIN = full(ExplainParams, top_k=2, alpha=0.3)
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A calibrated random-init detector: 2 frames per video, threshold 0.4, mean_logit."""
+    """A calibrated random-init detector: 2 frames per video, threshold 0.4, mean_logit, its
+    own Grad-CAM settings."""
     path = tmp_path_factory.mktemp("ckpt") / "detector.pt"
-    return save_detector(path, make_calibration(threshold=0.4, aggregation="mean_logit", frames=2))
+    return save_detector(path, make_calibration(threshold=0.4, aggregation="mean_logit", frames=2, explain=CLI_EXPLAIN))
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +72,7 @@ def json_run(checkpoint: Path, media: dict[str, Path], tmp_path_factory: pytest.
     root = tmp_path_factory.mktemp("json_run")
     calls = []
 
-    def build_explanation(model, meta, verdict, faces, crops, frames, out_dir, params):  # noqa: ANN001, ANN202
+    def build_explanation(model, meta, verdict, faces, crops, frames, out_dir, params):
         calls.append({"verdict": verdict, "faces": faces, "crops": crops, "frames": frames, "out_dir": out_dir, "params": params})
         out_dir.mkdir(parents=True)
         (out_dir / "report.html").write_text("<html></html>")
@@ -74,7 +80,6 @@ def json_run(checkpoint: Path, media: dict[str, Path], tmp_path_factory: pytest.
 
     fake = types.ModuleType("deepfake_detector.explanations.explain")
     fake.build_explanation = build_explanation
-    fake.ExplainParams = lambda: "explain-defaults"
     out = root / "out.json"
     args = [str(media["good"]), str(media["corrupt"]), str(media["dir"]), "--model", str(checkpoint),
             "--json", str(out), "--explain", str(root / "cam")]
@@ -192,7 +197,8 @@ def test_explain_gets_aligned_faces_crops_and_frames(json_run: dict, media: dict
     c = calls[0]
     # Built in a hidden folder next to its place, then renamed onto it whole.
     assert c["out_dir"].parent == json_run["cam"] and c["out_dir"].name.startswith(".good.")
-    assert sorted(p.name for p in json_run["cam"].iterdir()) == ["b_face", "good"] and c["params"] == "explain-defaults"
+    assert sorted(p.name for p in json_run["cam"].iterdir()) == ["b_face", "good"]
+    assert c["params"] == CLI_EXPLAIN  # the detector's Grad-CAM settings, as the gradcam stage uses them
     assert len(c["faces"]) == len(c["crops"]) >= 2
     assert list(c["faces"].columns) == records.SCORED_FACE_COLUMNS
     assert set(c["faces"]["frame_index"]) <= set(c["frames"]) and len(c["frames"]) == 2
@@ -242,7 +248,7 @@ def test_json_to_stdout_and_rows_printed_as_reached(checkpoint: Path, media: dic
     real_judge_paths = judge.judge_paths
     seen_before: list[tuple[list[Path], str]] = []
 
-    def spying_judge_paths(paths, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def spying_judge_paths(paths, *args, **kwargs):
         seen_before.append((list(paths), capsys.readouterr().err))
         yield from real_judge_paths(paths, *args, **kwargs)
 
@@ -281,9 +287,9 @@ def test_cli_and_pipeline_give_the_same_verdict_on_a_real_clip(checkpoint: Path,
     cal = detector.calibration
     manifest = pd.DataFrame([{"video_id": "clip", "path": str(clip), "label": "real", "split": "test", "group": "g",
                               "source": "folder", "manipulation": "original", "status": "ok", "reason": ""}])
-    frames, extract = extract_videos(manifest, ExtractParams(frames_per_video=cal.frames_per_video), tmp_path / "frames")
+    frames, extract = extract_videos(manifest, full(ExtractParams, frames_per_video=cal.frames_per_video), tmp_path / "frames")
     faces, report = crop_videos(manifest, frames, extract.astype(str), tmp_path / "frames", tmp_path / "crops", cal.crop)
-    records.write_faces(faces, tmp_path / "faces.parquet")
+    records.write_faces(faces, tmp_path / "faces.parquet", to_dict(cal.crop))
     records.write_manifest(manifest, tmp_path / "manifest.csv")
     rows = load_face_table(tmp_path / "faces.parquet", records.read_manifest(tmp_path / "manifest.csv"))
     scores = score_faces(detector.model, detector.meta, rows, tmp_path / "crops", batch_size=8)

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from conftest import PEAK_RSS_KB, unprivileged
 from corpus import SCORED, SHELL_NAME, Entry, unlock, write_corpus, write_dfdc_indexes
 from deepfake_detector import records
 from deepfake_detector.interfaces import cli
+from full_params import params_file
 from test_calibrate import make_calibration
 from test_predict import save_detector
 
@@ -154,12 +154,13 @@ def test_stages_account_for_every_entry(corpus: tuple[Path, list[Entry]], detect
     ws = tmp_path / "ws"
     params = ws / "params.yaml"
     ws.mkdir()
-    params.write_text(yaml.safe_dump({
-        "ingest": {"sources": [{"format": "folder", "root": str(root), "label": "real"},
-                               {"format": "dfdc", "root": str(tmp_path / "dfdc")}]},
-        "extract_frames": {"frames_per_video": FRAMES}, "crop_faces": {"videos_per_shard": 8},
-        "predict_videos": {"splits": ["train", "val", "test"]},
-    }))
+    params_file(
+        params,
+        ingest={"sources": [{"format": "folder", "root": str(root), "label": "real"},
+                            {"format": "dfdc", "root": str(tmp_path / "dfdc")}]},
+        extract_frames={"frames_per_video": FRAMES}, crop_faces={"videos_per_shard": 8},
+        predict_videos={"splits": ["train", "val", "test"]},
+    )
     d = {name: ws / rel for name, rel in (("manifest", "manifest.csv"), ("ingest_report", "ingest.json"),
                                           ("frames_dir", "frames"), ("frames_table", "frames.csv"),
                                           ("extract_report", "extract.csv"), ("crops_dir", "crops"), ("faces", "faces.parquet"),

@@ -12,14 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from deepfake_detector import records
-from deepfake_detector.core.config import ConfigError, from_mapping
+from deepfake_detector.core.config import ConfigError
 from deepfake_detector.explanations.explain import (
-    ExplainParams,
     build_explanation,
     cam_mass_share,
     explain_crops,
@@ -32,6 +30,8 @@ from deepfake_detector.media.shards import ShardWriter, shard_name
 from deepfake_detector.model.network import CheckpointMeta, build_model, weights_hash
 from deepfake_detector.pipeline.gradcam import GradcamParams
 from deepfake_detector.stages import gradcam as gradcam_stage
+from deepfake_detector.verdicts.calibration import ExplainParams
+from full_params import crop_settings, full, params_file
 from test_calibrate import make_calibration
 from test_predict import save_detector
 
@@ -152,7 +152,7 @@ def _rss_mb() -> float:
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc for RSS")
 def test_memory_stays_flat_over_many_videos(resnet: nn.Module, tmp_path: Path) -> None:
     faces, crops = _video_faces(6, seed=5)
-    params = ExplainParams(top_k=1, batch_size=4)
+    params = full(ExplainParams, top_k=1, batch_size=4)
     for i in range(2):  # warm-up: allocator pools, matplotlib font cache
         build_explanation(resnet, _meta(), _verdict(f"w{i}"), faces, crops, None, tmp_path / f"w{i}", params)
     start, tensors = _rss_mb(), _live_tensors()
@@ -224,13 +224,16 @@ def test_select_frames_high_and_low_are_disjoint_and_ordered() -> None:
 
 
 def test_params_validate() -> None:
-    assert from_mapping(GradcamParams, {"split": "val", "top_k": 2}, "gradcam").explain().top_k == 2
-    with pytest.raises(ConfigError, match="gradcam.topk"):
-        from_mapping(GradcamParams, {"topk": 2}, "gradcam")
-    with pytest.raises(ConfigError, match="alpha"):
-        from_mapping(GradcamParams, {"alpha": 1.5}, "gradcam")
+    assert full(GradcamParams, split="val").split == "val"
+    with pytest.raises(ConfigError, match="gradcam.top_k"):  # the detector's now (calibrate.explain)
+        full(GradcamParams, top_k=2)
     with pytest.raises(ConfigError, match="split"):
-        from_mapping(GradcamParams, {"split": "dev"}, "gradcam")
+        full(GradcamParams, split="dev")
+    assert full(ExplainParams, top_k=2).top_k == 2
+    with pytest.raises(ConfigError, match="calibrate.explain.topk"):
+        full(ExplainParams, topk=2)
+    with pytest.raises(ConfigError, match="alpha"):
+        full(ExplainParams, alpha=1.5)
 
 
 # ----------------------------------------------------------------------------- one video
@@ -268,7 +271,7 @@ def _assert_self_contained(html: str) -> None:
 def test_explain_video_without_frames(resnet: nn.Module, tmp_path: Path) -> None:
     faces, crops = _video_faces(5)
     out = tmp_path / "v1"
-    report = build_explanation(resnet, _meta(), _verdict("v1"), faces, crops, None, out, ExplainParams(top_k=2)).report
+    report = build_explanation(resnet, _meta(), _verdict("v1"), faces, crops, None, out, full(ExplainParams, top_k=2)).report
     assert report == out / "report.html"
     html = report.read_text()
     _assert_self_contained(html)
@@ -277,9 +280,10 @@ def test_explain_video_without_frames(resnet: nn.Module, tmp_path: Path) -> None
     assert montage is not None and montage.shape[1] == 2 * 48  # top_k tiles per row
     assert not list(out.glob("frame_*"))
     with pytest.raises(ValueError, match="2 crops"):
-        build_explanation(resnet, _meta(), _verdict("v1"), faces, crops[:2], None, out, ExplainParams())
+        build_explanation(resnet, _meta(), _verdict("v1"), faces, crops[:2], None, out, full(ExplainParams))
     with pytest.raises(ValueError, match="crop_side"):
-        build_explanation(resnet, _meta(), _verdict("v1"), faces.drop(columns=["crop_side"]), crops, None, out, ExplainParams())
+        build_explanation(resnet, _meta(), _verdict("v1"), faces.drop(columns=["crop_side"]), crops, None, out,
+                          full(ExplainParams))
 
 
 def test_explain_video_with_the_cli_verdict_and_frames(resnet: nn.Module, tmp_path: Path) -> None:
@@ -296,7 +300,8 @@ def test_explain_video_with_the_cli_verdict_and_frames(resnet: nn.Module, tmp_pa
     verdict = records.VideoVerdict(video_id="clip.mp4", video_path="clip.mp4", true_label=None, split=None,
                                    verdict="uncertain", reason="0.52 is within 0.05 of 0.50", prob_fake=0.52,
                                    threshold=0.5, aggregation="mean", n_frames_sampled=4, n_frames_with_face=4, n_faces=4)
-    report = build_explanation(resnet, _meta(), verdict, faces, crops, frames, tmp_path / "clip", ExplainParams(top_k=2)).report
+    report = build_explanation(resnet, _meta(), verdict, faces, crops, frames, tmp_path / "clip",
+                               full(ExplainParams, top_k=2)).report
     html = report.read_text()
     _assert_self_contained(html)
     assert "uncertain" in html and "within 0.05" in html and "unknown" in html  # true label None
@@ -306,7 +311,7 @@ def test_explain_video_with_the_cli_verdict_and_frames(resnet: nn.Module, tmp_pa
     # A window that is not the one the crops were cut at: caught against the frames, never drawn.
     shifted = faces.assign(crop_left=faces["crop_left"] + 9)
     report = build_explanation(resnet, _meta(), verdict, shifted, crops, frames, tmp_path / "wrong",
-                               ExplainParams(top_k=2)).report
+                               full(ExplainParams, top_k=2)).report
     assert "the crops do not match their frames" in report.read_text()
     assert not list((tmp_path / "wrong").glob("frame_*.jpg"))
 
@@ -322,9 +327,10 @@ def _box(i: int, f: int) -> tuple[float, float, float, float]:
     return (28.0 + f, 26.0 + i, 62.0 + f, 66.0 + i)
 
 
-def _make_stage_set(root: Path) -> dict[str, Path]:
+def _make_stage_set(root: Path, top_k: int = 2) -> dict[str, Path]:
     """Five test videos (2 fake with masks, 2 real, 1 no face) with frames, crops, faces,
-    predictions and masks, all consistent with crop_face's geometry."""
+    predictions and masks, all consistent with crop_face's geometry, and a detector that
+    explains ``top_k`` frames each way."""
     rng = np.random.default_rng(0)
     sample = root / "sample"
     sample.mkdir(parents=True)
@@ -368,12 +374,13 @@ def _make_stage_set(root: Path) -> dict[str, Path]:
                     masks.append({"file": f"{vid}.mp4", "frame_index": f, "polygon": json.dumps(poly)})
     records.write_manifest(pd.DataFrame(manifest), root / "manifest.csv")
     records.write_predictions(pd.DataFrame(preds), root / "video_predictions.csv")
-    records.write_faces(faces, root / "faces.parquet")
+    records.write_faces(faces, root / "faces.parquet", crop_settings())
     scores = pd.DataFrame(faces)[records.FACE_KEY].assign(split="test", logit=rng.normal(size=len(faces)))
     records.write_face_scores(scores, root / "face_scores.parquet")
     records.write_frames(pd.DataFrame(frames_rows), root / "frames.csv")
     pd.DataFrame(masks).to_csv(sample / "masks.csv", index=False)
-    save_detector(root / "detector.pt", make_calibration(), input_size=INPUT)
+    explain = full(ExplainParams, top_k=top_k, batch_size=4)
+    save_detector(root / "detector.pt", make_calibration(explain=explain), input_size=INPUT)
     return {"root": root, "masks": sample / "masks.csv"}
 
 
@@ -388,10 +395,8 @@ def _stage_args(root: Path, params: Path, masks: Path | None) -> list[str]:
 
 
 def _params(root: Path, **gradcam: object) -> Path:
-    path = root / "params.yaml"
-    section = {"split": "test", "max_videos": 3, "top_k": 2, "batch_size": 4, "alpha": 0.5}
-    path.write_text(yaml.safe_dump({"gradcam": {**section, **gradcam}, "train": {"bogus": "other sections are not read"}}))
-    return path
+    section = {"split": "test", "max_videos": 3}
+    return params_file(root / "params.yaml", gradcam={**section, **gradcam}, train={"bogus": "other sections are not read"})
 
 
 def test_stage_writes_reports_index_and_metrics(tmp_path: Path) -> None:
@@ -452,22 +457,22 @@ def test_stage_reads_cached_scores_and_only_the_explained_crops(tmp_path: Path, 
     from deepfake_detector.model import engine
     from deepfake_detector.pipeline import gradcam
 
-    d = _make_stage_set(tmp_path)
+    d = _make_stage_set(tmp_path, top_k=1)  # the detector's explain settings rule, as for the CLI
     root = d["root"]
 
-    def no_scoring(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def no_scoring(*args, **kwargs):
         raise AssertionError("the gradcam stage must not score crops: they are in face_scores.parquet")
 
     monkeypatch.setattr(engine, "predict_logits", no_scoring)
     read: list[str] = []
     real_read_image = ShardReader.read_image
 
-    def counting(self, shard, member):  # noqa: ANN001, ANN202
+    def counting(self, shard, member):
         read.append(f"{self.root.name}/{member}")
         return real_read_image(self, shard, member)
 
     monkeypatch.setattr(gradcam.ShardReader, "read_image", counting)
-    gradcam_stage.main(_stage_args(root, _params(root, max_videos=2, top_k=1), d["masks"]))
+    gradcam_stage.main(_stage_args(root, _params(root, max_videos=2), d["masks"]))
     crops_read = [r for r in read if r.startswith("crops/")]
     # 2 videos x (1 high + 1 low frame): 4 crops, not the 16 crops of the explained videos' faces.
     assert len(crops_read) == 4 and len(set(crops_read)) == 4

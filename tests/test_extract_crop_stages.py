@@ -13,7 +13,6 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from conftest import noise_frames, portrait_frames, unprivileged, write_clip
 from deepfake_detector import records
@@ -21,6 +20,7 @@ from deepfake_detector.faces.detection import CropParams
 from deepfake_detector.media.shards import ShardReader, partition_of, shard_name
 from deepfake_detector.pipeline.crop_faces import crop_videos
 from deepfake_detector.stages import crop_faces, extract_frames
+from full_params import full, params_file
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMES = 4
@@ -57,10 +57,8 @@ def workspace(tmp_path: Path) -> Path:
         _manifest_row("vanished", media / "vanished.mp4"),
     ]
     records.write_csv(pd.DataFrame(rows[::-1]), tmp_path / "data" / "manifest.csv", records.MANIFEST_COLUMNS)
-    params = yaml.safe_load((REPO / "params.yaml").read_text()) if (REPO / "params.yaml").is_file() else {}
-    params["extract_frames"] = {"frames_per_video": FRAMES, "image_format": "png"}
-    params["crop_faces"] = {**params.get("crop_faces", {}), "videos_per_shard": 1, "crop_size": 112}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    params_file(tmp_path / "params.yaml", extract_frames={"frames_per_video": FRAMES, "image_format": "png"},
+                crop_faces={"videos_per_shard": 1, "crop_size": 112})
     return tmp_path
 
 
@@ -147,7 +145,7 @@ def test_crop_videos_refuses_a_stale_extract_report(tmp_path: Path) -> None:
     extract = pd.DataFrame([{"video_id": "a", "status": "ok", "reason": ""}])
     frames = pd.DataFrame(columns=records.FRAME_COLUMNS)
     with pytest.raises(ValueError, match=r"missing from the extract report.*'b'"):
-        crop_videos(manifest, frames, extract, tmp_path / "frames", tmp_path / "crops", CropParams())
+        crop_videos(manifest, frames, extract, tmp_path / "frames", tmp_path / "crops", full(CropParams))
 
 
 def test_reports_carry_the_kind_and_the_decode_errors(tmp_path: Path, portrait: np.ndarray) -> None:
@@ -161,13 +159,13 @@ def test_reports_carry_the_kind_and_the_decode_errors(tmp_path: Path, portrait: 
     photo = tmp_path / "photo.mp4"
     photo.write_bytes(cv2.imencode(".jpg", cv2.cvtColor(portrait, cv2.COLOR_RGB2BGR))[1].tobytes())
     manifest = pd.DataFrame([_manifest_row("cut", cut), _manifest_row("photo", photo), _manifest_row("whole", whole)])
-    frames, extract = extract_videos(manifest, ExtractParams(frames_per_video=FRAMES), tmp_path / "frames")
+    frames, extract = extract_videos(manifest, full(ExtractParams, frames_per_video=FRAMES), tmp_path / "frames")
     ext = extract.set_index("video_id")
     assert ext.loc["cut", "status"] == "ok" and ext.loc["cut", "decode_errors"] == 40 - ext.loc["cut", "n_frames_total"] > 0
     assert "ends after" in ext.loc["cut", "reason"] and ext.loc["cut", "n_frames_expected"] == FRAMES
     assert ext.loc["photo", ["kind", "n_frames_expected", "n_frames_sampled", "decode_errors"]].tolist() == ["image", 1, 1, 0]
     assert ext.loc["whole", ["kind", "decode_errors", "reason"]].tolist() == ["video", 0, ""]
-    _, report = crop_videos(manifest, frames, extract, tmp_path / "frames", tmp_path / "crops", CropParams())
+    _, report = crop_videos(manifest, frames, extract, tmp_path / "frames", tmp_path / "crops", full(CropParams))
     rep = report.set_index("video_id")
     assert rep.loc["cut", "status"] == "ok" and rep.loc["cut", "decode_errors"] > 0 and "ends after" in rep.loc["cut", "reason"]
     assert rep.loc["photo", ["kind", "frames_expected", "decode_errors"]].tolist() == ["image", 1, 0]
@@ -184,7 +182,7 @@ def test_extract_frames_goes_on_past_a_file_it_may_not_read(tmp_path: Path) -> N
     records.write_csv(pd.DataFrame([_manifest_row("good", good), _manifest_row("locked", locked)]), manifest,
                       records.MANIFEST_COLUMNS)
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"extract_frames": {"frames_per_video": FRAMES}}))
+    params_file(params, extract_frames={"frames_per_video": FRAMES})
     try:
         run = subprocess.run([*prefix, sys.executable, "-m", "deepfake_detector.stages.extract_frames", "--params", str(params),
                               "--manifest", str(manifest), "--frames-dir", str(tmp_path / "frames"),

@@ -11,17 +11,18 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA, noise_frames, portrait_frames, portrait_image
-from deepfake_detector.core.config import ConfigError, from_mapping, load_section
+from deepfake_detector.core.config import ConfigError, load_section
 from deepfake_detector.faces.detection import CropParams, FaceDetector, detect_and_crop, pyramid_scales
 from deepfake_detector.media.imaging import crop_face, crop_window
 from deepfake_detector.media.video import read_frames
+from full_params import full
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def detector() -> FaceDetector:
-    return FaceDetector(CropParams(), device="cpu")
+    return FaceDetector(full(CropParams), device="cpu")
 
 
 def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -124,8 +125,8 @@ def moving_face_frames(n: int, dx: int, width: int = 640, height: int = 360) -> 
 
 def test_keyframes_find_what_searching_every_frame_finds() -> None:
     frames = moving_face_frames(12, dx=25)  # about a fifth of the face per sampled frame
-    keyed = FaceDetector(CropParams(detect_every=4), device="cpu")
-    search = FaceDetector(CropParams(detect_every=1), device="cpu")
+    keyed = FaceDetector(full(CropParams, detect_every=4), device="cpu")
+    search = FaceDetector(full(CropParams, detect_every=1), device="cpu")
     found, searched = keyed.detect(frames), search.detect(frames)
     assert [len(f) for f in found] == [len(f) for f in searched] == [1] * 12
     assert all(iou(a[0].box, b[0].box) > 0.8 for a, b in zip(found, searched))
@@ -143,10 +144,10 @@ def test_keyframes_find_what_searching_every_frame_finds() -> None:
 def test_a_face_between_keyframes_is_followed_where_onet_misses_it() -> None:
     frames = moving_face_frames(5, dx=25)
     frames[2] = moving_face_frames(3, dx=45)[2]  # 40 px (about half the face) off the line between keyframes 0 and 4
-    det = FaceDetector(CropParams(detect_every=4), device="cpu")
+    det = FaceDetector(full(CropParams, detect_every=4), device="cpu")
     found = det.detect(frames)
     assert [len(f) for f in found] == [1] * 5
-    (alone,) = FaceDetector(CropParams(), device="cpu").detect([frames[2]])  # searched on its own
+    (alone,) = FaceDetector(full(CropParams), device="cpu").detect([frames[2]])  # searched on its own
     assert iou(found[2][0].box, alone[0].box) > 0.8
     # ONet alone misses the face 40 px off the expected box; the RNet/ONet grid around it finds it.
     assert det.searches == {"frame": 2, "full_res": 0, "follow": 1, "local": 0, "verify": 3}
@@ -155,10 +156,10 @@ def test_a_face_between_keyframes_is_followed_where_onet_misses_it() -> None:
 def test_a_face_that_moved_further_than_the_grid_reaches_is_searched_for_around_its_box() -> None:
     frames = moving_face_frames(5, dx=25)
     frames[2] = moving_face_frames(3, dx=70)[2]  # 90 px (0.85 of the face) off the line: a quick turn of the head
-    det = FaceDetector(CropParams(detect_every=4), device="cpu")
+    det = FaceDetector(full(CropParams, detect_every=4), device="cpu")
     found = det.detect(frames)
     assert [len(f) for f in found] == [1] * 5
-    (alone,) = FaceDetector(CropParams(), device="cpu").detect([frames[2]])
+    (alone,) = FaceDetector(full(CropParams), device="cpu").detect([frames[2]])
     assert iou(found[2][0].box, alone[0].box) > 0.8
     # ONet alone and the RNet/ONet grid both miss it; PNet on the 4x window around the box finds it.
     assert det.searches == {"frame": 2, "full_res": 0, "follow": 1, "local": 1, "verify": 3}
@@ -167,7 +168,7 @@ def test_a_face_that_moved_further_than_the_grid_reaches_is_searched_for_around_
 def test_a_face_that_jumps_between_keyframes_is_found_on_both_sides() -> None:
     frames = moving_face_frames(3, dx=10)
     jumped = moving_face_frames(4, dx=120)[3]  # the face jumps 3 face widths away
-    det = FaceDetector(CropParams(detect_every=3), device="cpu")
+    det = FaceDetector(full(CropParams, detect_every=3), device="cpu")
     found = det.detect(frames + [jumped])
     assert [len(f) for f in found] == [1, 1, 1, 1]
     assert found[3][0].box[0] > found[2][0].box[0] + 250
@@ -179,7 +180,7 @@ def test_a_face_that_jumps_between_keyframes_is_found_on_both_sides() -> None:
 
 def test_the_last_frame_is_searched_after_a_keyframe_without_a_face() -> None:
     frames = noise_frames(4, width=640, height=360) + moving_face_frames(2, dx=10)  # a face from frame 4 on
-    det = FaceDetector(CropParams(detect_every=8, detect_every_no_face=8), device="cpu")
+    det = FaceDetector(full(CropParams, detect_every=8, detect_every_no_face=8), device="cpu")
     found = det.detect(frames)
     # Keyframe 0 has no face, so the last frame (5) is a keyframe too, and frame 4 is checked where frame 5 has the face.
     assert [len(f) for f in found] == [0, 0, 0, 0, 1, 1]
@@ -189,7 +190,7 @@ def test_the_last_frame_is_searched_after_a_keyframe_without_a_face() -> None:
 def test_what_frames_without_a_face_cost() -> None:
     frames = moving_face_frames(2, dx=10, width=1280, height=720) + noise_frames(4, width=1280, height=720)
     for retry in (False, True):
-        det = FaceDetector(CropParams(detect_every=4, full_res_retry=retry), device="cpu")
+        det = FaceDetector(full(CropParams, detect_every=4, full_res_retry=retry), device="cpu")
         found = det.detect(frames)
         assert [len(f) for f in found] == [1, 1, 0, 0, 0, 0]
         # Keyframes 0, 4 and 5 (the last) are searched on the 360-px copy (4 and 5, without a face, at full
@@ -197,7 +198,7 @@ def test_what_frames_without_a_face_cost() -> None:
         # face where keyframe 0 had it, and 2-3, where it is gone, follow it (grid, then PNet around
         # it): what a lost face costs.
         assert det.searches == {"frame": 3, "full_res": 2 if retry else 0, "follow": 3, "local": 3, "verify": 3}
-    det = FaceDetector(CropParams(detect_every=4), device="cpu")
+    det = FaceDetector(full(CropParams, detect_every=4), device="cpu")
     assert det.detect(noise_frames(9, width=1280, height=720)) == [[]] * 9
     # Nothing between keyframes 0, 4 and 8 without a face is searched at all.
     assert det.searches == {"frame": 3, "full_res": 0, "follow": 0, "local": 0, "verify": 0}
@@ -206,14 +207,14 @@ def test_what_frames_without_a_face_cost() -> None:
 
 def test_keyframes_come_sooner_while_no_face_is_known() -> None:
     frames = noise_frames(5, width=640, height=360) + moving_face_frames(7, dx=10)  # a face from frame 5 on
-    sooner = FaceDetector(CropParams(detect_every=8, detect_every_no_face=4), device="cpu")
+    sooner = FaceDetector(full(CropParams, detect_every=8, detect_every_no_face=4), device="cpu")
     found = sooner.detect(frames)
     assert [len(f) for f in found] == [0] * 5 + [1] * 7
     # Keyframes 0 and 4 (no face: the next comes 4 frames on) and 8 (a face: the next would be 16,
     # and the frames after it are checked where it has the face, no last search); frames 5-7 and
     # 9-11 check the face where keyframe 8 has it.
     assert sooner.searches == {"frame": 3, "full_res": 0, "follow": 0, "local": 0, "verify": 6}
-    evenly = FaceDetector(CropParams(detect_every=8, detect_every_no_face=8), device="cpu")
+    evenly = FaceDetector(full(CropParams, detect_every=8, detect_every_no_face=8), device="cpu")
     assert [len(f) for f in evenly.detect(frames)] == [len(f) for f in found]
     assert evenly.searches["frame"] == 2  # keyframes 0 and 8
 
@@ -222,7 +223,7 @@ def test_faces_are_detected_as_frames_arrive(detector: FaceDetector, portrait_cl
     _, frames = read_frames(portrait_clip, 6)
     taken = []
 
-    def arriving():  # noqa: ANN202
+    def arriving():
         for f in frames:
             taken.append(f.frame_index)
             yield f.image
@@ -232,15 +233,15 @@ def test_faces_are_detected_as_frames_arrive(detector: FaceDetector, portrait_cl
         # Frames are held only until the next keyframe, at most detect_every frames ahead.
         assert k + 1 <= len(taken) <= min(k + every, len(frames))
         assert len(faces) == 1
-    streamed = detect_and_crop(iter(frames), detector, CropParams())
-    listed = detect_and_crop(frames, detector, CropParams())
+    streamed = detect_and_crop(iter(frames), detector, full(CropParams))
+    listed = detect_and_crop(frames, detector, full(CropParams))
     assert [(c.frame_index, c.face_index, c.window) for c in streamed] == [(c.frame_index, c.face_index,
                                                                             c.window) for c in listed]
     assert all(np.array_equal(a.crop, b.crop) for a, b in zip(streamed, listed))
 
 
 def test_selection_rules(monkeypatch: pytest.MonkeyPatch) -> None:
-    det = FaceDetector(CropParams(prob_threshold=0.9, min_face_ratio=0.5, max_faces_per_frame=2), device="cpu")
+    det = FaceDetector(full(CropParams, prob_threshold=0.9, min_face_ratio=0.5, max_faces_per_frame=2), device="cpu")
     # Sizes 100, 80, 40, 90 px; the 90 px one is below the threshold; a duplicate of the 100 px one.
     boxes = np.array([[0, 0, 100, 100], [200, 0, 280, 80], [400, 0, 440, 40], [500, 0, 590, 90], [2, 2, 101, 101]], float)
     probs = np.array([0.99, 0.95, 0.99, 0.5, 0.97])
@@ -252,7 +253,7 @@ def test_selection_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [f.box for f in found] == [(0.0, 0.0, 100.0, 100.0), (200.0, 0.0, 280.0, 80.0)]
     assert [f.prob for f in found] == pytest.approx([0.99, 0.95])
     assert np.allclose(found[0].landmarks, [[10.0, 20.0]] * 5)
-    monkeypatch.setattr(det, "params", CropParams(min_face_ratio=0.0, max_faces_per_frame=4))
+    monkeypatch.setattr(det, "params", full(CropParams, min_face_ratio=0.0, max_faces_per_frame=4))
     (found,) = det.detect([np.zeros((720, 1280, 3), np.uint8)])
     assert [f.size for f in found] == [100.0, 80.0, 40.0]
 
@@ -263,10 +264,10 @@ def test_multiface_photo() -> None:
         pytest.skip(f"sample photo absent: {path}")
     _, (frame,) = read_frames(path, 1)
     # The whole-frame search once (it is slow); only the selection rules change.
-    raw = FaceDetector(CropParams(min_face_ratio=0.0, max_faces_per_frame=50))._search_frame(frame.image)
+    raw = FaceDetector(full(CropParams, min_face_ratio=0.0, max_faces_per_frame=50))._search_frame(frame.image)
 
     def select(**changes: float) -> list:
-        return FaceDetector(CropParams(**changes))._select(raw)
+        return FaceDetector(full(CropParams, **changes))._select(raw)
 
     everyone = select(min_face_ratio=0.0, max_faces_per_frame=50)
     assert len(everyone) >= 4
@@ -303,7 +304,7 @@ def test_crop_face_margin_and_resize(portrait: np.ndarray) -> None:
 def test_detect_and_crop(detector: FaceDetector, portrait_clip: Path) -> None:
     _, frames = read_frames(portrait_clip, 3)
     frames.append(type(frames[0])(frame_index=99, timestamp_s=9.9, image=noise_frames(1)[0]))
-    params = CropParams(crop_size=96)
+    params = full(CropParams, crop_size=96)
     crops = detect_and_crop(frames, detector, params)
     assert [(c.frame_index, c.face_index) for c in crops] == [(f.frame_index, 0) for f in frames[:3]]
     for c, frame in zip(crops, frames):
@@ -319,7 +320,7 @@ def test_detect_and_crop(detector: FaceDetector, portrait_clip: Path) -> None:
 )
 def test_crop_params_validation(key: str, value: float) -> None:
     with pytest.raises(ConfigError, match=key):
-        from_mapping(CropParams, {key: value}, "crop_faces")
+        full(CropParams, **{key: value})
 
 
 def test_crop_params_match_params_yaml() -> None:
@@ -335,7 +336,7 @@ def test_no_whole_frame_search_scans_more_than_the_pixel_budget(monkeypatch: pyt
     from deepfake_detector.faces import detection as faces
 
     monkeypatch.setattr(faces, "MAX_DETECT_PIXELS", 400_000)
-    det = FaceDetector(CropParams(detect_long_side=4000, full_res_retry=True), device="cpu")
+    det = FaceDetector(full(CropParams, detect_long_side=4000, full_res_retry=True), device="cpu")
     big = np.zeros((720, 1280, 3), np.uint8)
     for long_side in (None, 4000, 640):
         search = det._frame_search(big, long_side)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from deepfake_detector import records
 from deepfake_detector.core import config
@@ -23,6 +24,7 @@ from deepfake_detector.pipeline.ingest import (
     split_groups,
 )
 from deepfake_detector.stages import ingest as ingest_stage
+from full_params import full, params_file
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -36,7 +38,7 @@ def _touch(root: Path, *rels: str) -> None:
 
 
 def _params(*sources: SourceParams, **kwargs) -> IngestParams:
-    return IngestParams(sources=sources, **kwargs)
+    return full(IngestParams, sources=sources, **kwargs)
 
 
 def _assert_no_leak(df: pd.DataFrame) -> None:
@@ -76,7 +78,7 @@ def _write_sample(root: Path, n_pairs: int = 6) -> None:
 ])
 def test_params_reject_bad_values(kwargs, key):
     with pytest.raises(ValueError, match=key.replace("+", r"\+")):
-        IngestParams(**kwargs)
+        full(IngestParams, **kwargs)
 
 
 def test_source_params_label_only_for_folder():
@@ -86,16 +88,12 @@ def test_source_params_label_only_for_folder():
 
 
 def test_params_from_yaml_mapping():
-    params = config.from_mapping(IngestParams, {
-        "sources": [{"format": "folder", "root": "a", "label": "real", "split": "test"}],
-        "seed": 3,
-    }, "ingest")
+    params = full(IngestParams, sources=[{"format": "folder", "root": "a", "label": "real", "split": "test"}], seed=3)
     assert params.sources == (SourceParams(format="folder", root="a", label="real", split="test"),)
     with pytest.raises(config.ConfigError, match="ingest.sources"):
-        config.from_mapping(IngestParams, {"sources": [{"format": "youtube", "root": "a"}]}, "ingest")
+        full(IngestParams, sources=[{"format": "youtube", "root": "a"}])
     with pytest.raises(config.ConfigError, match="lable"):
-        config.from_mapping(IngestParams, {"sources": [{"format": "folder", "root": "a", "lable": "real"}]},
-                            "ingest")
+        full(IngestParams, sources=[{"format": "folder", "root": "a", "lable": "real"}])
 
 
 def test_adapters_cover_every_format():
@@ -537,8 +535,7 @@ def test_missing_root_fails(tmp_path):
 def test_stage_main_writes_deterministic_outputs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _write_sample(Path("data/sample"), n_pairs=4)
-    Path("params.yaml").write_text(
-        "ingest:\n  sources:\n    - {format: sample, root: data/sample}\n  seed: 0\n")
+    params_file(Path("params.yaml"), ingest={"sources": [{"format": "sample", "root": "data/sample"}], "seed": 0})
     outputs = []
     for run in range(2):
         manifest, report = Path(f"m{run}.csv"), Path(f"out{run}/report.json")
@@ -557,7 +554,7 @@ def test_stage_main_reports_bad_file_without_traceback(tmp_path, monkeypatch, ca
     monkeypatch.chdir(tmp_path)
     Path("data/sample").mkdir(parents=True)
     Path("data/sample/labels.csv").write_text("file,label\n")
-    Path("params.yaml").write_text("ingest:\n  sources:\n    - {format: sample, root: data/sample}\n")
+    params_file(Path("params.yaml"), ingest={"sources": [{"format": "sample", "root": "data/sample"}]})
     with pytest.raises(SystemExit) as exc:
         ingest_stage.main(["--params", "params.yaml", "--manifest", "m.csv", "--report", "r.json"])
     assert exc.value.code == 1
@@ -587,7 +584,7 @@ def test_stage_main_fails_with_the_reason_when_no_video_is_usable(tmp_path, monk
         Path(rel).parent.mkdir(parents=True, exist_ok=True)
         if not rel.endswith("/"):
             Path(rel).write_bytes(b"\x00dummy" if text is None else text.encode())
-    Path("params.yaml").write_text(f"ingest:\n  sources:\n    - {source}\n")
+    params_file(Path("params.yaml"), ingest={"sources": [yaml.safe_load(source)]})
     with pytest.raises(SystemExit) as exc:
         ingest_stage.main(["--params", "params.yaml", "--manifest", "data/manifest.csv", "--report", "r.json"])
     assert exc.value.code == 1

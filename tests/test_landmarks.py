@@ -22,6 +22,7 @@ from deepfake_detector.media.imaging import crop_face, crop_window, encode_image
 from deepfake_detector.media.shards import ShardWriter, shard_name
 from deepfake_detector.model.sbi import SbiCropDataset, SbiParams, attach_landmarks, crop_landmarks, mask_points
 from deepfake_detector.stages import landmarks as landmarks_stage
+from full_params import crop_settings, full
 
 BOX = (174.4, 119.6, 355.6, 340.5)  # MTCNN on grace_hopper.jpg (512 x 600), frame pixels
 POINTS5 = np.array([[221.7, 192.2], [309.8, 186.1], [269.4, 239.2], [232.7, 279.6], [306.6, 275.9]])
@@ -126,7 +127,7 @@ def _crop_table(tmp_path, image: np.ndarray) -> pd.DataFrame:
 
 def test_stage_writes_frame_pixels_and_empty_lists_where_no_face(landmarker, tmp_path) -> None:
     faces = _crop_table(tmp_path, _portrait())
-    records.write_faces(faces, tmp_path / "faces.parquet")
+    records.write_faces(faces, tmp_path / "faces.parquet", crop_settings())
     landmarks_stage.main(["--faces", str(tmp_path / "faces.parquet"), "--crops-dir", str(tmp_path / "crops"),
                           "--out", str(tmp_path / "landmarks.parquet")])
     table = records.read_landmarks(tmp_path / "landmarks.parquet")
@@ -138,12 +139,12 @@ def test_stage_writes_frame_pixels_and_empty_lists_where_no_face(landmarker, tmp
 
     # SBI masks from the table: dense hull where there are landmarks, five points where not.
     rows = attach_landmarks(faces, table)
-    params = SbiParams(enabled=True, mask="landmarks", forehead=1.0)
+    params = full(SbiParams, enabled=True, mask="landmarks", forehead=1.0)
     dense, is_dense = mask_points(rows.iloc[0], SIZE, params, np.random.default_rng(0))
     assert is_dense and dense.shape == (68 + 36, 2)
     sparse, is_dense = mask_points(rows.iloc[1], SIZE, params, np.random.default_rng(0))
     assert not is_dense and np.allclose(sparse, crop_landmarks(rows.iloc[1], SIZE))
-    brows_only, _ = mask_points(rows.iloc[0], SIZE, SbiParams(enabled=True, mask="landmarks", forehead=0.0),
+    brows_only, _ = mask_points(rows.iloc[0], SIZE, full(SbiParams, enabled=True, mask="landmarks", forehead=0.0),
                                 np.random.default_rng(0))
     area = lambda pts: cv2.contourArea(face_polygon(pts).astype(np.float32))  # noqa: E731
     assert area(brows_only) < area(dense)  # the forehead variant covers more
@@ -154,14 +155,14 @@ def test_sbi_dataset_counts_five_point_fallbacks(landmarker, tmp_path) -> None:
     faces = _crop_table(tmp_path, _portrait())
     table = lm.compute_landmarks(faces, tmp_path / "crops", landmarker)
     rows = attach_landmarks(faces, table).assign(y=0, sbi=True)
-    ds = SbiCropDataset(rows, tmp_path / "crops", lambda im: im, SbiParams(enabled=True, mask="landmarks"), seed=0,
+    ds = SbiCropDataset(rows, tmp_path / "crops", lambda im: im, full(SbiParams, enabled=True, mask="landmarks"), seed=0,
                         mode="fixed")
     fake, y, _ = ds[0]
     assert float(y) == 1.0 and not np.array_equal(fake, ds.crops.get(rows.loc[0, "shard"], rows.loc[0, "member"]))
     ds[1]
     assert ds.sparse == 1
     with pytest.raises(ValueError, match="landmarks stage"):
-        SbiCropDataset(faces.assign(y=0), tmp_path / "crops", lambda im: im, SbiParams(enabled=True, mask="landmarks"), 0)
+        SbiCropDataset(faces.assign(y=0), tmp_path / "crops", lambda im: im, full(SbiParams, enabled=True, mask="landmarks"), 0)
 
 
 def test_blend_accepts_outlines_and_rejects_flat_ones() -> None:

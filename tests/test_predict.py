@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
+import full_params
 from deepfake_detector import records
 from deepfake_detector.model.network import CheckpointMeta, build_model, save_checkpoint
 from deepfake_detector.scoring.aggregate import sigmoid
@@ -47,7 +47,7 @@ def _scores(d: dict[str, Path], logit_of_video: dict[str, float]) -> Path:
     return path
 
 
-def save_detector(path: Path, calibration, input_size: int = 32) -> Path:  # noqa: ANN001
+def save_detector(path: Path, calibration, input_size: int = 32) -> Path:
     """A random-init ResNet-18 saved as a calibrated detector."""
     torch.manual_seed(0)
     model, _ = build_model("resnet18", "random")
@@ -68,7 +68,7 @@ def _run_stage(d: dict[str, Path], out: Path, scores: Path, detector: Path, para
                                                                                                                  dict]:
     out.mkdir(parents=True, exist_ok=True)
     params_file = out / "params.yaml"
-    params_file.write_text(yaml.safe_dump({"predict_videos": params or {}, "train": {"epochs": 99}}))
+    full_params.params_file(params_file, predict_videos=params or {}, train={"epochs": 99})
     stage.main(["--params", str(params_file), "--detector", str(detector), "--manifest", str(d["manifest"]),
                 "--scores", str(scores), "--detection-report", str(d["report"]),
                 "--out", str(out / "video_predictions.csv"), "--metrics", str(out / "predict_metrics.json"),

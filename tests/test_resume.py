@@ -10,6 +10,7 @@ import torch
 
 from deepfake_detector.model import train as train_mod
 from deepfake_detector.stages import train as train_stage
+from full_params import full
 from test_train_eval import TINY_TRAIN, make_crop_set, train_args, write_params
 
 RECIPE = {**TINY_TRAIN, "epochs": 3, "patience": 5, "threads": 1}
@@ -24,7 +25,7 @@ def interrupt_after(monkeypatch: pytest.MonkeyPatch, epochs: int) -> list[int]:
     real = train_mod.train_one_epoch
     begun: list[int] = []
 
-    def one_epoch(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def one_epoch(*args, **kwargs):
         begun.append(len(begun) + 1)
         if len(begun) > epochs:
             raise Interrupted
@@ -44,7 +45,7 @@ def spy_epochs(monkeypatch: pytest.MonkeyPatch, die_at: int | None = None) -> di
     real = train_mod.save_resume
     seen: dict[int, dict[str, torch.Tensor]] = {}
 
-    def save(resume, st, rt, model, loop):  # noqa: ANN001, ANN202
+    def save(resume, st, rt, model, loop):
         if st.epoch == die_at:
             raise Interrupted
         seen[st.epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -62,7 +63,7 @@ def count_epochs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     real = train_mod.train_one_epoch
     descs: list[str] = []
 
-    def one_epoch(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def one_epoch(*args, **kwargs):
         descs.append(kwargs["desc"])
         return real(*args, **kwargs)
 
@@ -140,13 +141,13 @@ def test_changed_recipe_ignores_a_stale_resume_state(crops: dict[str, Path], tmp
 
 def test_fingerprint_sees_data_but_not_speed_params(crops: dict[str, Path], tmp_path: Path) -> None:
     rt = train_mod.setup_runtime("fp32")
-    p = train_mod.TrainParams()
+    p = full(train_mod.TrainParams)
 
     def fp(params: train_mod.TrainParams, faces: Path) -> dict:
         return train_mod.run_fingerprint(params, rt, crops["manifest"], faces, None, tmp_path / "model.pt")
 
     base = fp(p, crops["faces"])
-    assert train_mod.fingerprint_changes(base, fp(train_mod.TrainParams(threads=1, num_workers=2), crops["faces"])) == []
+    assert train_mod.fingerprint_changes(base, fp(full(train_mod.TrainParams, threads=1, num_workers=2), crops["faces"])) == []
     other = tmp_path / "faces.parquet"
     other.write_bytes(crops["faces"].read_bytes() + b"\0")
     assert train_mod.fingerprint_changes(base, fp(p, other)) == ["faces.bytes", "faces.sha256"]

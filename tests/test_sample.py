@@ -11,12 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import full_params
 from deepfake_detector.core import config
 from deepfake_detector.pipeline import make_sample as sample
 from deepfake_detector.pipeline.make_sample import SampleParams
 from deepfake_detector.stages import make_sample as stage
+from full_params import full
 
-TINY = SampleParams(clips_per_identity=2, frames=6, fps=12, size=128, seed=0)
+TINY = full(SampleParams, clips_per_identity=2, frames=6, fps=12, size=128, seed=0)
 
 
 def _read_frames(path: Path) -> list[np.ndarray]:
@@ -125,7 +127,7 @@ def test_landmarks_track_the_face(portraits):
 
     detector = MTCNN(post_process=False, keep_all=True, device="cpu")
     for k, portrait in enumerate(portraits):
-        clip = sample.render_clip(portrait, k, 1, SampleParams(clips_per_identity=2, frames=5, size=160))
+        clip = sample.render_clip(portrait, k, 1, full(SampleParams, clips_per_identity=2, frames=5, size=160))
         for t in (0, 4):
             boxes, probs, points = detector.detect(clip.frames[t], landmarks=True)
             assert boxes is not None, f"{portrait.identity} frame {t}: no face"
@@ -138,18 +140,17 @@ def test_landmarks_track_the_face(portraits):
 def test_stage_main_is_deterministic(tiny_sample, tmp_path):
     # The stage entry point, run on the same params, gives byte-identical files.
     params_file = tmp_path / "params.yaml"
-    params_file.write_text(
-        "sample:\n  clips_per_identity: 2\n  frames: 6\n  fps: 12\n  size: 128\n  seed: 0\ntrain: {epochs: 1}\n"
-    )
+    full_params.params_file(params_file, sample={"clips_per_identity": 2, "frames": 6, "fps": 12, "size": 128, "seed": 0},
+                            train={"epochs": 1})
     out = tmp_path / "out"
     stage.main(["--params", str(params_file), "--out", str(out)])
     assert _digests(out) == _digests(tiny_sample)
 
 
 def test_clips_do_not_depend_on_clip_count(portraits):
-    a = sample.render_clip(portraits[0], 0, 1, SampleParams(clips_per_identity=2, frames=3, size=96))
-    b = sample.render_clip(portraits[0], 0, 1, SampleParams(clips_per_identity=5, frames=3, size=96))
-    c = sample.render_clip(portraits[0], 0, 1, SampleParams(clips_per_identity=2, frames=3, size=96, seed=1))
+    a = sample.render_clip(portraits[0], 0, 1, full(SampleParams, clips_per_identity=2, frames=3, size=96))
+    b = sample.render_clip(portraits[0], 0, 1, full(SampleParams, clips_per_identity=5, frames=3, size=96))
+    c = sample.render_clip(portraits[0], 0, 1, full(SampleParams, clips_per_identity=2, frames=3, size=96, seed=1))
     np.testing.assert_array_equal(a.frames, b.frames)
     assert not np.array_equal(a.frames, c.frames)
 
@@ -169,4 +170,4 @@ def test_refuses_to_clear_a_foreign_folder(tmp_path):
 )
 def test_sample_params_validation(override, key):
     with pytest.raises(config.ConfigError, match=key):
-        config.from_mapping(SampleParams, override, "sample")
+        full(SampleParams, **override)

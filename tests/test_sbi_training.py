@@ -9,7 +9,6 @@ import matplotlib.cbook
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from PIL import Image
 
 from deepfake_detector import records
@@ -18,6 +17,7 @@ from deepfake_detector.media.shards import ShardWriter, shard_name
 from deepfake_detector.model.sbi import SbiCropDataset, SbiParams, crop_landmarks, with_sbi_twins
 from deepfake_detector.model.train import selection_key
 from deepfake_detector.stages import train as train_stage
+from full_params import crop_settings, full, params_file
 
 # Grace Hopper's face in matplotlib's sample portrait (512x600): box and MTCNN landmarks,
 # measured once; they only need to be roughly right for a blend mask.
@@ -52,7 +52,7 @@ def real_crop_set(root: Path, n_videos: int, size: int = 96) -> tuple[pd.DataFra
                              "crop_left": left, "crop_top": top, "crop_side": side, "shard": shard_name("crops",
                                                                                                         0), "member": member})
     faces = pd.DataFrame(rows)
-    records.write_faces(faces, root / "faces.parquet")
+    records.write_faces(faces, root / "faces.parquet", crop_settings())
     records.write_csv(pd.DataFrame(manifest), root / "manifest.csv", records.MANIFEST_COLUMNS)
     return faces.assign(y=0), root / "crops"
 
@@ -69,7 +69,7 @@ def test_crop_landmarks_land_on_the_face_in_crop_pixels(tmp_path: Path) -> None:
 def test_sbi_dataset_is_deterministic_and_only_alters_fakes(tmp_path: Path) -> None:
     rows, crops = real_crop_set(tmp_path, 2)
     ident = lambda im, gen=None, source_side=None: im  # noqa: E731 - raw crops, so pixels can be compared
-    params = SbiParams(enabled=True, fake_share=0.5)
+    params = full(SbiParams, enabled=True, fake_share=0.5)
     a = SbiCropDataset(rows, crops, ident, params, seed=3, cache_bytes=10**9)  # a keeps decoded crops, b does not
     b = SbiCropDataset(rows, crops, ident, params, seed=3)
     ys = []
@@ -93,7 +93,7 @@ def test_validation_twins_are_fixed_fakes(tmp_path: Path) -> None:
     twins = with_sbi_twins(rows)
     assert len(twins) == 2 * len(rows) and twins["y"].sum() == len(rows)
     assert set(twins.loc[twins["sbi"], "video_id"]) == {"r00#sbi", "r01#sbi"}
-    ds = SbiCropDataset(twins, crops, lambda im: im, SbiParams(enabled=True), seed=0, mode="fixed")
+    ds = SbiCropDataset(twins, crops, lambda im: im, full(SbiParams, enabled=True), seed=0, mode="fixed")
     i = int(np.flatnonzero(twins["sbi"].to_numpy())[0])
     first = ds[i][0].copy()
     ds.set_epoch(5)
@@ -102,16 +102,16 @@ def test_validation_twins_are_fixed_fakes(tmp_path: Path) -> None:
 
 def test_sbi_params_reject_nonsense() -> None:
     with pytest.raises(ValueError, match="fake_share"):
-        SbiParams(enabled=True, fake_share=1.5)
+        full(SbiParams, enabled=True, fake_share=1.5)
     with pytest.raises(ValueError, match="drop_real_fakes"):
-        SbiParams(enabled=False, drop_real_fakes=True)
+        full(SbiParams, enabled=False, drop_real_fakes=True)
 
 
 def test_train_from_real_videos_only(tmp_path: Path) -> None:
     real_crop_set(tmp_path, 10, size=64)
-    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"train": {
+    params_file(tmp_path / "p.yaml", train={
         "init": "random", "input_size": 32, "epochs": 1, "batch_size": 8, "precision": "fp32",
-        "augment": {"jpeg_prob": 0.0}, "sbi": {"enabled": True, "drop_real_fakes": True}}}))
+        "augment": {"jpeg_prob": 0.0}, "sbi": {"enabled": True, "drop_real_fakes": True}})
     train_stage.main(["--params", str(tmp_path / "p.yaml"), "--manifest", str(tmp_path / "manifest.csv"),
                       "--faces", str(tmp_path / "faces.parquet"), "--crops-dir", str(tmp_path / "crops"),
                       "--model-out", str(tmp_path / "m.pt"), "--live-dir", str(tmp_path / "live")])

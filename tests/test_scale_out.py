@@ -19,14 +19,16 @@ import pytest
 import dask_faults
 from conftest import noise_frames, portrait_frames, write_clip
 from deepfake_detector import records
+from deepfake_detector.core.config import to_dict
 from deepfake_detector.faces.detection import CropParams
 from deepfake_detector.media.shards import ShardWriter, partition_count, partition_of
 from deepfake_detector.pipeline import batch, crop_faces, extract_frames
 from deepfake_detector.pipeline.batch import IncompleteShardsError, plan_shards, run_shards
 from deepfake_detector.pipeline.extract_frames import ExtractParams, extract_videos
+from full_params import full, params_file
 
 PER_SHARD = 3  # 8 or 9 videos -> 4 partitions
-PARAMS = ExtractParams(frames_per_video=2, videos_per_shard=PER_SHARD)
+PARAMS = full(ExtractParams, frames_per_video=2, videos_per_shard=PER_SHARD)
 PARAMS_2 = dataclasses.replace(PARAMS, videos_per_shard=2)
 
 
@@ -62,7 +64,7 @@ def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     read = extract_frames.read_frames
 
-    def counting(path: Path, n: int):  # noqa: ANN202 - same as video.read_frames
+    def counting(path: Path, n: int):  # same as video.read_frames
         seen.append(Path(path).stem)
         return read(path, n)
 
@@ -156,7 +158,7 @@ def test_a_failing_video_gets_its_row_and_an_interrupted_run_resumes(tmp_path: P
     ids = [p.stem for p in paths]
     read = extract_frames.read_frames  # the counting wrapper
 
-    def breaks_on_n5(path: Path, n: int):  # noqa: ANN202
+    def breaks_on_n5(path: Path, n: int):
         if Path(path).stem == "n5":
             raise RuntimeError("decoder bug")
         return read(path, n)
@@ -196,7 +198,7 @@ def test_a_run_stopped_midway_resumes_where_it_stopped(tmp_path: Path, media: Pa
     stop_in = max(ids, key=lambda v: partition_of(v, count))  # a video of the last shard built
     read = extract_frames.read_frames
 
-    def interrupted(path: Path, n: int):  # noqa: ANN202
+    def interrupted(path: Path, n: int):
         if Path(path).stem == stop_in:
             raise KeyboardInterrupt
         return read(path, n)
@@ -223,12 +225,12 @@ def test_crop_faces_redetects_only_the_shards_whose_frames_changed(tmp_path: Pat
     handled: list[str] = []
     call = crop_faces._Cropper.__call__
 
-    def counting(self, video):  # noqa: ANN001, ANN202
+    def counting(self, video):
         handled.append(video["video_id"])
         return call(self, video)
 
     monkeypatch.setattr(crop_faces._Cropper, "__call__", counting)
-    params = CropParams(videos_per_shard=2, detect_every=1)
+    params = full(CropParams, videos_per_shard=2, detect_every=1)
 
     def run(paths: list[Path], extract_params: ExtractParams = PARAMS_2) -> tuple[list[dict], pd.DataFrame]:
         manifest = _manifest(paths)
@@ -262,7 +264,7 @@ def test_crop_faces_redetects_only_the_shards_whose_frames_changed(tmp_path: Pat
 
 
 @pytest.fixture(scope="module")
-def client():  # noqa: ANN201
+def client():
     distributed = pytest.importorskip("distributed")
     import cloudpickle
     import dask
@@ -276,7 +278,7 @@ def client():  # noqa: ANN201
         yield client
 
 
-def _serial_and_cluster(tmp_path: Path, client, stage):  # noqa: ANN001, ANN202
+def _serial_and_cluster(tmp_path: Path, client, stage):
     """Run ``stage(out_dir, client)`` serially and on the cluster; returns both results."""
     return [stage(tmp_path / mode, dask_client) for mode, dask_client in (("serial", None), ("cluster", client))]
 
@@ -289,10 +291,10 @@ def _assert_same(serial: tuple, cluster: tuple) -> None:
             assert a == b
 
 
-def test_frame_shards_built_on_a_cluster_are_the_serial_bytes(tmp_path: Path, media: Path, client) -> None:  # noqa: ANN001
+def test_frame_shards_built_on_a_cluster_are_the_serial_bytes(tmp_path: Path, media: Path, client) -> None:
     manifest = _manifest([media / f"f{i}.mp4" for i in range(2)] + [media / f"n{i}.mp4" for i in range(6)])
 
-    def stage(out: Path, dask_client) -> tuple:  # noqa: ANN001
+    def stage(out: Path, dask_client) -> tuple:
         frames, extract = extract_videos(manifest, PARAMS_2, out, client=dask_client)
         return _files(out), frames, extract
 
@@ -302,15 +304,16 @@ def test_frame_shards_built_on_a_cluster_are_the_serial_bytes(tmp_path: Path, me
 
 
 @pytest.mark.slow
-def test_crop_shards_built_on_a_cluster_are_the_serial_bytes(tmp_path: Path, media: Path, client) -> None:  # noqa: ANN001
+def test_crop_shards_built_on_a_cluster_are_the_serial_bytes(tmp_path: Path, media: Path, client) -> None:
     """MTCNN on two worker processes gives the crops, rows and parquet bytes of one process (about 35 s)."""
     manifest = _manifest([media / f"f{i}.mp4" for i in range(2)] + [media / f"n{i}.mp4" for i in range(6)])
     frames, extract = extract_videos(manifest, PARAMS_2, tmp_path / "frames")
 
-    def stage(out: Path, dask_client) -> tuple:  # noqa: ANN001
+    def stage(out: Path, dask_client) -> tuple:
+        params = full(CropParams, videos_per_shard=2)
         faces, report = crop_faces.crop_videos(manifest, frames, extract, tmp_path / "frames", out / "crops",
-                                               CropParams(videos_per_shard=2), client=dask_client)
-        records.write_faces(faces, out / "faces.parquet")
+                                               params, client=dask_client)
+        records.write_faces(faces, out / "faces.parquet", to_dict(params))
         return _files(out / "crops"), report, (out / "faces.parquet").read_bytes()
 
     serial, cluster = _serial_and_cluster(tmp_path, client, stage)
@@ -318,7 +321,7 @@ def test_crop_shards_built_on_a_cluster_are_the_serial_bytes(tmp_path: Path, med
     _assert_same(serial, cluster)
 
 
-def test_a_worker_that_dies_costs_its_video_only(tmp_path: Path, media: Path, client) -> None:  # noqa: ANN001
+def test_a_worker_that_dies_costs_its_video_only(tmp_path: Path, media: Path, client) -> None:
     paths = [media / f"n{i}.mp4" for i in range(8)]
     ids = [p.stem for p in paths]
     videos = [{"video_id": p.stem, "path": str(p), "status": "ok", "reason": "", "signature": ""} for p in paths]
@@ -370,8 +373,7 @@ def test_dvc_keeps_persisted_shards_and_records_the_new_hash(tmp_path: Path, med
         lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
         return next(o["md5"] for o in lock["stages"]["extract"]["outs"] if o["path"] == "frames")
 
-    params = {"extract_frames": {"frames_per_video": 2, "videos_per_shard": PER_SHARD}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    params_file(tmp_path / "params.yaml", extract_frames={"frames_per_video": 2, "videos_per_shard": PER_SHARD})
     stage = {"cmd": "python -m deepfake_detector.stages.extract_frames --manifest manifest.csv --frames-dir frames "
                     "--frames-table frames.csv --report report.csv",
              "deps": ["manifest.csv"], "params": ["extract_frames"],
@@ -399,7 +401,7 @@ def test_the_stage_runs_on_a_local_cluster_and_names_an_unreachable_scheduler(tm
     args = ["--params", str(tmp_path / "params.yaml"), "--manifest", str(tmp_path / "manifest.csv"),
             "--frames-dir", str(tmp_path / "frames"), "--frames-table", str(tmp_path / "frames.csv"),
             "--report", str(tmp_path / "report.csv")]
-    (tmp_path / "params.yaml").write_text("extract_frames: {frames_per_video: 2}\n")
+    params_file(tmp_path / "params.yaml", extract_frames={"frames_per_video": 2})
     stage.main([*args, "--scheduler", "local:1"])
     assert records.read_extract_report(tmp_path / "report.csv")["status"].tolist() == ["ok", "ok"]
     import dask

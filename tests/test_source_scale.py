@@ -19,6 +19,7 @@ from deepfake_detector.model.sbi import (
 )
 from deepfake_detector.model.train import TrainParams
 from deepfake_detector.model.transforms import AugmentParams, build_augment, perturb_at_source
+from full_params import full
 from test_sbi_training import real_crop_set
 
 # Everything but the degradation under test switched off, so outputs can be compared.
@@ -37,7 +38,7 @@ def detail(x: np.ndarray) -> float:
 
 def test_source_scale_blurs_a_small_face_more_than_a_large_one() -> None:
     image = texture()
-    params = AugmentParams(**QUIET, blur_prob=1.0, blur_sigma=(1.5, 1.5), degrade_scale="source")
+    params = full(AugmentParams, **QUIET, blur_prob=1.0, blur_sigma=(1.5, 1.5), degrade_scale="source")
     augment = build_augment(64, params)
     # The same 64-px crop, cut from a 32-px face (upscaled 2x) and from a 256-px face (shrunk 4x).
     small = augment(image, torch.Generator().manual_seed(0), source_side=32.0)
@@ -47,7 +48,7 @@ def test_source_scale_blurs_a_small_face_more_than_a_large_one() -> None:
 
 def test_input_scale_ignores_the_source_side() -> None:
     image = texture()
-    augment = build_augment(64, AugmentParams(**QUIET, blur_prob=1.0, downscale_prob=1.0, bilateral_prob=1.0))
+    augment = build_augment(64, full(AugmentParams, **QUIET, blur_prob=1.0, downscale_prob=1.0, bilateral_prob=1.0))
     a = augment(image, torch.Generator().manual_seed(1), source_side=32.0)
     b = augment(image, torch.Generator().manual_seed(1), source_side=256.0)
     assert np.array_equal(a, b) and not np.array_equal(a, image)
@@ -55,7 +56,7 @@ def test_input_scale_ignores_the_source_side() -> None:
 
 def test_a_source_larger_than_the_downscale_reaches_is_left_alone() -> None:
     image = texture()
-    augment = build_augment(64, AugmentParams(**QUIET, blur_prob=0.0, downscale_prob=1.0, downscale=(0.5, 0.5),
+    augment = build_augment(64, full(AugmentParams, **QUIET, blur_prob=0.0, downscale_prob=1.0, downscale=(0.5, 0.5),
                                                degrade_scale="source"))
     # 0.5 of a 256-px face is still 128 px: more than the 64-px input holds.
     assert np.array_equal(augment(image, torch.Generator().manual_seed(0), source_side=256.0), image)
@@ -66,7 +67,7 @@ def test_bilateral_smooths_texture_but_keeps_an_edge() -> None:
     rng = np.random.default_rng(0)
     step = np.where(np.arange(64)[None, :, None] < 32, 60, 190).repeat(64, axis=0).repeat(3, axis=2)
     noisy = np.clip(step + rng.normal(0, 6, step.shape), 0, 255).astype(np.uint8)
-    augment = build_augment(64, AugmentParams(**QUIET, blur_prob=0.0, bilateral_prob=1.0, bilateral_d=(9, 9),
+    augment = build_augment(64, full(AugmentParams, **QUIET, blur_prob=0.0, bilateral_prob=1.0, bilateral_d=(9, 9),
                                               bilateral_sigma_color=(40.0, 40.0)))
     out = augment(noisy, torch.Generator().manual_seed(0)).astype(np.float32)
     flat = out[:, 4:26]
@@ -117,7 +118,7 @@ def test_fixed_dataset_softens_the_perturbed_copies(tmp_path: Path) -> None:
     rows, crops = real_crop_set(tmp_path, 1)
     # As if the 96-px crops came from a 48-px face (a 472-px one barely feels a 1.2-px blur).
     rows = with_perturbed_reals(rows.assign(sbi=False, crop_side=48), ("blur",))
-    ds = SbiCropDataset(rows, crops, lambda im: im, SbiParams(enabled=True), seed=0, mode="fixed")
+    ds = SbiCropDataset(rows, crops, lambda im: im, full(SbiParams, enabled=True), seed=0, mode="fixed")
     n = len(rows) // 2
     original, softened = ds[0][0], ds[n][0]
     assert float(ds[n][1]) == 0.0 and detail(softened) < detail(original)
@@ -125,7 +126,8 @@ def test_fixed_dataset_softens_the_perturbed_copies(tmp_path: Path) -> None:
 
 def test_val_perturb_is_checked() -> None:
     with pytest.raises(ValueError, match="val_perturb"):
-        TrainParams(val_perturb=("blur",))  # no SBI: nothing to score the copies against
+        full(TrainParams, val_perturb=("blur",))  # no SBI: nothing to score the copies against
     with pytest.raises(ValueError, match="val_perturb"):
-        TrainParams(sbi=SbiParams(enabled=True), val_perturb=("sepia",))
-    assert TrainParams(sbi=SbiParams(enabled=True), val_perturb=("blur", "downscale")).val_perturb == ("blur", "downscale")
+        full(TrainParams, sbi=full(SbiParams, enabled=True), val_perturb=("sepia",))
+    perturbed = full(TrainParams, sbi=full(SbiParams, enabled=True), val_perturb=("blur", "downscale"))
+    assert perturbed.val_perturb == ("blur", "downscale")

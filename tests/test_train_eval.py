@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -15,18 +16,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from deepfake_detector import records
+from deepfake_detector.core.config import to_dict
 from deepfake_detector.media.imaging import encode_image
 from deepfake_detector.media.shards import ShardWriter, shard_name
 from deepfake_detector.model import train as train_mod
 from deepfake_detector.model.network import CheckpointError, CheckpointMeta, build_model, load_model, save_checkpoint
 from deepfake_detector.pipeline import evaluate, metric_files
+from deepfake_detector.pipeline.extract_frames import ExtractParams
+from deepfake_detector.scoring.aggregate import video_scores
 from deepfake_detector.stages import calibrate as calibrate_stage
 from deepfake_detector.stages import evaluate as evaluate_stage
 from deepfake_detector.stages import train as train_stage
 from deepfake_detector.verdicts.calibration import load_detector
+from full_params import crop_settings, full, params_file
 
 TINY_TRAIN = {
     "init": "random", "input_size": 32, "epochs": 2, "batch_size": 8, "lr": 1e-3, "patience": 2,
@@ -68,15 +72,19 @@ def make_crop_set(root: Path, n_videos: int = 18, frames: int = 4, size: int = 4
     # groups g0..g8 pair videos (2i, 2i+1): make sure pairs never straddle splits in this fixture
     manifest = pd.DataFrame(rows)
     records.write_csv(manifest, root / "manifest.csv", records.MANIFEST_COLUMNS)
-    records.write_faces(faces, root / "faces.parquet")
+    records.write_faces(faces, root / "faces.parquet", crop_settings())
     records.write_csv(pd.DataFrame(report), root / "detection_report.csv", records.DETECTION_REPORT_COLUMNS)
     return {"manifest": root / "manifest.csv", "faces": root / "faces.parquet", "crops": crops_dir,
             "report": root / "detection_report.csv"}
 
 
+# Not the committed values, so the detector is seen to carry params.yaml's.
+TINY_EXPLAIN = {"top_k": 2, "batch_size": 4, "alpha": 0.25}
+
+
 def write_params(path: Path, train: dict, **sections: dict) -> Path:
-    path.write_text(yaml.safe_dump({"train": train, **sections}))
-    return path
+    """The committed params.yaml with these train keys (and other sections' keys) changed."""
+    return params_file(path, train=train, **sections)
 
 
 def calibrate_args(d: dict[str, Path], root: Path, params: Path, model: Path) -> list[str]:
@@ -94,7 +102,7 @@ def train_args(d: dict[str, Path], root: Path, params: Path) -> list[str]:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("train")
     d = make_crop_set(root)
-    params = write_params(root / "params.yaml", TINY_TRAIN)
+    params = write_params(root / "params.yaml", TINY_TRAIN, calibrate={"explain": TINY_EXPLAIN})
     train_stage.main(train_args(d, root, params))
     calibrate_stage.main(calibrate_args(d, root, params, root / "model.pt"))
     return {**d, "root": root, "model": root / "model.pt", "detector": root / "detector.pt",
@@ -122,7 +130,11 @@ def test_calibrate_makes_a_detector_from_the_same_weights(trained: dict[str, Pat
     _, meta = load_model(trained["model"])
     cal = detector.calibration
     assert detector.meta.weights_sha256 == meta.weights_sha256 == cal.weights_sha256
-    assert cal.frames_per_video == 16 and cal.crop.margin == 0.3  # params defaults, recorded
+    # How the scored crops were made, recorded: frames from params.yaml, crops from faces.parquet.
+    assert cal.frames_per_video == full(ExtractParams).frames_per_video
+    assert to_dict(cal.crop) == records.read_crop_settings(trained["faces"]) == crop_settings()
+    # How its verdicts are explained (the CLI and the web demo read it here): params.yaml's.
+    assert to_dict(cal.explain) == TINY_EXPLAIN
     assert 0.0 <= cal.threshold <= 1.0 and cal.aggregation in ("mean", "mean_logit", "confident", "max_face_mean")
     scores = records.read_face_scores(trained["scores"])
     faces = records.read_faces(trained["faces"])
@@ -150,7 +162,7 @@ def test_no_test_or_val_video_reaches_training(tmp_path: Path, monkeypatch: pyte
     seen: list[list[str]] = []
 
     class SpyDataset(train_mod.CropDataset):
-        def __init__(self, rows, crops_dir, transform, **kwargs):  # noqa: ANN001, ANN003
+        def __init__(self, rows, crops_dir, transform, **kwargs):
             super().__init__(rows, crops_dir, transform, **kwargs)
             seen.append(list(rows["video_id"]))
 
@@ -166,7 +178,7 @@ def test_no_test_or_val_video_reaches_training(tmp_path: Path, monkeypatch: pyte
 
 def test_arbitrary_pickle_is_refused(tmp_path: Path) -> None:
     class Evil:
-        def __reduce__(self):  # noqa: ANN204
+        def __reduce__(self):
             return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
 
     bad = tmp_path / "evil.pt"
@@ -196,7 +208,7 @@ def test_imagenet_unavailable_falls_back_or_fails(monkeypatch: pytest.MonkeyPatc
 
     from deepfake_detector.model import network as model_mod
 
-    def offline(*a, **k):  # noqa: ANN002, ANN003
+    def offline(*a, **k):
         raise OSError("no network")
 
     monkeypatch.setattr(ResNet18_Weights.IMAGENET1K_V1, "get_state_dict", offline)
@@ -232,6 +244,32 @@ def test_evaluate_counts_unscored_videos(trained: dict[str, Path]) -> None:
     conf = pd.read_csv(root / "plots" / "confusion.csv")
     assert len(conf) == 3 and set(conf.columns) == {"actual", "predicted"}
     assert "patch" in m["by_manipulation"]
+
+
+def test_evaluate_verdicts_are_the_calibrations(trained: dict[str, Path], tmp_path: Path) -> None:
+    """evaluate judges with Calibration.decide: a video within the abstain band is uncertain
+    there too (accuracy_all_videos and the confusion plot), as in predict_videos and the CLI."""
+    model, meta = load_model(trained["detector"])
+    cal = load_detector(trained["detector"]).calibration
+    rows = records.read_face_scores(trained["scores"])
+    probs = video_scores(rows[rows["video_id"].isin(["v14", "v15", "v16"])], cal.aggregation, cal.aggregate)
+    # The threshold on one test video's score: that video falls within the band.
+    cal = dataclasses.replace(cal, threshold=float(probs.iloc[0]), abstain_band=1e-6)
+    detector = tmp_path / "detector.pt"
+    save_checkpoint(detector, model, dataclasses.replace(meta, calibration=cal.to_dict()))
+    evaluate_stage.main(["--detector", str(detector), "--manifest", str(trained["manifest"]),
+                         "--scores", str(trained["scores"]), "--detection-report", str(trained["report"]),
+                         "--plots-dir", str(tmp_path / "plots"), "--metrics", str(tmp_path / "metrics.json"),
+                         "--details", str(tmp_path / "details.json")])
+    m = json.loads((tmp_path / "details.json").read_text())
+    expected = [cal.decide(float(p), int((rows["video_id"] == v).sum()))[0] for v, p in probs.items()]
+    assert expected[0] == records.UNCERTAIN
+    conf = pd.read_csv(tmp_path / "plots" / "confusion.csv")
+    assert conf["predicted"].tolist() == expected
+    assert m["verdicts"][records.UNCERTAIN] == 1 and sum(m["verdicts"][v] for v in records.SCORED_VERDICTS) == 3
+    truth = records.read_manifest(trained["manifest"]).set_index("video_id")["label"]
+    right = sum(e == truth[v] for v, e in zip(probs.index, expected))
+    assert m["coverage"]["accuracy_all_videos"] == right / 4  # the uncertain and the no-face video count as errors
 
 
 @pytest.mark.slow

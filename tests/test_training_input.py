@@ -25,8 +25,9 @@ from deepfake_detector.model.transforms import (
     build_eval_transform,
     build_train_transform,
 )
+from full_params import full
 
-OFF = AugmentParams(crop_scale=(1.0, 1.0), hflip=0.0, color_jitter=0.0, hue=0.0, blur_prob=0.0, jpeg_prob=0.0)
+OFF = full(AugmentParams, crop_scale=(1.0, 1.0), hflip=0.0, color_jitter=0.0, hue=0.0, blur_prob=0.0, jpeg_prob=0.0)
 
 
 @pytest.fixture
@@ -68,11 +69,11 @@ def test_hue_wrap_is_np_mod() -> None:
     got = _wrap_degrees(a)
     assert got.dtype == np.float32 and np.array_equal(got, np.mod(a, 360.0))
     with pytest.raises(ValueError, match="hue"):
-        AugmentParams(hue=0.6)
+        full(AugmentParams, hue=0.6)
 
 
 def test_collate_channels_last_is_default_collate_in_channels_last(crop: np.ndarray) -> None:
-    tf = build_train_transform(64, AugmentParams())
+    tf = build_train_transform(64, full(AugmentParams))
     items = [(tf(crop), torch.tensor(float(i % 2)), i) for i in range(5)]
     images, y, idx = collate_channels_last(items)
     ref_images, ref_y, ref_idx = default_collate(items)
@@ -84,14 +85,14 @@ def test_collate_channels_last_is_default_collate_in_channels_last(crop: np.ndar
 
 def test_augmentations_do_what_they_say(crop: np.ndarray) -> None:
     torch.manual_seed(0)
-    flipped = build_augment(160, AugmentParams(**{**OFF.__dict__, "hflip": 1.0}))(crop)
+    flipped = build_augment(160, full(AugmentParams, **{**OFF.__dict__, "hflip": 1.0}))(crop)
     assert np.array_equal(flipped, crop[:, ::-1])
-    jpeg = build_augment(160, AugmentParams(**{**OFF.__dict__, "jpeg_prob": 1.0, "jpeg_quality": (60, 60)}))(crop)
+    jpeg = build_augment(160, full(AugmentParams, **{**OFF.__dict__, "jpeg_prob": 1.0, "jpeg_quality": (60, 60)}))(crop)
     diff = np.abs(jpeg.astype(int) - crop).mean()
     assert 0 < diff < 6  # re-compressed: changed, but the same picture
-    blur = build_augment(160, AugmentParams(**{**OFF.__dict__, "blur_prob": 1.0}))(crop)
+    blur = build_augment(160, full(AugmentParams, **{**OFF.__dict__, "blur_prob": 1.0}))(crop)
     assert np.abs(np.diff(blur.astype(float), axis=1)).mean() < np.abs(np.diff(crop.astype(float), axis=1)).mean()
-    small = build_augment(96, AugmentParams(**{**OFF.__dict__, "crop_scale": (0.5, 0.6)}))(crop)
+    small = build_augment(96, full(AugmentParams, **{**OFF.__dict__, "crop_scale": (0.5, 0.6)}))(crop)
     assert small.shape == (96, 96, 3) and small.dtype == np.uint8
 
 
@@ -101,24 +102,24 @@ def _sharpness(x: np.ndarray) -> float:
 
 def test_global_degradations_do_what_they_say(crop: np.ndarray) -> None:
     torch.manual_seed(0)
-    down = build_augment(160, AugmentParams(**{**OFF.__dict__, "downscale_prob": 1.0, "downscale": (0.4, 0.4)}))(crop)
+    down = build_augment(160, full(AugmentParams, **{**OFF.__dict__, "downscale_prob": 1.0, "downscale": (0.4, 0.4)}))(crop)
     assert down.shape == crop.shape and _sharpness(down) < _sharpness(crop)
-    sharp = build_augment(160, AugmentParams(**{**OFF.__dict__, "sharpen_prob": 1.0, "sharpen": (1.0, 1.0)}))(crop)
+    sharp = build_augment(160, full(AugmentParams, **{**OFF.__dict__, "sharpen_prob": 1.0, "sharpen": (1.0, 1.0)}))(crop)
     assert _sharpness(sharp) > _sharpness(crop)
-    noisy = build_augment(160, AugmentParams(**{**OFF.__dict__, "noise_prob": 1.0, "noise_sigma": (6.0, 6.0)}))(crop)
+    noisy = build_augment(160, full(AugmentParams, **{**OFF.__dict__, "noise_prob": 1.0, "noise_sigma": (6.0, 6.0)}))(crop)
     residual = noisy.astype(float) - crop
     assert 4.5 < residual[(crop > 30) & (crop < 225)].std() < 7.5  # sigma 6 where nothing clips
     # A blur of sigma 2 reaches further than the old fixed 5-px kernel allowed.
-    wide = build_augment(160, AugmentParams(**{**OFF.__dict__, "blur_prob": 1.0, "blur_sigma": (2.0, 2.0)}))(crop)
-    narrow = build_augment(160, AugmentParams(**{**OFF.__dict__, "blur_prob": 1.0, "blur_sigma": (0.5, 0.5)}))(crop)
+    wide = build_augment(160, full(AugmentParams, **{**OFF.__dict__, "blur_prob": 1.0, "blur_sigma": (2.0, 2.0)}))(crop)
+    narrow = build_augment(160, full(AugmentParams, **{**OFF.__dict__, "blur_prob": 1.0, "blur_sigma": (0.5, 0.5)}))(crop)
     assert _sharpness(wide) < _sharpness(narrow) < _sharpness(crop)
 
 
 def test_degradations_off_draw_nothing(crop: np.ndarray) -> None:
     # Recipes without the new degradations keep their random stream, so their results.
     gen_a, gen_b = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    build_augment(96, AugmentParams())(crop, gen_a)
-    build_augment(96, AugmentParams(downscale=(0.3, 0.5), noise_sigma=(2.0, 3.0)))(crop, gen_b)
+    build_augment(96, full(AugmentParams))(crop, gen_a)
+    build_augment(96, full(AugmentParams, downscale=(0.3, 0.5), noise_sigma=(2.0, 3.0)))(crop, gen_b)
     assert torch.equal(gen_a.get_state(), gen_b.get_state())
 
 
@@ -126,11 +127,11 @@ def test_degradations_off_draw_nothing(crop: np.ndarray) -> None:
                                     {"noise_sigma": (5.0, 2.0)}, {"sharpen_prob": 1.5}])
 def test_degradation_params_are_checked(kwargs: dict) -> None:
     with pytest.raises(ValueError, match="augment"):
-        AugmentParams(**kwargs)
+        full(AugmentParams, **kwargs)
 
 
 def test_colour_jitter_moves_colours_but_keeps_grey_grey() -> None:
-    jitter = build_augment(64, AugmentParams(**{**OFF.__dict__, "color_jitter": 0.3, "hue": 0.1}))
+    jitter = build_augment(64, full(AugmentParams, **{**OFF.__dict__, "color_jitter": 0.3, "hue": 0.1}))
     grey = np.tile(np.linspace(20, 230, 64, dtype=np.uint8)[None, :, None], (64, 1, 3))
     torch.manual_seed(1)
     out = jitter(grey).astype(int)
@@ -139,7 +140,7 @@ def test_colour_jitter_moves_colours_but_keeps_grey_grey() -> None:
 
 
 def test_train_transform_is_reproducible_from_torch_seed(crop: np.ndarray) -> None:
-    tf = build_train_transform(128, AugmentParams(jpeg_prob=0.5, blur_prob=0.5))
+    tf = build_train_transform(128, full(AugmentParams, jpeg_prob=0.5, blur_prob=0.5))
     torch.manual_seed(7)
     a = [tf(crop) for _ in range(4)]
     torch.manual_seed(7)
@@ -204,7 +205,7 @@ def test_in_process_loading_runs_single_threaded(threads: int) -> None:
 def test_prefetch_keeps_order_raises_and_stops() -> None:
     assert list(prefetch(iter(range(7)), depth=2)) == list(range(7))
 
-    def failing():  # noqa: ANN202
+    def failing():
         yield 1
         raise ValueError("bad crop")
 
@@ -215,7 +216,7 @@ def test_prefetch_keeps_order_raises_and_stops() -> None:
     assert got == [1]
     produced = []
 
-    def endless():  # noqa: ANN202
+    def endless():
         i = 0
         while True:
             produced.append(i)
@@ -239,7 +240,7 @@ def test_crop_dataset_reads_through_the_cache(tmp_path: Path) -> None:
 def test_cached_and_decoded_training_batches_are_identical(tmp_path: Path) -> None:
     """Keeping decoded crops changes nothing a batch holds, in the first epoch or later ones."""
     rows = _write_crops(tmp_path, 6)
-    tf = build_train_transform(16, AugmentParams(jpeg_prob=0.5, blur_prob=0.5, hflip=0.5))
+    tf = build_train_transform(16, full(AugmentParams, jpeg_prob=0.5, blur_prob=0.5, hflip=0.5))
     epochs = {}
     for budget in (0, 10**6):
         ds = CropDataset(rows, tmp_path, tf, cache_bytes=budget, seed=3)
@@ -259,7 +260,7 @@ def test_training_items_are_keyed_not_drawn_from_the_global_rng(tmp_path: Path) 
     """Batches are prepared in a background thread while the model draws from torch's global RNG
     (dropout): the augmentation must not depend on how those draws interleave."""
     rows = _write_crops(tmp_path, 3)
-    tf = build_train_transform(16, AugmentParams(jpeg_prob=0.5, blur_prob=0.5, hflip=0.5))
+    tf = build_train_transform(16, full(AugmentParams, jpeg_prob=0.5, blur_prob=0.5, hflip=0.5))
     ds = CropDataset(rows, tmp_path, tf, seed=5)
     torch.manual_seed(0)
     first = [ds[i][0] for i in range(3)]

@@ -23,6 +23,7 @@ from deepfake_detector.media.video import (
     sample_indices,
 )
 from deepfake_detector.pipeline.extract_frames import ExtractParams
+from full_params import full
 
 
 def numbered_frames(n: int, width: int = 160, height: int = 120) -> list[np.ndarray]:
@@ -245,14 +246,14 @@ def test_rotate_upright_turns_clockwise() -> None:
 
 
 def test_extract_params_validation() -> None:
-    params = from_mapping(ExtractParams, {"frames_per_video": 8, "image_format": "jpg"})
-    assert params == ExtractParams(8, "jpg")
+    params = from_mapping(ExtractParams, {"frames_per_video": 8, "image_format": "jpg", "videos_per_shard": 64})
+    assert params == full(ExtractParams, frames_per_video=8, image_format="jpg", videos_per_shard=64)
     with pytest.raises(ConfigError, match="frames_per_video"):
-        from_mapping(ExtractParams, {"frames_per_video": 0}, "extract_frames")
+        full(ExtractParams, frames_per_video=0)
     with pytest.raises(ConfigError, match="image_format"):
-        from_mapping(ExtractParams, {"image_format": "gif"}, "extract_frames")
+        full(ExtractParams, image_format="gif")
     with pytest.raises(ConfigError, match="extract_frames.fps"):
-        from_mapping(ExtractParams, {"fps": 5}, "extract_frames")
+        full(ExtractParams, fps=5)
 
 
 # --- H.264: frames nothing refers to are not decoded unless sampled (skipdecode) ---------------

@@ -19,6 +19,8 @@ from conftest import noise_frames, portrait_frames, write_clip
 from deepfake_detector import service
 from deepfake_detector.interfaces import cli, web
 from deepfake_detector.media.video import read_frames
+from deepfake_detector.verdicts.calibration import ExplainParams
+from full_params import full
 from test_calibrate import make_calibration
 from test_predict import save_detector
 
@@ -29,9 +31,11 @@ SCORED = ("FAKE", "REAL", "UNCERTAIN")
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A calibrated random-init detector: 3 frames per video, threshold 0.4, band 0.05."""
+    """A calibrated random-init detector: 3 frames per video, threshold 0.4, band 0.05, and
+    Grad-CAM on 2 frames each way (not params.yaml's 3)."""
     path = tmp_path_factory.mktemp("ckpt") / "detector.pt"
-    return save_detector(path, make_calibration(threshold=0.4, aggregation="mean_logit", frames=3))
+    explain = full(ExplainParams, top_k=2)
+    return save_detector(path, make_calibration(threshold=0.4, aggregation="mean_logit", frames=3, explain=explain))
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +68,7 @@ def test_real_clip_gets_verdict_plot_montage_and_report(judge: web.WebJudge, cli
         assert cv2.imread(str(image)) is not None and image.parent == a.report.parent
     report = a.report.read_text()
     assert "data:image/png;base64," in report and a.verdict.verdict in report
+    assert "Top row: the 2 frames with the highest fake probability" in report  # the detector's top_k
     assert [f for f, _ in steps] == sorted(f for f, _ in steps) and steps[-1][0] == 1.0
 
 
@@ -264,7 +269,7 @@ def test_serve_stops_on_ctrl_c_and_sigterm(checkpoint: Path, signum: int, status
 
 
 @pytest.fixture(scope="module")
-def server(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a generator fixture
+def server(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):  # a generator fixture
     """`deepfake-detector serve` on a free loopback port, uploads up to 1 MB, for the module."""
     from tools.web_check import start_server
 
@@ -274,7 +279,7 @@ def server(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa:
 
 
 @pytest.mark.slow
-def test_server_judges_an_upload_through_the_client_api(server, clips: dict[str, Path], tmp_path: Path) -> None:  # noqa: ANN001
+def test_server_judges_an_upload_through_the_client_api(server, clips: dict[str, Path], tmp_path: Path) -> None:
     import httpx
     from gradio_client import Client, handle_file
 
@@ -299,7 +304,7 @@ def test_server_judges_an_upload_through_the_client_api(server, clips: dict[str,
 
 
 @pytest.mark.slow
-def test_page_in_headless_chromium(server, clips: dict[str, Path], tmp_path: Path) -> None:  # noqa: ANN001
+def test_page_in_headless_chromium(server, clips: dict[str, Path], tmp_path: Path) -> None:
     from tools.web_check import find_browser, judge_in_browser
 
     found = find_browser()

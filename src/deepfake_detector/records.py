@@ -20,6 +20,7 @@ that is out of step with its inputs fails with the file's name instead of a ``Ke
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -294,8 +295,12 @@ def _read_parquet(path: Path, schema: pa.Schema) -> pd.DataFrame:
     return df
 
 
-def _write_parquet(rows: pd.DataFrame | list[dict], path: Path, schema: pa.Schema) -> None:
-    """Write a table with ``schema`` deterministically (no pandas index, zstd)."""
+def _write_parquet(rows: pd.DataFrame | list[dict], path: Path, schema: pa.Schema,
+                   metadata: dict[bytes, bytes] | None = None) -> None:
+    """Write a table with ``schema`` deterministically (no pandas index, zstd), with
+    ``metadata`` added to the file's schema metadata."""
+    if metadata:
+        schema = schema.with_metadata({**(schema.metadata or {}), **metadata})
     if isinstance(rows, pd.DataFrame):
         table = pa.Table.from_pandas(rows.reindex(columns=schema.names), schema=schema, preserve_index=False)
     else:
@@ -310,9 +315,38 @@ def read_faces(path: Path) -> pd.DataFrame:
     return _read_parquet(path, FACES_SCHEMA)
 
 
-def write_faces(rows: pd.DataFrame | list[dict], path: Path) -> None:
-    """Write ``faces.parquet`` (:data:`FACES_SCHEMA`)."""
-    _write_parquet(rows, path, FACES_SCHEMA)
+# faces.parquet's schema metadata key for the crop_faces settings the crops were made with.
+CROP_SETTINGS_KEY = b"deepfake_detector.crop_settings"
+
+
+def write_faces(rows: pd.DataFrame | list[dict], path: Path, crop_settings: dict[str, Any]) -> None:
+    """Write ``faces.parquet`` (:data:`FACES_SCHEMA`) with how its crops were made.
+
+    Args:
+        rows: One row per kept face.
+        path: The file to write.
+        crop_settings: The ``crop_faces`` params (a plain dict) the crops were made with:
+            later stages read them from here (:func:`read_crop_settings`), not from params.yaml.
+    """
+    settings = json.dumps(crop_settings, sort_keys=True, separators=(",", ":")).encode()
+    _write_parquet(rows, path, FACES_SCHEMA, {CROP_SETTINGS_KEY: settings})
+
+
+def read_crop_settings(path: Path) -> dict[str, Any]:
+    """The ``crop_faces`` settings recorded in ``faces.parquet`` by :func:`write_faces`.
+
+    Raises:
+        RecordError: If the file is unreadable or records none (an older crop_faces wrote it).
+    """
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except FileNotFoundError:
+        raise RecordError(f"{path}: file not found (run the stage that writes it)") from None
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise RecordError(f"{path}: not a readable Parquet table ({exc})") from exc
+    if CROP_SETTINGS_KEY not in metadata:
+        raise RecordError(f"{path}: records no crop settings (written by an older version? re-run crop_faces)")
+    return json.loads(metadata[CROP_SETTINGS_KEY])
 
 
 def read_landmarks(path: Path) -> pd.DataFrame:

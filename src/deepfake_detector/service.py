@@ -227,6 +227,9 @@ class Judge:
 def explain_file(detector: Detector, pred: PathPrediction, out_dir: Path) -> VideoExplanation | str:
     """Write one judged file's Grad-CAM montage, probability plot and report under ``out_dir``.
 
+    Explained with the detector's own settings (``detector.calibration.explain``), as the
+    gradcam stage explains the pipeline's videos.
+
     The folder is made under a temporary name next to ``out_dir`` and renamed onto it when
     complete (:func:`atomic.atomic_dir`): a failure or an interruption leaves the previous
     report there, whole.
@@ -238,13 +241,13 @@ def explain_file(detector: Detector, pred: PathPrediction, out_dir: Path) -> Vid
     """
     # Imported here: Grad-CAM pulls in pytorch_grad_cam and matplotlib, which plain
     # prediction does not need.
-    from .explanations.explain import ExplainParams, build_explanation
+    from .explanations.explain import build_explanation
 
     try:
         with atomic_dir(out_dir) as building:
             result = build_explanation(detector.model, detector.meta, pred.verdict, pred.faces, pred.crops,
-                                       pred.frames, building, ExplainParams())
-    except Exception as exc:  # noqa: BLE001 - one file's report must not lose the other files' verdicts
+                                       pred.frames, building, detector.calibration.explain)
+    except Exception as exc:  # one file's report must not lose the other files' verdicts
         logger.error("Grad-CAM failed for %s: %s: %s", pred.verdict.video_path, type(exc).__name__, exc)
         return f"failed: {type(exc).__name__}: {exc}"
     result.report = Path(out_dir) / result.report.name  # where the folder is now

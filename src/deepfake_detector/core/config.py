@@ -115,7 +115,9 @@ def from_mapping(cls: type[T], data: dict[str, Any], where: str = "") -> T:
         where: Dotted prefix used in error messages (e.g. ``"crop_faces"``).
 
     Returns:
-        An instance of ``cls``; missing keys take the field defaults.
+        An instance of ``cls``. A field without a default must be in ``data``: the params
+        sections' dataclasses have none, so params.yaml holds every key, the one source of
+        each setting.
 
     Raises:
         ConfigError: On an unknown key, a missing required key or a wrong type.
@@ -134,7 +136,7 @@ def from_mapping(cls: type[T], data: dict[str, Any], where: str = "") -> T:
         if name in data:
             kwargs[name] = _convert(hints[name], data[name], key)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"missing required key {key}")
+            raise ConfigError(f"missing key {key} (every key of the section must be set)")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:  # __post_init__ validation

@@ -16,9 +16,13 @@ is compared with the share of the crop it covers (what a uniform map would give)
 
 Used by the gradcam stage (:mod:`deepfake_detector.pipeline.gradcam`) and the CLI's ``--explain``.
 
+The settings (:class:`verdicts.calibration.ExplainParams`: ``top_k``, ``batch_size``, ``alpha``) come
+from the detector being explained (``detector.calibration.explain``, stored by calibrate from
+params.yaml's ``calibrate.explain``), so every caller explains alike.
+
 Example:
-    >>> result = build_explanation(model, meta, verdict, faces, crops, frames, Path("out/v1"),
-    ...                            ExplainParams())  # doctest: +SKIP
+    >>> result = build_explanation(detector.model, detector.meta, verdict, faces, crops, frames,
+    ...                            Path("out/v1"), detector.calibration.explain)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from .. import records
 from ..media.imaging import Window, cut_window, encode_image
 from ..model.network import CheckpointMeta, cam_target_layer
 from ..model.transforms import build_eval_transform
+from ..verdicts.calibration import ExplainParams
 from .report import REPORT_FILE, IndexEntry, probability_plot, render_video_report
 
 logger = logging.getLogger(__name__)
@@ -58,31 +63,6 @@ MASK_COLOUR = (0, 255, 0)  # outline of the known manipulated region on full-fra
 # Files written next to report.html (the web demo shows them as they are).
 MONTAGE_FILE = "montage.png"
 PLOT_FILE = "probability.png"
-
-
-@dataclass(frozen=True)
-class ExplainParams:
-    """How one video is explained.
-
-    Attributes:
-        top_k: Explain the k frames with the highest fake probability and the k lowest.
-        batch_size: Crops per Grad-CAM batch.
-        alpha: Opacity of the heat map over the image, in [0, 1].
-        detach_head: Cut the autograd graph at the target layer so backward covers only the
-            head (same maps, about 3x faster; docs/performance.md).
-    """
-
-    top_k: int = 3
-    batch_size: int = 16
-    alpha: float = 0.5
-    detach_head: bool = True
-
-    def __post_init__(self) -> None:
-        for key in ("top_k", "batch_size"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)!r}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha!r}")
 
 
 class Verdict(Protocol):
@@ -139,7 +119,8 @@ def explain_crops(
         target_layer: Layer whose activations are weighted; default the architecture's
             (:func:`model.cam_target_layer`).
         batch_size: Crops per forward/backward pass.
-        detach_head: Backward through the head only (see :class:`ExplainParams`).
+        detach_head: Cut the autograd graph at the target layer so backward covers only the
+            head (same maps, about 3x faster; docs/performance.md).
 
     Returns:
         ``(N, S, S)`` float32 maps in [0, 1] at the model input size (each scaled to its
@@ -439,7 +420,7 @@ def build_explanation(
     faces = faces.reset_index(drop=True)
     selected = select_frames(faces, params.top_k)
     sel_crops = [crops[int(r)] for r in selected["row"]]
-    cams = explain_crops(model, meta, sel_crops, batch_size=params.batch_size, detach_head=params.detach_head)
+    cams = explain_crops(model, meta, sel_crops, batch_size=params.batch_size)
     _, method = cam_target_layer(model, meta.arch)
     drawn = _draw_faces(selected, cams, sel_crops, frames, masks, out_dir, params.alpha)
     selected = selected.assign(cam_share_in_mask=drawn.shares, mask_area_share=drawn.areas)

@@ -67,7 +67,7 @@ def _check_range(name: str, rng_: tuple[float, float], lo: float, hi: float) -> 
 class BlendParams:
     """Strengths of the random alterations behind a synthetic fake (params ``train.sbi.blend``).
 
-    Defaults follow the SBI paper's augmentations where it gives them, with sizes made
+    params.yaml follows the SBI paper's augmentations where it gives them, with sizes made
     relative to the face size (square root of the face hull's area) so they hold at any
     resolution.
 
@@ -95,21 +95,21 @@ class BlendParams:
             weight it; SBI uses 0.25, 0.5, 0.75, 1, 1, 1).
     """
 
-    rgb_shift: float = 20.0
-    hue_shift: float = 3.0
-    saturation: float = 0.15
-    brightness: float = 0.1
-    contrast: float = 0.1
-    sharpen_prob: float = 0.5
-    downscale: tuple[float, float] = (0.25, 0.5)
-    sharpen_amount: tuple[float, float] = (0.2, 0.5)
-    translate: float = 0.03
-    scale: tuple[float, float] = (0.95, 1.05)
-    elastic_strength: float = 0.02
-    elastic_grid: int = 4
-    erode_dilate: tuple[float, float] = (-0.05, 0.05)
-    blur: tuple[float, float] = (0.04, 0.15)
-    blend_ratios: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
+    rgb_shift: float
+    hue_shift: float
+    saturation: float
+    brightness: float
+    contrast: float
+    sharpen_prob: float
+    downscale: tuple[float, float]
+    sharpen_amount: tuple[float, float]
+    translate: float
+    scale: tuple[float, float]
+    elastic_strength: float
+    elastic_grid: int
+    erode_dilate: tuple[float, float]
+    blur: tuple[float, float]
+    blend_ratios: tuple[float, ...]
 
     def __post_init__(self) -> None:
         if not 0 <= self.rgb_shift <= 255:

@@ -39,8 +39,9 @@ frame depends on the keyframes around it, so the stage and the single-file path 
 :func:`detect_and_crop` the same frames in the same order.
 
 Example:
-    >>> detector = FaceDetector(CropParams())  # doctest: +SKIP
-    >>> crops = detect_and_crop(frames, detector, CropParams())  # doctest: +SKIP
+    >>> params = load_section(CropParams, "crop_faces")  # doctest: +SKIP
+    >>> detector = FaceDetector(params)  # doctest: +SKIP
+    >>> crops = detect_and_crop(frames, detector, params)  # doctest: +SKIP
     >>> crops[0].crop.shape  # (224, 224, 3) uint8, not normalised  # doctest: +SKIP
 """
 
@@ -128,17 +129,17 @@ class CropParams:
         videos_per_shard: Videos per crops tar shard.
     """
 
-    detect_long_side: int = 360
-    detect_every: int = 8
-    detect_every_no_face: int = 4
-    full_res_retry: bool = False
-    prob_threshold: float = 0.9
-    min_face_size: int = 20
-    margin: float = 0.3
-    crop_size: int = 224
-    min_face_ratio: float = 0.5
-    max_faces_per_frame: int = 4
-    videos_per_shard: int = 64
+    detect_long_side: int
+    detect_every: int
+    detect_every_no_face: int
+    full_res_retry: bool
+    prob_threshold: float
+    min_face_size: int
+    margin: float
+    crop_size: int
+    min_face_ratio: float
+    max_faces_per_frame: int
+    videos_per_shard: int
 
     def __post_init__(self) -> None:
         rules = {  # key: (valid?, the rule, for the message)

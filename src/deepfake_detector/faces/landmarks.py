@@ -228,7 +228,7 @@ class MeshLandmarker:
         h, w = image.shape[:2]
         try:
             result = self._mesh.process(np.ascontiguousarray(image))
-        except Exception as exc:  # noqa: BLE001 - a landmark failure must not stop a pipeline
+        except Exception as exc:  # a landmark failure must not stop a pipeline
             logger.warning("MediaPipe failed on a %dx%d crop: %s", w, h, exc)
             return []
         scale = np.array([w, h], dtype=np.float32)

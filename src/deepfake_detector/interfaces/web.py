@@ -165,7 +165,7 @@ class WebJudge:
             t0 = time.perf_counter()
             try:
                 self.ensure_loaded()
-            except Exception as exc:  # noqa: BLE001 - handed to the main thread, which stops the server with it
+            except Exception as exc:  # handed to the main thread, which stops the server with it
                 logger.debug("loading the model failed", exc_info=True)
                 self.load_error = exc
                 return
@@ -270,7 +270,7 @@ def page_outputs(web: WebJudge, upload: str | None, progress: ProgressFn | None 
     traceback in the server's log), and the server keeps serving."""
     try:
         a = web.analyse(upload, progress=progress)
-    except Exception as exc:  # noqa: BLE001 - no stack trace in the page; the next upload must work
+    except Exception as exc:  # no stack trace in the page; the next upload must work
         logger.exception("failed on upload %s", upload)
         name = Path(upload).name if upload else ""
         return (f"## Verdict: ERROR\n\nThe server failed on {_md(name)} ({_md(type(exc).__name__)}: "

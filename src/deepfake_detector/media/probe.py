@@ -316,7 +316,7 @@ def image_damage(path: Path, fmt: str) -> str | None:
     return None
 
 
-def _jpeg_damage(fh) -> str | None:  # noqa: ANN001 - a binary file
+def _jpeg_damage(fh) -> str | None:  # a binary file
     """Walk the JPEG header segments to the scan data, then look for the end-of-image marker."""
     pos = 2
     while True:
@@ -351,7 +351,7 @@ def _jpeg_damage(fh) -> str | None:  # noqa: ANN001 - a binary file
     return "truncated JPEG: the image data ends before its end marker (rows are missing)"
 
 
-def _png_damage(fh) -> str | None:  # noqa: ANN001 - a binary file
+def _png_damage(fh) -> str | None:  # a binary file
     """Walk the PNG chunks to IEND."""
     pos = 8
     fh.seek(0, os.SEEK_END)
@@ -385,7 +385,7 @@ def describe_unopenable(path: Path, fmt: str) -> str:
     return "FFmpeg cannot open it: unknown format, or a truncated/corrupt container"
 
 
-def _boxes(fh, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:  # noqa: ANN001 - a binary file
+def _boxes(fh, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:  # a binary file
     """ISO-BMFF boxes in ``[start, end)``: ``(type, payload start, box end)``; stops at damage."""
     pos = start
     while pos + 8 <= end:

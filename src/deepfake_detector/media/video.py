@@ -497,7 +497,7 @@ class FrameStream:
         try:
             self._result = read_frames(self.path, self.n, max_frames=self.max_frames, on_frame=self._queue.put,
                                        max_decoded_pixels=self.max_decoded_pixels)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer's thread
+        except BaseException as exc:  # re-raised in the consumer's thread
             self._error = exc
         self._queue.put(None)
 

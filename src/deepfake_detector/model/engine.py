@@ -107,7 +107,7 @@ def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
                 if not put((item, None)):
                     return
             put((_END, None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
+        except BaseException as exc:  # handed to the consumer, which re-raises it
             put((_END, exc))
 
     worker = threading.Thread(target=produce, name="prefetch", daemon=True)

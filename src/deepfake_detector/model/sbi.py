@@ -18,7 +18,7 @@ counted. ``five_points`` uses only MTCNN's five points, a rough face hull.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
 
@@ -54,12 +54,12 @@ class SbiParams:
         blend: Blend strengths (see :class:`deepfake_detector.faces.blend.BlendParams`).
     """
 
-    enabled: bool = False
-    fake_share: float = 0.5
-    drop_real_fakes: bool = False
-    mask: Literal["landmarks", "five_points"] = "five_points"
-    forehead: float = 0.75
-    blend: BlendParams = field(default_factory=BlendParams)
+    enabled: bool
+    fake_share: float
+    drop_real_fakes: bool
+    mask: Literal["landmarks", "five_points"]
+    forehead: float
+    blend: BlendParams
 
     def __post_init__(self) -> None:
         if not 0 < self.fake_share < 1:

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampl
 
 from .. import records
 from ..core.config import to_dict
-from ..scoring.aggregate import AggregateParams, video_scores
+from ..scoring.aggregate import video_scores
 from ..scoring.metrics import roc_auc
 from .data import CropDataset, collate_channels_last, load_face_table
 from .engine import (
@@ -69,26 +69,26 @@ class TrainParams:
     worker beat two threads 3-10x (docs/performance.md, "Threads").
     """
 
-    arch: str = "resnet18"
-    init: str = "imagenet"  # imagenet | random | path to a weights file
-    require_pretrained: bool = False
-    input_size: int = 224
-    epochs: int = 6
-    batch_size: int = 32
-    lr: float = 3e-4
-    weight_decay: float = 1e-4
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    schedule: Literal["cosine", "constant"] = "cosine"
-    patience: int = 3
-    balance: Literal["pos_weight", "sampler", "none"] = "pos_weight"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    num_workers: int = 0
-    threads: int = 0
-    seed: int = 0
-    deterministic: bool = False
-    augment: AugmentParams = field(default_factory=AugmentParams)
-    sbi: SbiParams = field(default_factory=SbiParams)
-    val_perturb: tuple[str, ...] = ()
+    arch: str
+    init: str  # imagenet | random | path to a weights file
+    require_pretrained: bool
+    input_size: int
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    optimizer: Literal["adamw", "sgd"]
+    schedule: Literal["cosine", "constant"]
+    patience: int
+    balance: Literal["pos_weight", "sampler", "none"]
+    precision: Literal["auto", "fp32", "bf16"]
+    num_workers: int
+    threads: int
+    seed: int
+    deterministic: bool
+    augment: AugmentParams
+    sbi: SbiParams
+    val_perturb: tuple[str, ...]
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -136,7 +136,7 @@ def _make_optimizer(model: nn.Module, p: TrainParams) -> torch.optim.Optimizer:
 
 def _video_auc(rows: pd.DataFrame, logits: np.ndarray) -> float | None:
     """Video-level AUC of per-face logits (mean probability per video)."""
-    scores = video_scores(rows.assign(logit=logits), SELECTION_AGGREGATION, AggregateParams())
+    scores = video_scores(rows.assign(logit=logits), SELECTION_AGGREGATION, None)
     labels = rows.groupby("video_id")["y"].first().loc[scores.index]
     return roc_auc(labels.to_numpy(), scores.to_numpy())
 

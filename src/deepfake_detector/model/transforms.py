@@ -54,28 +54,28 @@ class AugmentParams:
 
     The global degradations (blur, downscale, sharpen, noise, JPEG) run after self-blending
     on real and fake crops alike, so the sharpness, noise and compression of a whole image
-    cannot tell the classes apart: only the local difference a blend leaves can. Off (0)
-    unless params set them.
+    cannot tell the classes apart: only the local difference a blend leaves can. The sample
+    pipeline's params.yaml leaves them off (0); the release's turns them on.
     """
 
-    crop_scale: tuple[float, float] = (0.8, 1.0)
-    hflip: float = 0.5
-    color_jitter: float = 0.1
-    hue: float = 0.02
-    blur_prob: float = 0.1
-    blur_sigma: tuple[float, float] = (0.1, 1.5)
-    downscale_prob: float = 0.0
-    downscale: tuple[float, float] = (0.5, 0.9)
-    sharpen_prob: float = 0.0
-    sharpen: tuple[float, float] = (0.3, 1.0)
-    noise_prob: float = 0.0
-    noise_sigma: tuple[float, float] = (1.0, 8.0)
-    jpeg_prob: float = 0.3
-    jpeg_quality: tuple[int, int] = (60, 95)
-    bilateral_prob: float = 0.0
-    bilateral_d: tuple[int, int] = (5, 9)
-    bilateral_sigma_color: tuple[float, float] = (25.0, 75.0)
-    degrade_scale: Literal["input", "source"] = "input"
+    crop_scale: tuple[float, float]
+    hflip: float
+    color_jitter: float
+    hue: float
+    blur_prob: float
+    blur_sigma: tuple[float, float]
+    downscale_prob: float
+    downscale: tuple[float, float]
+    sharpen_prob: float
+    sharpen: tuple[float, float]
+    noise_prob: float
+    noise_sigma: tuple[float, float]
+    jpeg_prob: float
+    jpeg_quality: tuple[int, int]
+    bilateral_prob: float
+    bilateral_d: tuple[int, int]
+    bilateral_sigma_color: tuple[float, float]
+    degrade_scale: Literal["input", "source"]
 
     def __post_init__(self) -> None:
         lo, hi = self.crop_scale

@@ -10,8 +10,9 @@
    When validation has no fake videos (training on real videos with Self-Blended Images),
    it is set so that ``target_fpr`` of the validation real videos would be called fake.
 4. The :class:`calibration.Calibration` (with the frames per video and the detection and
-   crop settings the scores were made with) is stored inside a copy of the checkpoint:
-   ``models/detector.pt``, the one file that judges videos. A readable copy with the
+   crop settings the scores were made with, and the Grad-CAM settings ``explain``) is
+   stored inside a copy of the checkpoint: ``models/detector.pt``, the one file that judges
+   (and explains) videos. A readable copy with the
    per-aggregation table goes to ``outputs/calibration.json``.
 """
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from ..model.network import CheckpointMeta, load_model, save_checkpoint
 from ..model.transforms import build_eval_transform
 from ..scoring.aggregate import AGGREGATORS, AggregateParams, video_scores
 from ..scoring.metrics import choose_threshold, roc_auc
-from ..verdicts.calibration import Calibration
+from ..verdicts.calibration import Calibration, ExplainParams
 from .extract_frames import ExtractParams
 
 logger = logging.getLogger(__name__)
@@ -61,14 +62,16 @@ class CalibrateParams:
             the validation real videos fake.
         batch_size: Face crops per forward pass (speed only).
         aggregate: Cut-offs of the ``confident`` strategy.
+        explain: How verdicts are explained (Grad-CAM settings), stored in the detector.
     """
 
-    aggregation: str = "auto"
-    abstain_band: float = 0.05
-    min_faces: int = 3
-    target_fpr: float = 0.05
-    batch_size: int = 64
-    aggregate: AggregateParams = field(default_factory=AggregateParams)
+    aggregation: str
+    abstain_band: float
+    min_faces: int
+    target_fpr: float
+    batch_size: int
+    aggregate: AggregateParams
+    explain: ExplainParams
 
     def __post_init__(self) -> None:
         if self.aggregation != "auto" and self.aggregation not in AGGREGATORS:
@@ -206,7 +209,8 @@ def run_calibrate(paths: CalibratePaths, params: CalibrateParams, extract: Extra
     calibration = Calibration(
         weights_sha256=meta.weights_sha256, frames_per_video=extract.frames_per_video, crop=crop,
         aggregation=aggregation, aggregate=params.aggregate, threshold=threshold,
-        abstain_band=params.abstain_band, min_faces=params.min_faces, how=f"{how}; threshold: {rule}",
+        abstain_band=params.abstain_band, explain=params.explain, min_faces=params.min_faces,
+        how=f"{how}; threshold: {rule}",
     )
     save_checkpoint(paths.detector_out, model, replace(meta, calibration=calibration.to_dict()))
     val_videos = scores[scores["split"] == "val"].groupby("video_id")["y"].first()

@@ -24,7 +24,7 @@ import pandas as pd
 from .. import records
 from ..scoring.aggregate import AGGREGATORS, sigmoid, video_scores
 from ..scoring.metrics import binary_metrics, roc_auc
-from ..verdicts.calibration import load_detector
+from ..verdicts.calibration import Calibration, load_detector
 from .metric_files import write_metric_files
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,10 @@ def run_evaluation(
     counts = status.value_counts().to_dict()
     n_test = int(len(test))
     video_m = binary_metrics(y_video, prob, threshold)
-    correct = int(((prob >= threshold).astype(int) == y_video).sum())
+    verdicts = _verdicts(cal, scores, rows, detection_report)
+    truth = vid["label"].to_numpy()
+    correct = int((verdicts == truth).sum())
+    decided = verdicts != records.UNCERTAIN
     frame_prob = sigmoid(rows["logit"].to_numpy())
     metrics: dict[str, Any] = {
         "checkpoint": {"init": meta.init, "epoch": meta.epoch, "weights_sha256": meta.weights_sha256,
@@ -101,10 +104,18 @@ def run_evaluation(
             "no_face": int(counts.get(records.NO_FACE, 0)),
             "unreadable": int(counts.get(records.UNREADABLE, 0)),
             "missing": int(counts.get(records.MISSING, 0)),
-            # Videos that could not be scored count as errors here, so a detector cannot
-            # look better by failing to read the hard videos.
+            # The verdicts the detector gives (Calibration.decide: the abstain band and
+            # min_faces apply). Videos that could not be scored and uncertain verdicts count
+            # as errors here, so a detector cannot look better by failing to read, or
+            # declining to judge, the hard videos.
             "accuracy_all_videos": correct / n_test if n_test else None,
         },
+        # Verdicts of the scored videos; decided_accuracy over the fake/real ones only.
+        "verdicts": {
+            **{v: int((verdicts == v).sum()) for v in records.SCORED_VERDICTS},
+            "decided_accuracy": float((verdicts[decided] == truth[decided]).mean()) if decided.any() else None,
+        },
+        # The score at the threshold, without abstention: how well the threshold splits the scores.
         "video": video_m,
         "video_at_0.5": binary_metrics(y_video, prob, 0.5),
         "frame": binary_metrics(rows["y"].to_numpy(), frame_prob, threshold),
@@ -132,7 +143,7 @@ def run_evaluation(
             metrics[key][value] = {k: m.get(k) for k in ("n", "auc", "accuracy", "balanced_accuracy")}
 
     write_metric_files(metrics, HEADLINE, metrics_out, details_out)
-    _write_plots(plots_dir, y_video, prob, threshold)
+    _write_plots(plots_dir, truth, verdicts, y_video, prob)
     logger.info(
         "test: %d/%d videos scored, video AUC %s, accuracy %.3f at threshold %.3f (%s)",
         len(scores), n_test, video_m.get("auc"), video_m.get("accuracy", float("nan")), threshold, cal.aggregation,
@@ -140,11 +151,26 @@ def run_evaluation(
     return metrics
 
 
-def _write_plots(plots_dir: Path, y_video: np.ndarray, prob: np.ndarray, threshold: float) -> None:
+def _verdicts(cal: Calibration, scores: pd.Series, rows: pd.DataFrame, detection_report: Path) -> np.ndarray:
+    """The verdict (fake / real / uncertain) of each scored video, in ``scores`` order, as
+    predict_videos and the CLI give it: :meth:`Calibration.decide` with the video's face count,
+    its kind (a still image needs one face) and its decode errors."""
+    report = records.read_detection_report(detection_report).set_index("video_id")
+    n_faces = rows.groupby("video_id").size()
+    out = []
+    for vid, prob in scores.items():
+        kind = str(report.at[vid, "kind"]) if vid in report.index else ""
+        errors = pd.to_numeric(report.at[vid, "decode_errors"], errors="coerce") if vid in report.index else 0
+        planned = 1 if kind == records.KIND_IMAGE else cal.frames_per_video
+        out.append(cal.decide(float(prob), int(n_faces[vid]), planned, 0 if pd.isna(errors) else int(errors))[0])
+    return np.array(out, dtype=object)
+
+
+def _write_plots(plots_dir: Path, truth: np.ndarray, verdicts: np.ndarray, y_video: np.ndarray, prob: np.ndarray) -> None:
     plots_dir.mkdir(parents=True, exist_ok=True)
     roc, pr = _curves(y_video, prob)
     (plots_dir / "roc.json").write_text(json.dumps(roc, indent=1) + "\n")
     (plots_dir / "pr.json").write_text(json.dumps(pr, indent=1) + "\n")
-    inv = {v: k for k, v in records.LABELS.items()}
-    confusion = pd.DataFrame({"actual": [inv[i] for i in y_video], "predicted": [inv[int(s >= threshold)] for s in prob]})
+    # The detector's verdicts, uncertain included (a third predicted class).
+    confusion = pd.DataFrame({"actual": truth, "predicted": verdicts})
     confusion.to_csv(plots_dir / "confusion.csv", index=False, lineterminator="\n")

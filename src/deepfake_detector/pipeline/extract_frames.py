@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Frame shards hold about this many videos each by default.
-VIDEOS_PER_SHARD = 64
 SHARD_PREFIX = "frames"
 
 
@@ -37,15 +35,15 @@ class ExtractParams:
 
     Attributes:
         frames_per_video: Frames sampled evenly over each video's decodable frames.
-        image_format: ``png`` (lossless: keeps the forensic traces; default) or ``jpg``
+        image_format: ``png`` (lossless: keeps the forensic traces) or ``jpg``
             (quality 95).
         videos_per_shard: About this many videos per frame shard (the number of hash
             partitions is the power of two that gives at most this on average).
     """
 
-    frames_per_video: int = 16
-    image_format: Literal["png", "jpg"] = "png"
-    videos_per_shard: int = VIDEOS_PER_SHARD
+    frames_per_video: int
+    image_format: Literal["png", "jpg"]
+    videos_per_shard: int
 
     def __post_init__(self) -> None:
         if self.frames_per_video < 1:

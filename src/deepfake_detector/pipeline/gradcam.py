@@ -4,7 +4,8 @@ Videos are chosen from ``video_predictions.csv`` (up to ``max_videos``, taken in
 the fake, real and uncertain verdicts). Their per-face scores come from the calibrate
 stage's ``face_scores.parquet``, so no crop is scored again; only the crops of the frames
 that are explained are read, and Grad-CAM runs on those alone
-(:func:`explain.build_explanation`). Writes ``<out-dir>/<video_id>/{montage.png,
+(:func:`explain.build_explanation`), with the detector's settings (``calibration.explain``,
+as the CLI and the web demo use them). Writes ``<out-dir>/<video_id>/{montage.png,
 frame_*.jpg, report.html}``, ``<out-dir>/index.html`` (skipped videos listed with their
 reason), a metrics file with the headline faithfulness figures (:data:`HEADLINE`, declared as
 metrics in ``dvc.yaml``) and a details file with counts, timings and per-video figures.
@@ -27,7 +28,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from .. import records
-from ..explanations.explain import EXPLAINABLE, ExplainParams, VideoExplanation, build_explanation
+from ..explanations.explain import EXPLAINABLE, VideoExplanation, build_explanation
 from ..explanations.report import REPORT_FILE, IndexEntry, write_index
 from ..media.shards import ShardReader
 from ..model.engine import setup_runtime
@@ -49,28 +50,19 @@ class GradcamParams:
         split: Explain videos of this split.
         max_videos: Explain at most this many videos (balanced over fake/real/uncertain
             verdicts, then by ``video_id``).
-        top_k: Per video, explain the k frames with the highest fake probability and the k
-            lowest.
-        batch_size: Crops per Grad-CAM batch (speed only).
-        alpha: Opacity of the heat map over the image, in [0, 1].
+
+    How each video is explained (``top_k``, ``alpha``, ...) is the detector's
+    (``calibration.explain``, from ``calibrate.explain``), as for the CLI and the web demo.
     """
 
-    split: str = "test"
-    max_videos: int = 8
-    top_k: int = 3
-    batch_size: int = 16
-    alpha: float = 0.5
+    split: str
+    max_videos: int
 
     def __post_init__(self) -> None:
         if self.split not in records.SPLITS:
             raise ValueError(f"split must be one of {records.SPLITS}, got {self.split!r}")
         if self.max_videos < 1:
             raise ValueError(f"max_videos must be >= 1, got {self.max_videos!r}")
-        self.explain()  # validates top_k, batch_size, alpha
-
-    def explain(self) -> ExplainParams:
-        """How each chosen video is explained."""
-        return ExplainParams(top_k=self.top_k, batch_size=self.batch_size, alpha=self.alpha)
 
 
 @dataclass(frozen=True)
@@ -270,7 +262,7 @@ def run_gradcam(paths: GradcamPaths, params: GradcamParams) -> dict[str, Any]:
             result = build_explanation(
                 model, meta, v, rows, _ShardCrops(rows, crop_reader),
                 _ShardFrames(frames_by_video.get(v.video_id), frame_reader),
-                paths.out_dir / v.video_id, params.explain(), masks.get(v.video_id),
+                paths.out_dir / v.video_id, detector.calibration.explain, masks.get(v.video_id),
             )
         except (KeyError, ValueError, OSError, tarfile.TarError) as exc:
             logger.error("%s: explanation failed: %s", v.video_id, exc)

@@ -68,13 +68,15 @@ class SampleParams:
         fps: Frame rate written into the videos.
         size: Side of the square output frames, px.
         seed: Seed of every random choice.
+        blend: Strengths of the synthetic fakes.
     """
 
-    clips_per_identity: int = 8
-    frames: int = 36
-    fps: int = 12
-    size: int = 320
-    seed: int = 0
+    clips_per_identity: int
+    frames: int
+    fps: int
+    size: int
+    seed: int
+    blend: blend.BlendParams
 
     def __post_init__(self) -> None:
         if self.clips_per_identity < 2:
@@ -345,13 +347,12 @@ def _clear_output(out_dir: Path) -> None:
         path.unlink()
 
 
-def make_sample(out_dir: Path, params: SampleParams, blend_params: blend.BlendParams | None = None) -> pd.DataFrame:
+def make_sample(out_dir: Path, params: SampleParams) -> pd.DataFrame:
     """Build the embedded sample into ``out_dir`` (cleared first), deterministically.
 
     Args:
         out_dir: Output folder; previous sample files there are removed.
-        params: Sample size and seed.
-        blend_params: Strengths of the synthetic fakes (defaults: ``BlendParams()``).
+        params: Sample size, seed and the strengths of its synthetic fakes.
 
     Returns:
         The ``labels.csv`` table that was written.
@@ -362,7 +363,7 @@ def make_sample(out_dir: Path, params: SampleParams, blend_params: blend.BlendPa
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    blend_params = blend_params or blend.BlendParams()
+    blend_params = params.blend
     _clear_output(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 

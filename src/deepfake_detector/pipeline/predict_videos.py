@@ -38,7 +38,7 @@ class PredictParams:
         splits: Splits whose videos get a row in the predictions.
     """
 
-    splits: tuple[str, ...] = records.SPLITS
+    splits: tuple[str, ...]
 
     def __post_init__(self) -> None:
         if not self.splits or len(set(self.splits)) != len(self.splits) or not set(self.splits) <= set(records.SPLITS):

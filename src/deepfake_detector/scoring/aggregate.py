@@ -28,11 +28,11 @@ class AggregateParams:
             this share; else the plain mean.
     """
 
-    confident_high: float = 0.8
-    confident_low: float = 0.2
-    confident_high_share: float = 0.4
-    confident_high_min: int = 3
-    confident_low_share: float = 0.9
+    confident_high: float
+    confident_low: float
+    confident_high_share: float
+    confident_high_min: int
+    confident_low_share: float
 
     def __post_init__(self) -> None:
         if not 0 <= self.confident_low < self.confident_high <= 1:
@@ -91,22 +91,25 @@ AGGREGATORS: dict[str, Callable[[np.ndarray, np.ndarray, AggregateParams], float
 }
 
 
-def video_scores(faces: pd.DataFrame, method: str, params: AggregateParams) -> pd.Series:
+def video_scores(faces: pd.DataFrame, method: str, params: AggregateParams | None) -> pd.Series:
     """Aggregate per-face logits into one fake probability per video.
 
     Args:
         faces: Rows with ``video_id``, ``frame_index`` and ``logit`` (one row per face).
         method: A key of :data:`AGGREGATORS`.
-        params: Cut-offs for ``confident``.
+        params: Cut-offs for ``confident`` (params ``calibrate.aggregate``); None for the
+            strategies that have none.
 
     Returns:
         Series indexed by ``video_id`` (only videos with at least one face).
 
     Raises:
-        ValueError: Unknown method.
+        ValueError: Unknown method, or ``confident`` without its cut-offs.
     """
     if method not in AGGREGATORS:
         raise ValueError(f"unknown aggregation {method!r}; choose one of {sorted(AGGREGATORS)}")
+    if params is None and method == "confident":
+        raise ValueError("the confident aggregation needs its cut-offs (params calibrate.aggregate)")
     fn = AGGREGATORS[method]
     scores = {
         vid: fn(g["frame_index"].to_numpy(), g["logit"].to_numpy(), params)

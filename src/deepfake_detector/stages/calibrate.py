@@ -6,15 +6,17 @@ Usage:
         --detector-out models/detector.pt --scores-out data/face_scores.parquet \
         --report outputs/calibration.json
 
-Reads params ``calibrate``, and ``extract_frames.frames_per_video`` and ``crop_faces`` to
-record in the calibration how the scored crops were made.
+Reads params ``calibrate`` and ``extract_frames.frames_per_video``; the crop settings the
+scored crops were made with come with them (recorded by crop_faces in ``faces.parquet``),
+and both go into the calibration, as do the Grad-CAM settings ``calibrate.explain``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.config import load_section
+from .. import records
+from ..core.config import from_mapping, load_section
 from ..faces.detection import CropParams
 from ..pipeline.calibrate import CalibrateParams, CalibratePaths, run_calibrate
 from ..pipeline.extract_frames import ExtractParams
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     with stage_run("calibrate", args.verbose):
         params = load_section(CalibrateParams, "calibrate", args.params)
         extract = load_section(ExtractParams, "extract_frames", args.params)
-        crop = load_section(CropParams, "crop_faces", args.params)
+        crop = from_mapping(CropParams, records.read_crop_settings(args.faces), f"{args.faces}: crop settings")
         paths = CalibratePaths(args.model, args.manifest, args.faces, args.crops_dir,
                                args.detector_out, args.scores_out, args.report)
         run_calibrate(paths, params, extract, crop)

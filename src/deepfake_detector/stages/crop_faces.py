@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import records
-from ..core.config import load_section
+from ..core.config import load_section, to_dict
 from ..faces.detection import CropParams
 from ..pipeline.batch import log_status_summary
 from ..pipeline.cluster import add_scheduler_option, dask_client, scheduler_choice
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         extract = records.read_extract_report(args.extract_report)
         with dask_client(scheduler_choice(args.scheduler)) as client:
             faces, report = crop_videos(manifest, frames, extract, args.frames_dir, args.crops_dir, params, client=client)
-        records.write_faces(faces, args.faces)
+        records.write_faces(faces, args.faces, to_dict(params))
         records.write_detection_report(report, args.report)
         log_status_summary(report, "crop_faces", records.STATUSES)
 

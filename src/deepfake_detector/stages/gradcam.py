@@ -8,6 +8,9 @@ Usage:
         --out-dir outputs/gradcam --metrics outputs/gradcam_metrics.json \
         --details outputs/gradcam_details.json
 
+Reads params ``gradcam`` (which videos); how each is explained comes with the detector
+(``calibration.explain``, set by calibrate from ``calibrate.explain``).
+
 ``--metrics`` gets the headline faithfulness figures and ``--details`` every figure (counts,
 timings, per video).
 

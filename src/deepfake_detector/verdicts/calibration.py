@@ -6,6 +6,8 @@ judges videos reads it from there: evaluate, predict_videos, gradcam, the CLI an
 demo. It holds every decision between a video file and its verdict that is not a weight:
 frames sampled per video, detection and crop settings, the aggregation and its cut-offs,
 the threshold and the abstain band, so the CLI and the pipeline judge a video the same way.
+It also says how a verdict is explained (:class:`ExplainParams`, the Grad-CAM settings), so
+the gradcam stage, the CLI's ``--explain`` and the web demo draw the same maps.
 
 Verdicts (:meth:`Calibration.decide`):
 
@@ -32,10 +34,44 @@ from ..faces.detection import CropParams
 from ..model.network import CheckpointError, CheckpointMeta, load_model
 from ..scoring.aggregate import AGGREGATORS, AggregateParams
 
+# Crop settings that older checkpoints do not record, and how those checkpoints' crops were
+# made: before detect_every_no_face (fee5b32), keyframes without a face came every detect_every.
+_CROP_BEFORE: dict[str, Any] = {"detect_every_no_face": lambda crop: crop.get("detect_every")}
+# How checkpoints that do not record their Grad-CAM settings were explained: what the CLI
+# and the web demo used before calibrate stored ``calibrate.explain`` (then a code copy).
+_EXPLAIN_BEFORE: dict[str, Any] = {"top_k": 3, "batch_size": 16, "alpha": 0.5}
+
+
+@dataclass(frozen=True)
+class ExplainParams:
+    """Params section ``calibrate.explain``: how a verdict is explained (Grad-CAM).
+
+    Stored in the detector by calibrate, so whatever loads the detector explains alike.
+    Defined here rather than in :mod:`explain` so that loading a detector does not import
+    pytorch_grad_cam and matplotlib.
+
+    Attributes:
+        top_k: Explain the k frames with the highest fake probability and the k lowest.
+        batch_size: Crops per Grad-CAM batch (speed and memory only).
+        alpha: Opacity of the heat map over the image, in [0, 1].
+    """
+
+    top_k: int
+    batch_size: int
+    alpha: float
+
+    def __post_init__(self) -> None:
+        for key in ("top_k", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)!r}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha!r}")
+
 
 @dataclass(frozen=True)
 class Calibration:
-    """Everything between a video file and its verdict that is not a weight.
+    """Everything between a video file and its verdict that is not a weight (and how the
+    verdict is explained).
 
     Attributes:
         weights_sha256: The weights this calibration was made for.
@@ -47,6 +83,7 @@ class Calibration:
         abstain_band: Scores strictly within this distance of the threshold are ``uncertain``.
         min_faces: Fewer scored faces than this give ``uncertain`` (too little evidence);
             capped at the frames sampled, so a still image needs one face.
+        explain: How a verdict is explained (Grad-CAM settings).
         how: How the aggregation and the threshold were chosen, for people.
     """
 
@@ -57,6 +94,7 @@ class Calibration:
     aggregate: AggregateParams
     threshold: float
     abstain_band: float
+    explain: ExplainParams
     min_faces: int = 3
     how: str = ""
 
@@ -78,9 +116,19 @@ class Calibration:
     def from_dict(cls, data: dict[str, Any], where: str = "calibration") -> Calibration:
         """Inverse of :meth:`to_dict`; unknown or missing keys are errors.
 
+        A checkpoint is not params.yaml: one written before a setting existed is read with
+        the value it was made with (:data:`_CROP_BEFORE`, :data:`_EXPLAIN_BEFORE`), never
+        with today's params.
+
         Raises:
             ConfigError: If the dict does not describe a calibration.
         """
+        crop = data.get("crop")
+        if isinstance(crop, dict):
+            crop = {**{k: rule(crop) for k, rule in _CROP_BEFORE.items() if k not in crop}, **crop}
+            data = {**data, "crop": crop}
+        if "explain" not in data:
+            data = {**data, "explain": _EXPLAIN_BEFORE}
         return from_mapping(cls, data, where)
 
     def faces_needed(self, frames_planned: int | None = None) -> int:

@@ -26,7 +26,7 @@ A new layout is one more module here with a ``scan_<format>(source, params) -> S
 function, its name added to :data:`.sources.Format` and to :data:`.manifest.ADAPTERS`.
 
 Example:
-    >>> params = IngestParams(sources=(SourceParams(format="ffpp", root="ffpp"),))  # doctest: +SKIP
+    >>> params = load_section(IngestParams, "ingest")  # doctest: +SKIP
     >>> manifest = ingest(params, Path("data/manifest.csv"), Path("outputs/ingest_report.json"))  # doctest: +SKIP
 """
 

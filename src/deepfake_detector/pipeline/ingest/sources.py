@@ -98,11 +98,11 @@ class IngestParams:
         ffpp_splits: Folder with FF++'s official ``train.json``/``val.json``/``test.json``.
     """
 
-    sources: tuple[SourceParams, ...] = (SourceParams(format="sample", root="data/sample"),)
-    val_fraction: float = 0.2
-    test_fraction: float = 0.25
-    seed: int = 0
-    ffpp_splits: str | None = None
+    sources: tuple[SourceParams, ...]
+    val_fraction: float
+    test_fraction: float
+    seed: int
+    ffpp_splits: str | None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sources", tuple(self.sources))
