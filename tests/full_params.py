@@ -22,6 +22,7 @@ import yaml
 from deepfake_detector.core.config import from_mapping, read_params, to_dict
 from deepfake_detector.faces.blend import BlendParams
 from deepfake_detector.faces.detection import CropParams
+from deepfake_detector.model.autoencoder import AutoencoderParams
 from deepfake_detector.model.sbi import SbiParams
 from deepfake_detector.model.train import TrainParams
 from deepfake_detector.model.transforms import AugmentParams
@@ -41,6 +42,7 @@ REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 # Where each params dataclass lives in params.yaml (dotted path of its section).
 SECTION_OF: dict[type, str] = {
     SampleParams: "sample", IngestParams: "ingest", ExtractParams: "extract_frames", CropParams: "crop_faces",
+    AutoencoderParams: "autoencoder",
     TrainParams: "train", AugmentParams: "train.augment", SbiParams: "train.sbi", BlendParams: "train.sbi.blend",
     CalibrateParams: "calibrate", AggregateParams: "calibrate.aggregate", ExplainParams: "calibrate.explain",
     PredictParams: "predict_videos",

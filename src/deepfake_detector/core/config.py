@@ -29,7 +29,7 @@ class ConfigError(InputError):
 
 # Every top-level section of params.yaml the project reads (one per stage that has params;
 # calibrate also reads extract_frames and crop_faces). Any other top-level key is an error.
-SECTIONS = ("sample", "ingest", "extract_frames", "crop_faces", "train", "calibrate", "predict_videos", "gradcam")
+SECTIONS = ("sample", "ingest", "extract_frames", "crop_faces", "autoencoder", "train", "calibrate", "predict_videos", "gradcam")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -13,6 +13,11 @@ oval up to the hairline). As in the paper's reference code, the hull includes th
 with probability ``forehead`` (its 81-point variant) and stops at the brows otherwise (68
 points). Crops where the landmark model found no face fall back to MTCNN's five points,
 counted. ``five_points`` uses only MTCNN's five points, a rough face hull.
+
+Fakes with a generator's traces (``generated_share``, ``whole_face_share``): a synthesised
+fake may take the face autoencoder's rendering of the crop as its source instead of the
+jittered self-copy (:mod:`deepfake_detector.faces.generated`), through the same mask. With both
+shares 0 nothing new is drawn: the random streams, and so the fakes, are those of plain SBI.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from torch.utils.data import Dataset
 
 from .. import records
 from ..faces.blend import BlendParams, self_blend
+from ..faces.generated import generated_blend
+from ..scoring.metrics import roc_auc
 from .data import DecodedCrops, item_generator
 from .transforms import SOURCE_PERTURBATIONS, perturb_at_source
 
@@ -36,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 SBI_SUFFIX = "#sbi"  # pseudo-video id of a validation video's self-blended twin
 PERTURBED_SUFFIX = "#perturbed"  # pseudo-video id of a validation real video's softened copy
+GENERATED_SUFFIX = "#generated"  # pseudo-video id of a validation video's generated-fake twin (logged only)
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,13 @@ class SbiParams:
         forehead: With ``landmarks``, probability that the mask hull includes the forehead
             (the face oval); otherwise it is the 68 points' hull (SBI: 0.75).
         blend: Blend strengths (see :class:`deepfake_detector.faces.blend.BlendParams`).
+        generated_share: Probability that a synthesised training fake blends the face
+            autoencoder's rendering of the crop (through the same deformed, blurred mask)
+            instead of SBI's jittered self-copy. Needs the autoencoder stage's checkpoint.
+        whole_face_share: Probability that a synthesised training fake replaces the whole
+            face hull with the rendering (ratio 1, a barely feathered edge): a re-rendered face.
+        whole_face_dilate: Range of the whole-face hull's dilation, in face sizes.
+        whole_face_blur: Range of the whole-face edge's blur kernel, in face sizes.
     """
 
     enabled: bool
@@ -60,6 +75,10 @@ class SbiParams:
     mask: Literal["landmarks", "five_points"]
     forehead: float
     blend: BlendParams
+    generated_share: float
+    whole_face_share: float
+    whole_face_dilate: tuple[float, float]
+    whole_face_blur: tuple[float, float]
 
     def __post_init__(self) -> None:
         if not 0 < self.fake_share < 1:
@@ -68,6 +87,31 @@ class SbiParams:
             raise ValueError("sbi.drop_real_fakes needs sbi.enabled: without SBI there would be no fakes")
         if not 0 <= self.forehead <= 1:
             raise ValueError(f"sbi.forehead must be in [0, 1], got {self.forehead}")
+        for name in ("generated_share", "whole_face_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"sbi.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.generated_share + self.whole_face_share > 1:
+            raise ValueError("sbi.generated_share + sbi.whole_face_share must be <= 1 (the rest are plain SBI fakes)")
+        if self.uses_generator and not self.enabled:
+            raise ValueError("sbi.generated_share and sbi.whole_face_share need sbi.enabled")
+        for name in ("whole_face_dilate", "whole_face_blur"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi <= 0.3:
+                raise ValueError(f"sbi.{name} must satisfy 0 <= low <= high <= 0.3, got {getattr(self, name)}")
+
+    @property
+    def uses_generator(self) -> bool:
+        """Whether some training fakes come from the face autoencoder."""
+        return self.generated_share > 0 or self.whole_face_share > 0
+
+    def fake_kind(self, rng: np.random.Generator) -> str:
+        """``sbi``, ``generated`` or ``whole`` for one training fake; draws nothing when both shares are 0."""
+        if not self.uses_generator:
+            return "sbi"
+        u = rng.random()
+        if u < self.generated_share:
+            return "generated"
+        return "whole" if u < self.generated_share + self.whole_face_share else "sbi"
 
 
 def crop_landmarks(row: Mapping[str, Any], crop_side_px: int, column: str = "landmarks") -> np.ndarray:
@@ -147,6 +191,40 @@ def with_perturbed_reals(rows: pd.DataFrame, kinds: tuple[str, ...]) -> pd.DataF
     return pd.concat([out, copies], ignore_index=True)
 
 
+def _plain_reals(rows: pd.DataFrame) -> np.ndarray:
+    """Which rows are real faces as stored: no SBI twin, no perturbed copy."""
+    plain = (rows["y"] == 0).to_numpy(copy=True)
+    for column in ("sbi", "perturb"):
+        if column in rows:
+            plain &= ~rows[column].astype(bool).to_numpy()
+    return plain
+
+
+def generated_twins(rows: pd.DataFrame) -> pd.DataFrame:
+    """A generated-fake twin (``fake_kind="generated"``, label fake) of every plain validation real.
+
+    Only logged (:func:`twin_auc`), never used for checkpoint selection: selection keeps the
+    plain SBI twins, so runs with and without generated fakes are selected alike.
+
+    Args:
+        rows: Validation rows (plain, or with SBI twins and perturbed copies: those are skipped).
+
+    Returns:
+        The twins alone, in pseudo-videos ``<id>#generated``.
+    """
+    real = rows[_plain_reals(rows)]
+    return real.assign(video_id=real["video_id"] + GENERATED_SUFFIX, y=1, sbi=True, perturb="",
+                       fake_kind="generated").reset_index(drop=True)
+
+
+def twin_auc(rows: pd.DataFrame, logits: np.ndarray, twins: pd.DataFrame, twin_logits: np.ndarray) -> float | None:
+    """Frame AUC of the plain reals of ``rows`` against their twins (:func:`generated_twins`)."""
+    plain = _plain_reals(rows)
+    scores = np.concatenate([np.asarray(logits)[plain], np.asarray(twin_logits)])
+    labels = np.concatenate([np.zeros(int(plain.sum())), np.ones(len(twins))])
+    return roc_auc(labels, scores)
+
+
 def perturbed_shift(rows: pd.DataFrame, probs: np.ndarray) -> float | None:
     """Mean P(fake) of the perturbed copies minus that of their originals, per video (None if none).
 
@@ -164,7 +242,7 @@ def perturbed_shift(rows: pd.DataFrame, probs: np.ndarray) -> float | None:
 
 # What SbiCropDataset.__getitem__ reads of a face row.
 _ITEM_COLUMNS = ("shard", "member", "y", "sbi", "perturb", "landmarks", "crop_left", "crop_top", "crop_side",
-                 "points68", "oval")
+                 "points68", "oval", "fake_kind")
 
 
 class SbiCropDataset(Dataset):
@@ -182,6 +260,10 @@ class SbiCropDataset(Dataset):
     Yields ``(image, y, index)`` like :class:`deepfake_detector.model.data.CropDataset`, and keeps
     up to ``cache_bytes`` of decoded crops in memory as it does (self-blending starts from the
     stored crop, never from an earlier blend).
+
+    ``generator`` (``crop -> rendering``, :func:`deepfake_detector.model.autoencoder.reconstructor`)
+    is needed when ``params`` has a generated or whole-face share (train mode) or ``rows`` a
+    ``fake_kind`` column naming one of those kinds (fixed mode).
     """
 
     def __init__(
@@ -193,6 +275,7 @@ class SbiCropDataset(Dataset):
         seed: int,
         mode: str = "train",
         cache_bytes: int = 0,
+        generator: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         missing = [c for c in ("landmarks", "crop_left", "crop_top", "crop_side") if c not in rows]
         if missing:
@@ -201,6 +284,10 @@ class SbiCropDataset(Dataset):
             raise ValueError("sbi.mask: landmarks needs the landmarks stage's table (attach_landmarks)")
         if mode not in ("train", "fixed"):
             raise ValueError(f"mode must be train or fixed, got {mode!r}")
+        wants_generator = params.uses_generator if mode == "train" else (
+            "fake_kind" in rows and rows["fake_kind"].isin(["generated", "whole"]).any())
+        if wants_generator and generator is None:
+            raise ValueError("train.sbi.generated_share / whole_face_share need the face autoencoder (--autoencoder)")
         self.rows = rows.reset_index(drop=True)
         # Plain dicts of the columns an item reads: ``DataFrame.iloc[i]`` took about 1 ms per
         # item here (the landmark lists are Arrow-backed), as long as the augmentation.
@@ -214,6 +301,8 @@ class SbiCropDataset(Dataset):
         self.epoch = 0
         self.failed = 0
         self.sparse = 0  # fakes whose mask fell back to five points (no dense landmarks)
+        self.generator = generator
+        self.kinds = {"sbi": 0, "generated": 0, "whole": 0}  # fakes made, by kind (this process)
 
     def set_epoch(self, epoch: int) -> None:
         """New random draws for a new epoch (train mode)."""
@@ -227,6 +316,19 @@ class SbiCropDataset(Dataset):
             return bool(row.get("sbi", False))
         return int(row["y"]) == 0 and rng.random() < self.params.fake_share
 
+    def _fake_kind(self, row: Mapping[str, Any], rng: np.random.Generator) -> str:
+        if self.mode == "fixed":
+            return row.get("fake_kind") or "sbi"
+        return self.params.fake_kind(rng)
+
+    def _synthesise(self, image: np.ndarray, points: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+        if kind == "sbi":
+            return self_blend(image, points, rng, self.params.blend)[0]
+        assert self.generator is not None  # checked in __init__
+        p = self.params
+        return generated_blend(image, self.generator(image), points, rng, p.blend, kind, p.whole_face_dilate,
+                               p.whole_face_blur)[0]
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         row = self._records[i]
         image = self.crops.get(row["shard"], row["member"])
@@ -237,8 +339,10 @@ class SbiCropDataset(Dataset):
             points, dense = mask_points(row, image.shape[0], self.params, rng)
             if self.params.mask == "landmarks" and not dense:
                 self.sparse += 1
+            kind = self._fake_kind(row, rng)
             try:
-                image, _ = self_blend(image, points, rng, self.params.blend)
+                image = self._synthesise(image, points, kind, rng)
+                self.kinds[kind] += 1
                 y = 1.0
             except ValueError as exc:
                 # A face too small or landmarks off the crop: keep the real crop with its

@@ -38,8 +38,10 @@ from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampl
 
 from .. import records
 from ..core.config import to_dict
+from ..core.errors import InputError
 from ..scoring.aggregate import video_scores
 from ..scoring.metrics import roc_auc
+from .autoencoder import load_autoencoder, reconstructor
 from .data import CropDataset, collate_channels_last, load_face_table
 from .engine import (
     Runtime,
@@ -52,7 +54,16 @@ from .engine import (
     train_one_epoch,
 )
 from .network import ARCHS, CheckpointMeta, build_model, get_arch, save_checkpoint
-from .sbi import SbiCropDataset, SbiParams, attach_landmarks, perturbed_shift, with_perturbed_reals, with_sbi_twins
+from .sbi import (
+    SbiCropDataset,
+    SbiParams,
+    attach_landmarks,
+    generated_twins,
+    perturbed_shift,
+    twin_auc,
+    with_perturbed_reals,
+    with_sbi_twins,
+)
 from .transforms import SOURCE_PERTURBATIONS, AugmentParams, build_eval_transform, build_train_transform
 
 logger = logging.getLogger(__name__)
@@ -149,6 +160,7 @@ def run_training(
     model_out: Path,
     live_dir: Path,
     landmarks_path: Path | None = None,
+    autoencoder_path: Path | None = None,
 ) -> dict[str, Any]:
     """Fine-tune the classifier on the train split, select on val video AUC, save the best.
 
@@ -161,12 +173,15 @@ def run_training(
         live_dir: dvclive folder for per-epoch metrics.
         landmarks_path: ``data/landmarks.parquet`` (the landmarks stage); needed by
             ``sbi.mask: landmarks``.
+        autoencoder_path: ``models/autoencoder.pt`` (the autoencoder stage); needed by
+            ``sbi.generated_share`` / ``sbi.whole_face_share`` > 0, unused otherwise.
 
     Returns:
         A summary dict (best epoch, val metrics, init used).
 
     Raises:
         ValueError: If the train or val split has no face crops, or only one class in train.
+        InputError: If the recipe needs the autoencoder and ``autoencoder_path`` is missing.
     """
     rt = setup_runtime(params.precision, threads=params.threads)
     with process_group_cleanup(rt):
@@ -177,11 +192,12 @@ def run_training(
             "%d loader worker(s)", data.mode, len(data.train), data.train["video_id"].nunique(), data.n_real, data.n_fake,
             len(data.val), data.val["video_id"].nunique(), rt.describe(), torch.get_num_threads(), params.num_workers,
         )
+        generator, autoencoder_used = _generator(params.sbi, autoencoder_path)
         model, init_used = build_model(params.arch, params.init, params.require_pretrained)
         model = prepare_model(model, rt)
-        loop = build_loop(params, rt, data, crops_dir, model)
-        resume = ResumeFile(resume_path(model_out),
-                            run_fingerprint(params, rt, manifest_path, faces_path, landmarks_path, model_out))
+        loop = build_loop(params, rt, data, crops_dir, model, generator)
+        resume = ResumeFile(resume_path(model_out), run_fingerprint(params, rt, manifest_path, faces_path, landmarks_path,
+                                                                    model_out, autoencoder_used))
         payload = load_resume(resume, rt)
         start = FitState() if payload is None else restore(payload, rt, model, loop)
         if payload is not None:
@@ -193,12 +209,36 @@ def run_training(
         if isinstance(loop.train_ds, SbiCropDataset) and params.sbi.mask == "landmarks":
             logger.info("SBI masks: %d training fakes had no dense landmarks and used MTCNN's five points",
                         loop.train_ds.sparse)
+        if isinstance(loop.train_ds, SbiCropDataset) and generator is not None:
+            logger.info("synthetic training fakes by kind (made in this process): %s", loop.train_ds.kinds)
         if rt.is_main:
             summary["weights_sha256"] = _save(params, model, best, best_state, init_used, model_out)
             # Only now is the epoch-by-epoch state no longer needed: the checkpoint holds the result.
             resume_path(model_out).unlink(missing_ok=True)
             _end_live(live, summary)
         return summary
+
+
+def _generator(p: SbiParams, autoencoder_path: Path | None) -> tuple[Any, Path | None]:
+    """The face autoencoder's ``crop -> rendering`` when the recipe wants generated fakes, and its path.
+
+    Raises:
+        InputError: If ``sbi.generated_share`` or ``sbi.whole_face_share`` is > 0 and no
+            checkpoint was given or it is missing; AutoencoderError if it cannot be used.
+    """
+    if not (p.enabled and p.uses_generator):
+        if autoencoder_path is not None:
+            logger.info("%s not used: train.sbi.generated_share and whole_face_share are 0", autoencoder_path)
+        return None, None
+    shares = f"train.sbi.generated_share={p.generated_share}, train.sbi.whole_face_share={p.whole_face_share}"
+    if autoencoder_path is None:
+        raise InputError(f"{shares} need the autoencoder stage's checkpoint: pass --autoencoder models/autoencoder.pt")
+    if not Path(autoencoder_path).is_file():
+        raise InputError(f"{autoencoder_path}: not found, and {shares} need it (run the autoencoder stage)")
+    model, meta = load_autoencoder(autoencoder_path)
+    logger.info("generated fakes from %s (%s, weights %s, val PSNR %s)", autoencoder_path, meta["config"],
+                meta["weights_sha256"][:8], meta["val_metrics"].get("psnr"))
+    return reconstructor(model), Path(autoencoder_path)
 
 
 @dataclass
@@ -259,10 +299,18 @@ class Loop:
     loss_fn: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    # Logged only, never selects: generated-fake twins of the val reals (with a generator).
+    val_generated: SbiCropDataset | None = None
 
 
-def build_loop(p: TrainParams, rt: Runtime, data: Splits, crops_dir: Path, model: nn.Module) -> Loop:
-    """The stage's datasets, loader, loss, optimiser and schedule for ``model``."""
+def build_loop(p: TrainParams, rt: Runtime, data: Splits, crops_dir: Path, model: nn.Module,
+               generator: Any = None) -> Loop:
+    """The stage's datasets, loader, loss, optimiser and schedule for ``model``.
+
+    ``generator`` (the face autoencoder's ``crop -> rendering``) makes the ``sbi`` recipe's
+    generated and whole-face fakes, and a logged-only validation set of generated twins;
+    validation for checkpoint selection keeps plain SBI twins, comparable with runs without it.
+    """
     # The normalisation the backbone's ImageNet weights were trained with (and recorded in
     # the checkpoint, so every stage that scores faces uses it too).
     arch = get_arch(p.arch)
@@ -270,10 +318,15 @@ def build_loop(p: TrainParams, rt: Runtime, data: Splits, crops_dir: Path, model
     eval_tf = build_eval_transform(p.input_size, arch.mean, arch.std)
     train_ds: CropDataset | SbiCropDataset
     val_ds: CropDataset | SbiCropDataset
+    val_generated = None
     if p.sbi.enabled:
         # Both reals and self-blended fakes then get the same augmentation (JPEG included).
-        train_ds = SbiCropDataset(data.train, crops_dir, train_tf, p.sbi, p.seed, mode="train", cache_bytes=CROP_CACHE_BYTES)
+        train_ds = SbiCropDataset(data.train, crops_dir, train_tf, p.sbi, p.seed, mode="train", cache_bytes=CROP_CACHE_BYTES,
+                                  generator=generator)
         val_ds = SbiCropDataset(data.val, crops_dir, eval_tf, p.sbi, p.seed, mode="fixed", cache_bytes=CROP_CACHE_BYTES)
+        if generator is not None:
+            val_generated = SbiCropDataset(generated_twins(data.val), crops_dir, eval_tf, p.sbi, p.seed, mode="fixed",
+                                           generator=generator)
     else:
         train_ds = CropDataset(data.train, crops_dir, train_tf, cache_bytes=CROP_CACHE_BYTES, seed=p.seed)
         val_ds = CropDataset(data.val, crops_dir, eval_tf, cache_bytes=CROP_CACHE_BYTES)
@@ -298,7 +351,8 @@ def build_loop(p: TrainParams, rt: Runtime, data: Splits, crops_dir: Path, model
     optimizer = _make_optimizer(model, p)
     steps = p.epochs * max(1, len(loader))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps) if p.schedule == "cosine" else None
-    return Loop(loader, sampler, train_ds, val_ds, nn.BCEWithLogitsLoss(pos_weight=pos_weight), optimizer, scheduler)
+    return Loop(loader, sampler, train_ds, val_ds, nn.BCEWithLogitsLoss(pos_weight=pos_weight), optimizer, scheduler,
+                val_generated)
 
 
 def _start_live(live_dir: Path, rt: Runtime, init_used: str, n_train: int, resume_step: int | None = None) -> Any:
@@ -358,13 +412,13 @@ def file_digest(path: Path) -> dict[str, Any]:
 
 
 def run_fingerprint(p: TrainParams, rt: Runtime, manifest_path: Path, faces_path: Path, landmarks_path: Path | None,
-                    model_out: Path) -> dict[str, Any]:
+                    model_out: Path, autoencoder_path: Path | None = None) -> dict[str, Any]:
     """What a training run's result depends on; a resume state is used only when this matches.
 
     The crop shards are not hashed (gigabytes): the crop stage rewrites ``faces.parquet``
     whenever it rewrites them, and the table names every member the run reads.
     """
-    return {
+    fingerprint = {
         "config": {k: v for k, v in to_dict(p).items() if k not in SPEED_ONLY_PARAMS},
         "runtime": rt.describe(),  # precision "auto" resolves per machine
         "manifest": file_digest(manifest_path),
@@ -372,6 +426,9 @@ def run_fingerprint(p: TrainParams, rt: Runtime, manifest_path: Path, faces_path
         "landmarks": None if landmarks_path is None else file_digest(landmarks_path),
         "model_out": str(model_out),
     }
+    if autoencoder_path is not None:  # only when used: a run without it keeps its fingerprint
+        fingerprint["autoencoder"] = file_digest(autoencoder_path)
+    return fingerprint
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -516,8 +573,13 @@ def _run_epoch(p: TrainParams, rt: Runtime, model: nn.Module, loop: Loop, data: 
     vauc = _video_auc(data.val, val_logits)
     fauc = roc_auc(data.val["y"].to_numpy(), val_logits)
     shift = perturbed_shift(data.val, 1.0 / (1.0 + np.exp(-np.asarray(val_logits, dtype=np.float64))))
-    logger.info("epoch %d: loss %.4f, %.1f img/s, val video AUC %s, frame AUC %s, perturbed reals' P(fake) shift %s",
-                epoch, stats["loss"], stats["img_per_s"], _fmt(vauc), _fmt(fauc), _fmt(shift))
+    gauc = None
+    if loop.val_generated is not None:
+        gen_logits = predict_logits(model, loop.val_generated, rt, batch_size=max(64, p.batch_size), desc="val generated")
+        gauc = twin_auc(data.val, val_logits, loop.val_generated.rows, gen_logits)
+    logger.info("epoch %d: loss %.4f, %.1f img/s, val video AUC %s, frame AUC %s, perturbed reals' P(fake) shift %s%s",
+                epoch, stats["loss"], stats["img_per_s"], _fmt(vauc), _fmt(fauc), _fmt(shift),
+                "" if loop.val_generated is None else f", generated-fake frame AUC {_fmt(gauc)}")
     if live is not None:
         live.log_metric("train/loss", stats["loss"])
         live.log_metric("train/img_per_s", stats["img_per_s"])
@@ -525,6 +587,8 @@ def _run_epoch(p: TrainParams, rt: Runtime, model: nn.Module, loop: Loop, data: 
         live.log_metric("val/frame_auc", fauc if fauc is not None else float("nan"))
         if shift is not None:
             live.log_metric("val/perturbed_shift", shift)
+        if loop.val_generated is not None:
+            live.log_metric("val/generated_frame_auc", gauc if gauc is not None else float("nan"))
         live.next_step()
     return vauc, fauc
 

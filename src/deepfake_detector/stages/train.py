@@ -21,10 +21,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-out", type=Path, required=True)
     parser.add_argument("--live-dir", type=Path, required=True)
     parser.add_argument("--landmarks", type=Path, default=None, help="the landmarks stage's table (train.sbi.mask: landmarks)")
+    parser.add_argument("--autoencoder", type=Path, default=None,
+                        help="the autoencoder stage's checkpoint (train.sbi.generated_share / whole_face_share > 0)")
     args = parser.parse_args(argv)
     with stage_run("train", args.verbose):
         params = load_section(TrainParams, "train", args.params)
-        run_training(params, args.manifest, args.faces, args.crops_dir, args.model_out, args.live_dir, args.landmarks)
+        run_training(params, args.manifest, args.faces, args.crops_dir, args.model_out, args.live_dir, args.landmarks,
+                     args.autoencoder)
 
 
 if __name__ == "__main__":
