@@ -183,6 +183,27 @@ def test_repository_source_deps_exist(pipeline: str) -> None:
     assert stale_deps(REPO / pipeline, REPO) == {}
 
 
+# Keys a stage may leave out of its declared params: they change speed, never results.
+SPEED_ONLY = {"train.num_workers", "train.threads", "calibrate.batch_size", "gradcam.batch_size"}
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_stages_declaring_single_keys_declare_every_key_that_changes_results(pipeline: str) -> None:
+    """A stage that lists ``section.key`` params (not the whole section) lists every key of that
+    section except the speed-only ones: a key left out would change results without a rerun
+    (``train.val_perturb`` once was)."""
+    stages = yaml.safe_load((REPO / pipeline).read_text(encoding="utf-8"))["stages"]
+    params = yaml.safe_load((REPO / pipeline).with_name("params.yaml").read_text(encoding="utf-8"))
+    undeclared = {}
+    for name, stage in stages.items():
+        keyed = [k for k in stage.get("params") or [] if isinstance(k, str) and "." in k]
+        for section in {k.split(".")[0] for k in keyed}:
+            missing = {f"{section}.{key}" for key in params[section]} - set(keyed) - SPEED_ONLY
+            if missing:
+                undeclared[name] = sorted(missing)
+    assert undeclared == {}
+
+
 def test_deps_of_a_pipeline_in_a_subfolder_are_relative_to_it(tmp_path: Path) -> None:
     dvc_yaml = _repo(tmp_path, deps=[])
     sub = tmp_path / "sub"
