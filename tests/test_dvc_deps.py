@@ -184,7 +184,7 @@ def test_repository_source_deps_exist(pipeline: str) -> None:
 
 
 # Keys a stage may leave out of its declared params: they change speed, never results.
-SPEED_ONLY = {"train.num_workers", "train.threads", "calibrate.batch_size", "gradcam.batch_size"}
+SPEED_ONLY = {"train.num_workers", "train.threads", "autoencoder.threads", "calibrate.batch_size", "gradcam.batch_size"}
 
 
 @pytest.mark.parametrize("pipeline", PIPELINES)
