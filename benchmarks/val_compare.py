@@ -5,8 +5,9 @@ selection uses with ``train.val_perturb``.
 Each model's own selection figure is measured on its own recipe's validation set, so two
 recipes' figures cannot be compared; this scores every given checkpoint on the same
 items. Prints, per model: the video AUC of SBI twins against reals (plain and with the
-softened copies), and per softening the mean change of P(fake) and the share of real
-videos whose P(fake) crosses the model's calibrated threshold upwards.
+softened copies), and per softening the mean change of the video score and the share of real
+videos whose score crosses the model's calibrated threshold upwards. Scores are aggregated
+as each detector's calibration aggregates them (the release's: mean P(fake)).
 
     python benchmarks/val_compare.py --release release --models /tmp/v2.pt release/detector.pt
 
@@ -23,25 +24,26 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from deepfake_detector.core.config import load_section
 from deepfake_detector.model.engine import predict_logits, prepare_model, setup_runtime
-from deepfake_detector.model.network import load_model
 from deepfake_detector.model.sbi import PERTURBED_SUFFIX, SBI_SUFFIX, SbiCropDataset
 from deepfake_detector.model.train import TrainParams, load_splits
 from deepfake_detector.model.transforms import SOURCE_PERTURBATIONS, build_eval_transform
+from deepfake_detector.scoring.aggregate import video_scores
 from deepfake_detector.scoring.metrics import roc_auc
+from deepfake_detector.verdicts.calibration import Calibration, load_detector
 
 
-def video_table(rows: pd.DataFrame, logits: np.ndarray) -> pd.DataFrame:
-    """Mean P(fake) per (pseudo-)video with its label and softening kind."""
-    probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-    frame = rows.assign(prob=probs)
-    return frame.groupby("video_id").agg(prob=("prob", "mean"), y=("y", "first"), perturb=("perturb", "first"))
+def video_table(rows: pd.DataFrame, logits: np.ndarray, calibration: Calibration) -> pd.DataFrame:
+    """Each (pseudo-)video's score, aggregated as the detector's calibration aggregates (the
+    score its threshold applies to), with its label and softening kind."""
+    prob = video_scores(rows.assign(logit=logits), calibration.aggregation, calibration.aggregate)
+    first = rows.groupby("video_id")[["y", "perturb"]].first()
+    return first.loc[prob.index].assign(prob=prob)
 
 
-def summarise(videos: pd.DataFrame, threshold: float | None) -> dict[str, float]:
+def summarise(videos: pd.DataFrame, threshold: float) -> dict[str, float]:
     """The figures printed per model (see the module docstring)."""
     ids = videos.index.to_series()
     plain = videos[~ids.str.endswith(PERTURBED_SUFFIX)]
@@ -55,8 +57,7 @@ def summarise(videos: pd.DataFrame, threshold: float | None) -> dict[str, float]
             continue
         before, after = originals["prob"].to_numpy()[mask], copies["prob"].to_numpy()[mask]
         out[f"{kind}_shift"] = float((after - before).mean())
-        if threshold is not None:
-            out[f"{kind}_flips_to_fake"] = float(((before < threshold) & (after >= threshold)).mean())
+        out[f"{kind}_flips_to_fake"] = float(((before < threshold) & (after >= threshold)).mean())
     return out
 
 
@@ -83,16 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     rt = setup_runtime("auto", threads=args.threads)
     table = []
     for path in args.models:
-        model, meta = load_model(path)
-        model = prepare_model(model, rt)
+        detector = load_detector(path)  # calibrated detectors only: the threshold and aggregation are theirs
+        model, meta = prepare_model(detector.model, rt), detector.meta
         transform = build_eval_transform(meta.input_size, tuple(meta.mean), tuple(meta.std))
         dataset = SbiCropDataset(rows, root / "data/crops", transform, params.sbi, params.seed, mode="fixed")
-        with torch.inference_mode():
-            logits = predict_logits(model, dataset, rt, batch_size=64, desc=path.name)
-        # The calibrated threshold applies to a video's aggregated score; the release's
-        # aggregation is the mean probability, the score computed here.
-        threshold = float(meta.calibration["threshold"]) if meta.calibration else None
-        table.append({"model": str(path), **summarise(video_table(rows, np.asarray(logits)), threshold)})
+        logits = predict_logits(model, dataset, rt, batch_size=64, desc=path.name)
+        videos = video_table(rows, np.asarray(logits, dtype=np.float64), detector.calibration)
+        table.append({"model": str(path), **summarise(videos, detector.calibration.threshold)})
     print(pd.DataFrame(table).set_index("model").T.to_string(float_format=lambda v: f"{v:.3f}"))
     return 0
 

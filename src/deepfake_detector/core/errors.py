@@ -8,6 +8,9 @@ non-zero; a traceback would add nothing for a bad file, so it is shown only when
 
 from __future__ import annotations
 
+# Exit status of an entry point stopped by Ctrl-C: 128 + SIGINT, what a shell reports.
+EXIT_INTERRUPTED = 130
+
 
 class InputError(ValueError):
     """Bad user input (params, a table, a checkpoint, a dataset index); the message names the file."""

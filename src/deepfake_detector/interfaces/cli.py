@@ -58,6 +58,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .. import __version__, records
 from ..core.atomic import OutputBusyError, OutputLock, atomic_path, write_text_atomic
+from ..core.errors import EXIT_INTERRUPTED
 from ..core.logs import setup_logging
 from ..media.probe import list_entries
 from ..service import PIPELINE_MODEL, RELEASED_MODEL, Judge, UsageError, explain_file, resolve_model
@@ -68,7 +69,6 @@ PROG = "deepfake-detector"
 # `--json -` / `--csv -`: write to standard output instead of a file named "-".
 STDOUT = Path("-")
 # Exit status after Ctrl-C (128 + SIGINT), as a shell reports a process it interrupted.
-EXIT_INTERRUPTED = 130
 
 
 def find_media(inputs: Sequence[Path]) -> tuple[list[Path], dict[Path, str]]:

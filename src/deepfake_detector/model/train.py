@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampl
 from .. import records
 from ..core.config import to_dict
 from ..core.errors import InputError
-from ..scoring.aggregate import video_scores
+from ..scoring.aggregate import sigmoid, video_scores
 from ..scoring.metrics import roc_auc
 from .autoencoder import load_autoencoder, reconstructor
 from .data import CropDataset, collate_channels_last, load_face_table
@@ -572,7 +572,7 @@ def _run_epoch(p: TrainParams, rt: Runtime, model: nn.Module, loop: Loop, data: 
     val_logits = predict_logits(model, loop.val_ds, rt, batch_size=max(64, p.batch_size), desc="val")
     vauc = _video_auc(data.val, val_logits)
     fauc = roc_auc(data.val["y"].to_numpy(), val_logits)
-    shift = perturbed_shift(data.val, 1.0 / (1.0 + np.exp(-np.asarray(val_logits, dtype=np.float64))))
+    shift = perturbed_shift(data.val, sigmoid(np.asarray(val_logits, dtype=np.float64)))
     gauc = None
     if loop.val_generated is not None:
         gen_logits = predict_logits(model, loop.val_generated, rt, batch_size=max(64, p.batch_size), desc="val generated")

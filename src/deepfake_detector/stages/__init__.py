@@ -17,12 +17,10 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from ..core.errors import InputError
+from ..core.errors import EXIT_INTERRUPTED, InputError
 from ..core.logs import setup_logging
 
 logger = logging.getLogger(__name__)
-
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 
 
 def stage_parser(doc: str | None, params: bool = True) -> argparse.ArgumentParser:
