@@ -39,6 +39,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from .. import records
 from ..core.config import to_dict
@@ -361,7 +362,8 @@ def train_one_epoch(model: FaceAutoencoder, data: ResizedCrops, optimizer: torch
     order, flips = _epoch_draws(p, epoch, len(data))
     total = l1_sum = 0.0
     seen, t0 = 0, time.perf_counter()
-    for start in range(0, len(order), p.batch_size):
+    starts = range(0, len(order), p.batch_size)
+    for start in tqdm(starts, desc=f"autoencoder epoch {epoch}/{p.epochs}", unit="batch", leave=False):
         idx = order[start:start + p.batch_size]
         x = data.batch(idx, flips[idx])
         out = model(x)
