@@ -14,6 +14,7 @@ import torch
 from deepfake_detector.faces.blend import face_mask, self_blend
 from deepfake_detector.faces.generated import generated_blend
 from deepfake_detector.model import autoencoder as ae
+from deepfake_detector.model.resume import resume_path
 from deepfake_detector.model.sbi import SbiCropDataset, SbiParams, generated_twins, mask_points, with_sbi_twins
 from deepfake_detector.stages import autoencoder as ae_stage
 from deepfake_detector.stages import train as train_stage
@@ -73,7 +74,7 @@ def test_stage_trains_deterministically_and_writes_a_checkable_checkpoint(tmp_pa
     assert torch.load(again, weights_only=True)["weights_sha256"] == details["weights_sha256"]  # same seed, same weights
     model, meta = ae.load_autoencoder(out)
     assert meta["epoch"] == 1 and model.size == 32
-    assert not ae.resume_path(out).exists()
+    assert not resume_path(out).exists()
 
 
 def test_tampered_checkpoint_is_refused(tmp_path: Path) -> None:
@@ -105,7 +106,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path: Path, monkeypa
     with pytest.raises(SystemExit):
         _train_tiny_ae(tmp_path / "cut", epochs=2)
     out = tmp_path / "cut" / "models" / "autoencoder.pt"
-    assert ae.resume_path(out).is_file() and not out.exists()
+    assert resume_path(out).is_file() and not out.exists()
     monkeypatch.setattr(ae, "train_one_epoch", real_epoch)
     _train_tiny_ae(tmp_path / "cut", epochs=2)
     assert torch.load(out, weights_only=True)["weights_sha256"] == expected

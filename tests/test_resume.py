@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from deepfake_detector.model import resume as resume_mod
 from deepfake_detector.model import train as train_mod
 from deepfake_detector.stages import train as train_stage
 from full_params import full
@@ -93,7 +94,7 @@ def test_interrupted_run_resumes_to_the_same_weights(crops: dict[str, Path], tmp
     with monkeypatch.context() as m:
         uninterrupted = spy_epochs(m)
         train_stage.main(train_args(crops, whole, write_params(whole / "params.yaml", RECIPE)))
-    assert not train_mod.resume_path(whole / "model.pt").exists()
+    assert not resume_mod.resume_path(whole / "model.pt").exists()
     assert not same(uninterrupted[1], uninterrupted[3])  # the weights did move after epoch 1
 
     params = write_params(cut / "params.yaml", RECIPE)
@@ -102,7 +103,7 @@ def test_interrupted_run_resumes_to_the_same_weights(crops: dict[str, Path], tmp
         with pytest.raises(Interrupted):
             train_stage.main(train_args(crops, cut, params))
     assert metric_steps(cut) == [0, 1]
-    state = train_mod.resume_path(cut / "model.pt")
+    state = resume_mod.resume_path(cut / "model.pt")
     assert state.is_file() and not (cut / "model.pt").exists()
     assert not list(cut.glob("*.tmp"))
     assert torch.load(state, weights_only=True)["epoch"] == 1
@@ -127,11 +128,11 @@ def test_changed_recipe_ignores_a_stale_resume_state(crops: dict[str, Path], tmp
         interrupt_after(m, 1)
         with pytest.raises(Interrupted):
             train_stage.main(train_args(crops, tmp_path, write_params(tmp_path / "params.yaml", recipe)))
-    assert train_mod.resume_path(tmp_path / "model.pt").is_file()
+    assert resume_mod.resume_path(tmp_path / "model.pt").is_file()
 
     descs = count_epochs(monkeypatch)
     params = write_params(tmp_path / "params.yaml", {**recipe, "lr": 2e-3})
-    with caplog.at_level(logging.INFO, logger="deepfake_detector.model.train"):
+    with caplog.at_level(logging.INFO, logger="deepfake_detector.model"):
         train_stage.main(train_args(crops, tmp_path, params))
     assert "changed: config.lr" in caplog.text and "starting fresh" in caplog.text
     assert "resuming" not in caplog.text
@@ -147,7 +148,7 @@ def test_fingerprint_sees_data_but_not_speed_params(crops: dict[str, Path], tmp_
         return train_mod.run_fingerprint(params, rt, crops["manifest"], faces, None, tmp_path / "model.pt")
 
     base = fp(p, crops["faces"])
-    assert train_mod.fingerprint_changes(base, fp(full(train_mod.TrainParams, threads=1, num_workers=2), crops["faces"])) == []
+    assert resume_mod.fingerprint_changes(base, fp(full(train_mod.TrainParams, threads=1, num_workers=2), crops["faces"])) == []
     other = tmp_path / "faces.parquet"
     other.write_bytes(crops["faces"].read_bytes() + b"\0")
-    assert train_mod.fingerprint_changes(base, fp(p, other)) == ["faces.bytes", "faces.sha256"]
+    assert resume_mod.fingerprint_changes(base, fp(p, other)) == ["faces.bytes", "faces.sha256"]

@@ -23,7 +23,6 @@ Training is deterministic given the seed and thread count, and resumable per epo
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -46,6 +45,7 @@ from ..core.config import to_dict
 from ..core.errors import InputError
 from .data import DecodedCrops, load_face_table
 from .network import weights_hash
+from .resume import file_digest, read_state, resume_path, write_state
 
 logger = logging.getLogger(__name__)
 
@@ -394,43 +394,10 @@ def evaluate(model: FaceAutoencoder, data: ResizedCrops, batch_size: int = 64) -
     return {"l1": l1_sum / len(data), "psnr": math.inf if mse == 0 else 10 * math.log10(1.0 / mse)}
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def resume_path(out: Path) -> Path:
-    """Scratch per-epoch state next to the checkpoint (not a DVC output)."""
-    return out.with_name(out.name + ".resume.pt")
-
-
 def _fingerprint(p: AutoencoderParams, manifest_path: Path, faces_path: Path) -> dict[str, Any]:
     return {"params": {k: v for k, v in to_dict(p).items() if k not in SPEED_ONLY_PARAMS},
-            "manifest": _file_digest(manifest_path), "faces": _file_digest(faces_path)}
-
-
-def _load_resume(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        logger.warning("%s: unreadable resume state (%s); starting fresh", path, exc)
-        return None
-    if not isinstance(payload, dict) or payload.get("format") != RESUME_FORMAT or payload.get("fingerprint") != fingerprint:
-        logger.info("%s: written for another recipe or data; starting fresh", path)
-        return None
-    return payload
-
-
-def _save_resume(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": RESUME_FORMAT, **payload}, tmp)
-    os.replace(tmp, path)
+            # Bare digests (not file_digest's dict): states written before keep resuming.
+            "manifest": file_digest(manifest_path)["sha256"], "faces": file_digest(faces_path)["sha256"]}
 
 
 def run_autoencoder(p: AutoencoderParams, manifest_path: Path, faces_path: Path, crops_dir: Path,
@@ -468,7 +435,7 @@ def run_autoencoder(p: AutoencoderParams, manifest_path: Path, faces_path: Path,
     model = build_autoencoder(p.arch())
     optimizer = torch.optim.Adam(model.parameters(), lr=p.lr, betas=(0.5, 0.999))
     fingerprint = _fingerprint(p, manifest_path, faces_path)
-    state = _load_resume(resume_path(out), fingerprint)
+    state = read_state(resume_path(out), RESUME_FORMAT, fingerprint)
     start, history = 0, []
     if state is not None:
         model.load_state_dict(state["model"])
@@ -480,7 +447,7 @@ def run_autoencoder(p: AutoencoderParams, manifest_path: Path, faces_path: Path,
         history.append(stats)
         logger.info("autoencoder epoch %d/%d: loss %.4f, L1 %.4f, %.1f img/s", epoch, p.epochs, stats["loss"], stats["l1"],
                     stats["img_per_s"])
-        _save_resume(resume_path(out), {"fingerprint": fingerprint, "epoch": epoch, "history": history,
+        write_state(resume_path(out), RESUME_FORMAT, {"fingerprint": fingerprint, "epoch": epoch, "history": history,
                                         "model": model.state_dict(), "optimizer": optimizer.state_dict()})
     val = evaluate(model, val_data)
     if val:

@@ -19,11 +19,9 @@ as a run that was never interrupted.
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import math
 import os
-import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +52,7 @@ from .engine import (
     train_one_epoch,
 )
 from .network import ARCHS, CheckpointMeta, build_model, get_arch, save_checkpoint
+from .resume import file_digest, read_state, resume_path, write_state
 from .sbi import (
     SbiCropDataset,
     SbiParams,
@@ -397,20 +396,6 @@ RESUME_FORMAT = "deepfake-detector/train-resume/1"
 SPEED_ONLY_PARAMS = ("num_workers", "threads")
 
 
-def resume_path(model_out: Path) -> Path:
-    """Where the train stage keeps its per-epoch state: scratch next to the checkpoint, not a DVC output."""
-    return model_out.with_name(model_out.name + ".resume.pt")
-
-
-def file_digest(path: Path) -> dict[str, Any]:
-    """Size and SHA-256 of a file's content."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return {"bytes": Path(path).stat().st_size, "sha256": h.hexdigest()}
-
-
 def run_fingerprint(p: TrainParams, rt: Runtime, manifest_path: Path, faces_path: Path, landmarks_path: Path | None,
                     model_out: Path, autoencoder_path: Path | None = None) -> dict[str, Any]:
     """What a training run's result depends on; a resume state is used only when this matches.
@@ -429,25 +414,6 @@ def run_fingerprint(p: TrainParams, rt: Runtime, manifest_path: Path, faces_path
     if autoencoder_path is not None:  # only when used: a run without it keeps its fingerprint
         fingerprint["autoencoder"] = file_digest(autoencoder_path)
     return fingerprint
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def fingerprint_changes(old: Any, new: dict[str, Any]) -> list[str]:
-    """Dotted keys whose values differ between two fingerprints (e.g. ``config.lr``)."""
-    a, b = _flatten(old), _flatten(new)
-    missing = object()
-    return sorted(k for k in a.keys() | b.keys() if a.get(k, missing) != b.get(k, missing))
 
 
 @dataclass
@@ -469,30 +435,9 @@ class ResumeFile:
     fingerprint: dict[str, Any]
 
 
-def _read_resume(resume: ResumeFile) -> dict[str, Any] | None:
-    """The stored state if it belongs to this run; None (with the reason logged) if not."""
-    path = resume.path
-    if not path.is_file():
-        return None
-    try:
-        # weights_only: tensors and plain Python types only, never pickled code.
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        logger.warning("%s: unreadable resume state (%s); starting fresh", path, exc)
-        return None
-    if not isinstance(payload, dict) or payload.get("format") != RESUME_FORMAT:
-        logger.warning("%s: not a resume state of this version; starting fresh", path)
-        return None
-    changed = fingerprint_changes(payload.get("fingerprint"), resume.fingerprint)
-    if changed:
-        logger.info("%s: written for another recipe or data (changed: %s); starting fresh", path, ", ".join(changed))
-        return None
-    return payload
-
-
 def load_resume(resume: ResumeFile, rt: Runtime) -> dict[str, Any] | None:
     """Rank 0 reads and checks the resume state and hands it to every rank (other nodes may not see the file)."""
-    payload = _read_resume(resume) if rt.is_main else None
+    payload = read_state(resume.path, RESUME_FORMAT, resume.fingerprint) if rt.is_main else None
     if rt.distributed:
         box = [payload]
         dist.broadcast_object_list(box, src=0)
@@ -545,20 +490,13 @@ def save_resume(resume: ResumeFile, st: FitState, rt: Runtime, model: nn.Module,
     if not rt.is_main:
         return
     payload = {
-        "format": RESUME_FORMAT, "fingerprint": resume.fingerprint, "epoch": st.epoch,
+        "fingerprint": resume.fingerprint, "epoch": st.epoch,
         "model": {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()},
         "optimizer": loop.optimizer.state_dict(),
         "scheduler": None if loop.scheduler is None else loop.scheduler.state_dict(),
         "best": st.best, "best_state": st.best_state, "stale": st.stale, "elapsed_s": st.elapsed_s, "rng": rng,
     }
-    resume.path.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder, then rename: a kill mid-write leaves the previous epoch's state whole.
-    tmp = resume.path.with_name(resume.path.name + ".tmp")
-    with tmp.open("wb") as fh:
-        torch.save(payload, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, resume.path)
+    write_state(resume.path, RESUME_FORMAT, payload)
 
 
 def _run_epoch(p: TrainParams, rt: Runtime, model: nn.Module, loop: Loop, data: Splits, live: Any,
