@@ -9,7 +9,15 @@ softened copies), and per softening the mean change of the video score and the s
 videos whose score crosses the model's calibrated threshold upwards. Scores are aggregated
 as each detector's calibration aggregates them (the release's: mean P(fake)).
 
-    python benchmarks/val_compare.py --release release --models /tmp/v2.pt release/detector.pt
+With ``--autoencoder``, also fakes that carry a generator's traces: every plain val real
+gets a ``generated`` twin (the autoencoder's rendering blended through an SBI mask) and a
+``whole`` twin (the whole face hull re-rendered), each scored against the plain reals. Those
+twins are of identities no training split holds, but a model trained with this
+autoencoder's fakes has seen its renderer: the figure says what it learned, and for a model
+trained without them, how far self-blending alone carries to rendered faces.
+
+    python benchmarks/val_compare.py --release release --models /tmp/v2.pt release/detector.pt \
+        [--autoencoder release/models/autoencoder.pt]
 
 The figures describe validation items (photos and videos of people in no training split),
 never the test deepfakes; a model whose recipe selected on this set is favoured by it.
@@ -26,8 +34,15 @@ import numpy as np
 import pandas as pd
 
 from deepfake_detector.core.config import load_section
+from deepfake_detector.model.autoencoder import load_autoencoder, reconstructor
 from deepfake_detector.model.engine import predict_logits, prepare_model, setup_runtime
-from deepfake_detector.model.sbi import PERTURBED_SUFFIX, SBI_SUFFIX, SbiCropDataset
+from deepfake_detector.model.sbi import (
+    GENERATED_SUFFIX,
+    PERTURBED_SUFFIX,
+    SBI_SUFFIX,
+    SbiCropDataset,
+    generated_twins,
+)
 from deepfake_detector.model.train import TrainParams, load_splits
 from deepfake_detector.model.transforms import SOURCE_PERTURBATIONS, build_eval_transform
 from deepfake_detector.scoring.aggregate import video_scores
@@ -61,6 +76,28 @@ def summarise(videos: pd.DataFrame, threshold: float) -> dict[str, float]:
     return out
 
 
+WHOLE_SUFFIX = "#whole"
+
+
+def rendered_twins(rows: pd.DataFrame) -> pd.DataFrame:
+    """A ``generated`` and a ``whole`` twin of every plain val real, in pseudo-videos ``<id>#generated`` / ``#whole``."""
+    generated = generated_twins(rows)
+    base = generated["video_id"].str.removesuffix(GENERATED_SUFFIX)
+    return pd.concat([generated, generated.assign(video_id=base + WHOLE_SUFFIX, fake_kind="whole")], ignore_index=True)
+
+
+def twin_aucs(videos: pd.DataFrame, twins: pd.DataFrame) -> dict[str, float | None]:
+    """Video AUC of each kind of rendered twin against the plain reals of ``videos``."""
+    ids = videos.index.to_series()
+    reals = videos[(videos["y"] == 0) & ~ids.str.endswith(PERTURBED_SUFFIX)]
+    out = {}
+    for kind in ("generated", "whole"):
+        fakes = twins[twins.index.to_series().str.endswith(GENERATED_SUFFIX if kind == "generated" else WHOLE_SUFFIX)]
+        both = pd.concat([reals, fakes])
+        out[f"auc_{kind}_twins_vs_reals"] = roc_auc(both["y"].to_numpy(), both["prob"].to_numpy())
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--release", type=Path, default=Path("release"), help="the DVC project whose val split is used")
@@ -68,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", nargs="+", default=list(SOURCE_PERTURBATIONS), choices=SOURCE_PERTURBATIONS)
     parser.add_argument("--limit", type=int, default=None, help="at most this many val real videos (smoke runs)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--autoencoder", type=Path, default=None,
+                        help="also score twins rendered by this autoencoder checkpoint (models/autoencoder.pt)")
     args = parser.parse_args(argv)
 
     root = args.release
@@ -82,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"validation: {rows['video_id'].nunique()} (pseudo-)videos, {len(rows)} crops "
           f"({(rows['y'] == 0).sum()} real incl. softened, {(rows['y'] == 1).sum()} SBI twins)")
     rt = setup_runtime("auto", threads=args.threads)
+    generator, twins = None, None
+    if args.autoencoder is not None:
+        generator, twins = reconstructor(load_autoencoder(args.autoencoder)[0]), rendered_twins(rows)
+        print(f"rendered twins: {twins['video_id'].nunique()} pseudo-videos by {args.autoencoder}")
     table = []
     for path in args.models:
         detector = load_detector(path)  # calibrated detectors only: the threshold and aggregation are theirs
@@ -90,7 +133,14 @@ def main(argv: list[str] | None = None) -> int:
         dataset = SbiCropDataset(rows, root / "data/crops", transform, params.sbi, params.seed, mode="fixed")
         logits = predict_logits(model, dataset, rt, batch_size=64, desc=path.name)
         videos = video_table(rows, np.asarray(logits, dtype=np.float64), detector.calibration)
-        table.append({"model": str(path), **summarise(videos, detector.calibration.threshold)})
+        figures = summarise(videos, detector.calibration.threshold)
+        if generator is not None:
+            rendered = SbiCropDataset(twins, root / "data/crops", transform, params.sbi, params.seed, mode="fixed",
+                                      generator=generator)
+            twin_logits = predict_logits(model, rendered, rt, batch_size=64, desc=f"{path.name} rendered")
+            figures.update(twin_aucs(videos, video_table(twins, np.asarray(twin_logits, dtype=np.float64),
+                                                         detector.calibration)))
+        table.append({"model": str(path), **figures})
     print(pd.DataFrame(table).set_index("model").T.to_string(float_format=lambda v: f"{v:.3f}"))
     return 0
 
