@@ -74,3 +74,21 @@ def test_ctrl_c_stops_a_stage_and_its_dask_workers(tmp_path: Path) -> None:
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, [p.cmdline() for p in alive]
     print(f"SIGINT to exit: {elapsed:.2f} s")
+
+
+def test_a_stopped_cluster_logs_nothing_even_at_critical() -> None:
+    """distributed logs a comm closed mid-stop at CRITICAL, with a traceback: after Ctrl-C that is noise."""
+    from deepfake_detector.pipeline import cluster
+
+    root, scheduler = logging.getLogger("distributed"), logging.getLogger("distributed.scheduler")
+    level = root.level
+    try:
+        root.setLevel(logging.NOTSET)
+        assert scheduler.isEnabledFor(logging.CRITICAL)
+        cluster._quiet(signal.SIGINT, None)  # a worker's SIGINT handler
+        assert not scheduler.isEnabledFor(logging.CRITICAL)
+        root.setLevel(logging.NOTSET)
+        cluster._close_local(None, None, interrupted=True)  # the stage's close after Ctrl-C
+        assert not scheduler.isEnabledFor(logging.CRITICAL)
+    finally:
+        root.setLevel(level)  # setLevel, not the attribute: it also clears the loggers' caches

@@ -130,8 +130,12 @@ def dask_setup(worker: object) -> None:
     signal.signal(signal.SIGINT, _quiet)
 
 
+# Above CRITICAL: distributed logs a comm closed mid-stop at CRITICAL, with a traceback.
+SILENT = logging.CRITICAL + 1
+
+
 def _quiet(signum: int, frame: object) -> None:
-    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    logging.getLogger("distributed").setLevel(SILENT)
 
 
 def _close_local(client: Client | None, cluster: LocalCluster | None, interrupted: bool) -> None:
@@ -150,7 +154,7 @@ def _close_local(client: Client | None, cluster: LocalCluster | None, interrupte
     # get a moment to stop and are then killed: the graceful close waits up to 5 s for each running task,
     # and worker processes still running at exit keep this one alive. What distributed would log now is
     # all about the stop (tasks cancelled, workers killed), so it is not shown.
-    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    logging.getLogger("distributed").setLevel(SILENT)
     workers = []
     for nanny in list(cluster.workers.values()) if cluster is not None else []:
         pid = getattr(nanny, "pid", None)  # None once the worker process has exited
