@@ -52,16 +52,14 @@ def family(row: pd.Series) -> str:
 
 
 def balanced_quantile(scores: np.ndarray, groups: np.ndarray, q: float) -> float:
-    """The ``q`` quantile of ``scores`` when each group carries the same total weight.
+    """The ``q`` quantile of ``scores`` when each group carries the same total weight (numpy's
+    weighted quantile; ``inverted_cdf`` is the method that takes weights)."""
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    return float(np.quantile(scores, q, weights=1.0 / counts[inverse], method="inverted_cdf"))
 
-    The lowest score whose cumulative weight reaches ``q``: with one group, the plain
-    (lower) empirical quantile.
-    """
-    order = np.argsort(scores, kind="stable")
-    _, inverse, counts = np.unique(groups[order], return_inverse=True, return_counts=True)
-    weight = 1.0 / counts[inverse]
-    cumulative = np.cumsum(weight) / weight.sum()
-    return float(scores[order][np.searchsorted(cumulative, q - 1e-12)])
+
+def _called(g: pd.DataFrame, threshold: float) -> str:
+    return f"{int((g['prob_fake'] >= threshold).sum())}/{len(g)}"
 
 
 def threshold_rules(preds: pd.DataFrame, cal: dict, target_fpr: float) -> None:
@@ -74,12 +72,10 @@ def threshold_rules(preds: pd.DataFrame, cal: dict, target_fpr: float) -> None:
     print(f"\n| threshold rule (target {target_fpr:g}) | threshold | val real photos called fake | val real videos "
           "| test real photos | test real videos | test fakes |")
     print("|---|---|---|---|---|---|---|")
+    reals, fakes = test[test["true_label"] == "real"], test[test["true_label"] == "fake"]
     for name, t in rules:
-        def share(g: pd.DataFrame, t: float = t) -> str:
-            return f"{int((g['prob_fake'] >= t).sum())}/{len(g)}"
-        reals, fakes = test[test["true_label"] == "real"], test[test["true_label"] == "fake"]
-        print(f"| {name} | {t:.3f} | {share(val[val['photo']])} | {share(val[~val['photo']])} | "
-              f"{share(reals[reals['photo']])} | {share(reals[~reals['photo']])} | {share(fakes)} |")
+        print(f"| {name} | {t:.3f} | {_called(val[val['photo']], t)} | {_called(val[~val['photo']], t)} | "
+              f"{_called(reals[reals['photo']], t)} | {_called(reals[~reals['photo']], t)} | {_called(fakes, t)} |")
 
 
 def main() -> None:
