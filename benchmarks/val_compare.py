@@ -91,8 +91,8 @@ def twin_aucs(videos: pd.DataFrame, twins: pd.DataFrame) -> dict[str, float | No
     ids = videos.index.to_series()
     reals = videos[(videos["y"] == 0) & ~ids.str.endswith(PERTURBED_SUFFIX)]
     out = {}
-    for kind in ("generated", "whole"):
-        fakes = twins[twins.index.to_series().str.endswith(GENERATED_SUFFIX if kind == "generated" else WHOLE_SUFFIX)]
+    for kind, suffix in (("generated", GENERATED_SUFFIX), ("whole", WHOLE_SUFFIX)):
+        fakes = twins[twins.index.to_series().str.endswith(suffix)]
         both = pd.concat([reals, fakes])
         out[f"auc_{kind}_twins_vs_reals"] = roc_auc(both["y"].to_numpy(), both["prob"].to_numpy())
     return out
