@@ -18,7 +18,7 @@ from deepfake_detector.model.sbi import (
     with_sbi_twins,
 )
 from deepfake_detector.model.train import TrainParams
-from deepfake_detector.model.transforms import AugmentParams, build_augment, perturb_at_source
+from deepfake_detector.model.transforms import AugmentParams, build_augment, perturb_at_source, picture_rect
 from full_params import full
 from test_sbi_training import real_crop_set
 
@@ -85,6 +85,38 @@ def test_perturb_at_source_depends_on_the_source_size() -> None:
     assert np.array_equal(perturb_at_source(crop, "downscale", 1000.0), crop)
     with pytest.raises(ValueError, match="unknown perturbation"):
         perturb_at_source(crop, "sepia", 64.0)
+
+
+def overhanging_crop(value: int = 128) -> np.ndarray:
+    """A flat grey picture in a crop whose window overhangs the frame's top and left edges
+    (black padding, as media.imaging.cut_window pads): rows 0-9 and columns 0-19."""
+    crop = np.full((64, 64, 3), value, np.uint8)
+    crop[:10], crop[:, :20] = 0, 0
+    return crop
+
+
+def test_picture_rect_finds_the_frame_inside_the_padding() -> None:
+    assert picture_rect(overhanging_crop()) == (10, 64, 20, 64)
+    assert picture_rect(texture()) is None  # no black edge: all picture
+    assert picture_rect(np.zeros((8, 8, 3), np.uint8)) is None
+
+
+def test_degradations_soften_the_picture_not_the_padding_edge() -> None:
+    # A real photo is blurred before it is cropped: its padding stays black and its edge crisp.
+    # Degrading the whole crop would darken the picture's first columns (and light the padding),
+    # which the detector then never sees in training but meets in every blurred small photo.
+    crop = overhanging_crop()
+    strong = dict(blur_sigma=(2.5, 2.5), downscale=(0.3, 0.3), bilateral_d=(13, 13), noise_sigma=(8.0, 8.0))
+    for name in ("blur_prob", "downscale_prob", "bilateral_prob", "noise_prob", "jpeg_prob"):
+        params = full(AugmentParams, **{**QUIET, **strong, "blur_prob": 0.0, name: 1.0})
+        out = build_augment(64, params)(crop, torch.Generator().manual_seed(0), source_side=64.0)
+        assert not out[:10].any() and not out[:, :20].any(), name  # the padding is exactly black
+        edge = out[10:, 20:23].astype(np.float32)
+        assert abs(edge.mean() - 128) < 4, (name, edge.mean())  # the picture's edge is not darkened
+    for kind in ("blur", "bilateral", "downscale"):
+        out = perturb_at_source(crop, kind, source_side=32.0)
+        assert not out[:10].any() and not out[:, :20].any(), kind
+        assert np.array_equal(out[10:, 20:], crop[10:, 20:]), kind  # flat grey stays flat grey
 
 
 def _val_rows() -> pd.DataFrame:
