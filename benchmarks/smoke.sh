@@ -51,6 +51,9 @@ for bench in benchmarks/*.py benchmarks/*.sh; do
     val_compare.py)
       release_outputs "$name" release/data/faces.parquet release/data/landmarks.parquet release/data/crops || continue
       args=(--release release --models release/detector.pt --limit 3) ;;
+    bench_source_softening.py)
+      release_outputs "$name" release/data/manifest.csv || continue
+      args=(--max-photos 2 --threads 1) ;;  # the release's photos (../shared/data)
     bench_autoencoder.py) args=(--train-items 32 --val-items 8 --fake-items 4 --epochs 1) ;;
     bench_box_rounding.py) args=(--faces 5 --trials 2 --threads 1) ;;
     bench_crop_faces.py) args=(--videos 1 --repeats 1) ;;
