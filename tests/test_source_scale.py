@@ -119,6 +119,23 @@ def test_degradations_soften_the_picture_not_the_padding_edge() -> None:
         assert np.array_equal(out[10:, 20:], crop[10:, 20:]), kind  # flat grey stays flat grey
 
 
+def test_the_first_picture_line_keeps_its_share_of_black() -> None:
+    # Resizing a window that overhangs the frame mixes black into the picture's first line
+    # (here half: 64 of 128). A real blur happens before that resize: the line stays half
+    # black and the next one stays the picture's, a 1-px edge that v5's fill softened into a
+    # ramp (a detector trained so read a real blur of a photo as +0.07, the crop's as +0.04).
+    crop = overhanging_crop()
+    crop[10, 20:], crop[10:, 20] = 64, 64
+    for kind in ("blur", "bilateral", "downscale"):
+        out = perturb_at_source(crop, kind, source_side=32.0).astype(np.float32)
+        assert not out[:10].any() and not out[:, :20].any(), kind
+        assert abs(out[10, 30:].mean() - 64) < 2 and abs(out[11, 30:].mean() - 128) < 2, kind
+        assert abs(out[30:, 20].mean() - 64) < 2 and abs(out[30:, 21].mean() - 128) < 2, kind
+    params = full(AugmentParams, **{**QUIET, "blur_prob": 1.0, "blur_sigma": (2.5, 2.5)})
+    out = build_augment(64, params)(crop, torch.Generator().manual_seed(0), source_side=64.0).astype(np.float32)
+    assert abs(out[10, 30:].mean() - 64) < 2 and abs(out[11, 30:].mean() - 128) < 2
+
+
 def _val_rows() -> pd.DataFrame:
     return pd.DataFrame({"video_id": ["a", "a", "b", "c", "f"], "y": [0, 0, 0, 0, 1]})
 

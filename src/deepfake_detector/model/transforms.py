@@ -248,7 +248,7 @@ def build_augment(input_size: int, params: AugmentParams) -> Callable[..., np.nd
             x = cv2.flip(x, 1)  # the same pixels as x[:, ::-1], copied 15x faster than numpy's strided copy
         # Photometric changes happen to the picture before it is cropped: the black padding of
         # a window that overhangs the frame stays black, and its edge stays crisp.
-        frame = picture_rect(x)
+        frame = find_padding(x)
         x = fill_padding(x, frame)
         if p.color_jitter > 0 or p.hue > 0:
             x = _jitter_colour(x, p.color_jitter, p.hue, gen)
@@ -298,24 +298,72 @@ def picture_rect(rgb: np.ndarray) -> Rect | None:
     return top, bottom, left, right
 
 
-def fill_padding(rgb: np.ndarray, rect: Rect | None) -> np.ndarray:
-    """The crop with its padding replaced by the picture's edge pixels (replicated), so that
-    filters reaching over the edge see the picture, not black."""
+@dataclass(frozen=True)
+class Padding:
+    """Where a crop shows the frame, and how much of the frame its first lines show.
+
+    Attributes:
+        rect: The picture, ``(top, bottom, left, right)`` (:func:`picture_rect`).
+        inner: ``rect`` without its first line on each padded side. Resizing the window
+            mixed black into that line, so fills start inside it.
+        share: Per side (top, bottom, left, right), the share of the picture in that first
+            line (its brightness against the next line's; 1 where the side is not padded).
+    """
+
+    rect: Rect
+    inner: Rect
+    share: tuple[float, float, float, float]
+
+
+def find_padding(rgb: np.ndarray) -> Padding | None:
+    """The crop's :class:`Padding`, or None when it has none (:func:`picture_rect`)."""
+    rect = picture_rect(rgb)
     if rect is None:
-        return rgb
+        return None
     top, bottom, left, right = rect
+    h, w = rgb.shape[:2]
+    x = rgb.astype(np.float32).sum(axis=2)
+
+    def share(edge: np.ndarray, after: np.ndarray) -> float:
+        return float(np.clip(np.median(edge / np.maximum(after, 1.0)), 0.0, 1.0))
+
+    # (padded, line, next line) per side; a picture under 3 px across keeps its lines.
+    tall, wide = bottom - top >= 3, right - left >= 3
+    sides = [(top > 0 and tall, x[top, left:right], x[top + 1, left:right]),
+             (bottom < h and tall, x[bottom - 1, left:right], x[bottom - 2, left:right]),
+             (left > 0 and wide, x[top:bottom, left], x[top:bottom, left + 1]),
+             (right < w and wide, x[top:bottom, right - 1], x[top:bottom, right - 2])]
+    shares = tuple(share(line, nxt) if padded else 1.0 for padded, line, nxt in sides)
+    skip = [int(padded) for padded, _, _ in sides]
+    inner = (top + skip[0], bottom - skip[1], left + skip[2], right - skip[3])
+    return Padding(rect, inner, shares)  # type: ignore[arg-type]
+
+
+def fill_padding(rgb: np.ndarray, pad: Padding | None) -> np.ndarray:
+    """The crop with its padding, and the picture's first lines along it, replaced by the
+    picture's edge pixels (replicated), so that filters reaching over the edge see the
+    picture, not black."""
+    if pad is None:
+        return rgb
+    top, bottom, left, right = pad.inner
     h, w = rgb.shape[:2]
     return cv2.copyMakeBorder(np.ascontiguousarray(rgb[top:bottom, left:right]), top, h - bottom, left, w - right,
                               cv2.BORDER_REPLICATE)
 
 
-def zero_padding(rgb: np.ndarray, rect: Rect | None) -> np.ndarray:
-    """The crop with everything outside ``rect`` black again (as :func:`fill_padding` found it)."""
-    if rect is None:
+def zero_padding(rgb: np.ndarray, pad: Padding | None) -> np.ndarray:
+    """The crop with its padding black again and the picture's first lines given back their
+    share of black, as resizing the window of a degraded frame would have made them: a real
+    blur leaves the padding's edge as crisp as it was."""
+    if pad is None:
         return rgb
-    top, bottom, left, right = rect
+    top, bottom, left, right = pad.rect
     out = np.zeros_like(rgb)
     out[top:bottom, left:right] = rgb[top:bottom, left:right]
+    lines = (np.s_[top, left:right], np.s_[bottom - 1, left:right], np.s_[top:bottom, left], np.s_[top:bottom, right - 1])
+    for line, share in zip(lines, pad.share):
+        if share < 1.0:
+            out[line] = np.rint(out[line].astype(np.float32) * share).astype(rgb.dtype)
     return out
 
 
@@ -390,7 +438,7 @@ def perturb_at_source(rgb: np.ndarray, kind: str, source_side: float) -> np.ndar
         The perturbed crop, the same size.
     """
     scale = rgb.shape[1] / float(source_side)  # crop px per source px
-    frame = picture_rect(rgb)  # the source is softened, not the crop's padding (as in training)
+    frame = find_padding(rgb)  # the source is softened, not the crop's padding (as in training)
     x = fill_padding(rgb, frame)
     if kind == "blur":
         return zero_padding(_blur(x, 1.2 * scale), frame)
