@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from deepfake_detector.model import resume as resume_mod
 from deepfake_detector.model import train as train_mod
@@ -14,6 +15,7 @@ from deepfake_detector.stages import train as train_stage
 from full_params import full
 from test_train_eval import TINY_TRAIN, make_crop_set, train_args, write_params
 
+REPO = Path(__file__).resolve().parents[1]
 RECIPE = {**TINY_TRAIN, "epochs": 3, "patience": 5, "threads": 1}
 
 
@@ -152,3 +154,18 @@ def test_fingerprint_sees_data_but_not_speed_params(crops: dict[str, Path], tmp_
     other = tmp_path / "faces.parquet"
     other.write_bytes(crops["faces"].read_bytes() + b"\0")
     assert resume_mod.fingerprint_changes(base, fp(p, other)) == ["faces.bytes", "faces.sha256"]
+
+
+@pytest.mark.parametrize("dvc_yaml", ["dvc.yaml", "release/dvc.yaml"])
+def test_dvc_keeps_the_logged_epochs_for_a_resumed_run(dvc_yaml: str) -> None:
+    """`dvc repro` deletes a stage's outputs before it runs unless they persist: a resumed train
+    stage would then find no history and log only the epochs after the break (it did, for v6)."""
+    stage = yaml.safe_load((REPO / dvc_yaml).read_text())["stages"]["train"]
+    cmd = " ".join(stage["cmd"]) if isinstance(stage["cmd"], list) else stage["cmd"]
+    live_dir = cmd.split("--live-dir", 1)[1].split()[0]
+    live_outs = {path: flags for kind in ("outs", "metrics", "plots") for out in stage.get(kind, [])
+                 for path, flags in (out.items() if isinstance(out, dict) else [(out, {})])
+                 if path.startswith(live_dir + "/")}
+    assert live_outs, f"{dvc_yaml}: the train stage declares nothing under its --live-dir {live_dir}"
+    kept = {path: bool((flags or {}).get("persist")) for path, flags in live_outs.items()}
+    assert all(kept.values()), f"{dvc_yaml}: train's live outputs not persisted: {kept}"
