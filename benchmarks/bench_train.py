@@ -4,6 +4,9 @@ Usage:
     python benchmarks/bench_train.py [--images 160] [--repeats 2] [--threads 1 2] [--workers 0 1]
         [--precision auto fp32] [--params params.yaml] [--data-dir data]
     python benchmarks/bench_train.py --params release/params.yaml --data-dir release/data   # the released recipe
+    python benchmarks/bench_train.py --params release/params.yaml --data-dir release/data \
+        --threads 2 --workers 0 --precision auto --models efficientnet_lite0@224 efficientnet_lite2@260
+        # what another architecture or input size would cost the release, against its own in one run
 
 (ours) one epoch of :func:`engine.train_one_epoch` over the loader the train stage builds
     (:func:`train.build_loop`: crops read from the tar shards, PNG decode, the stage's
@@ -14,7 +17,9 @@ Usage:
 
 Both use the same architecture, batch size, optimiser, precision, channels_last and
 thread count, and alternate within each repeat, so the ratio ours/bare is meaningful on
-a busy machine (another process on the same cores slows both). Needs the pipeline's
+a busy machine (another process on the same cores slows both). ``--models ARCH@SIZE ...``
+runs each setting for each architecture and input size in turn (the crops are resized to it,
+as the stage would resize them), so their img/s compare within one run. Needs the pipeline's
 ``data/faces.parquet`` and ``data/crops`` (``dvc pull`` or ``dvc repro crop_faces``).
 Target (issue 13): ours/bare >= 0.9. The stage's first epoch decodes the crops (later epochs
 keep them in memory, as the bare loop's tensors are): its ratio is printed apart from the
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import os
 import statistics
 import time
@@ -79,8 +85,16 @@ def measure(params: TrainParams, images: int, repeats: int, data_dir: Path) -> t
     return ours, bare, rt.describe()
 
 
+def parse_model(text: str) -> tuple[str, int]:
+    """``efficientnet_lite2@260`` -> (architecture, input size in px)."""
+    arch, sep, size = text.partition("@")
+    if not sep or not size.isdigit():
+        raise argparse.ArgumentTypeError(f"expected ARCH@SIZE such as efficientnet_lite2@260, got {text!r}")
+    return arch, int(size)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run every (precision, threads, workers) setting and print img/s and ours/bare."""
+    """Run every (precision, threads, workers, model) setting and print img/s and ours/bare."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=160, help="training crops per epoch")
     ap.add_argument("--repeats", type=int, default=2)
@@ -88,6 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--precision", nargs="+", default=["auto", "fp32"], choices=["auto", "fp32", "bf16"])
     ap.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    ap.add_argument("--models", nargs="+", type=parse_model, default=None, metavar="ARCH@SIZE",
+                    help="architectures and input sizes to measure in turn (default: the params' own)")
     ap.add_argument("--data-dir", type=Path, default=REPO / "data",
                     help="the pipeline's data folder (release/data for the released recipe, which trains with SBI)")
     args = ap.parse_args(argv)
@@ -95,20 +111,21 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch {torch.__version__}, {os.cpu_count()} cores, native CPU bf16: {cpu_has_bf16()}; arch {base.arch}, "
           f"input {base.input_size} px, batch {base.batch_size}, SBI {base.sbi.enabled}, {args.images} crops, "
           f"repeats {args.repeats} (medians); params.yaml: threads {base.threads}, num_workers {base.num_workers}")
-    for precision in dict.fromkeys(args.precision):
-        for threads in args.threads:
-            for workers in args.workers:
-                params = dataclasses.replace(base, precision=precision, threads=threads, num_workers=workers)
-                load0 = os.getloadavg()[0]
-                ours, bare, runtime = measure(params, args.images, args.repeats, args.data_dir)
-                o, b = statistics.median(ours), statistics.median(bare)
-                ratio = statistics.median(a / c for a, c in zip(ours, bare))
-                # The stage's first epoch also decodes every crop (later ones find them in memory), which the
-                # bare loop did untimed beforehand: its ratio is given apart from the later epochs'.
-                later = (f" (first epoch {ours[0] / bare[0]:.2f}, later epochs "
-                         f"{statistics.median(a / c for a, c in zip(ours[1:], bare[1:])):.2f})") if len(ours) > 1 else ""
-                print(f"{runtime:<40} threads {threads} workers {workers}: ours {o:5.1f} img/s, bare {b:5.1f} img/s, "
-                      f"ours/bare {ratio:.2f}{later}  (load {load0:.1f})", flush=True)
+    models = args.models or [(base.arch, base.input_size)]
+    for precision, threads, workers, (arch, size) in itertools.product(
+            dict.fromkeys(args.precision), args.threads, args.workers, models):
+        params = dataclasses.replace(base, precision=precision, threads=threads, num_workers=workers,
+                                     arch=arch, input_size=size)
+        load0 = os.getloadavg()[0]
+        ours, bare, runtime = measure(params, args.images, args.repeats, args.data_dir)
+        o, b = statistics.median(ours), statistics.median(bare)
+        ratio = statistics.median(a / c for a, c in zip(ours, bare))
+        # The stage's first epoch also decodes every crop (later ones find them in memory), which the
+        # bare loop did untimed beforehand: its ratio is given apart from the later epochs'.
+        later = (f" (first epoch {ours[0] / bare[0]:.2f}, later epochs "
+                 f"{statistics.median(a / c for a, c in zip(ours[1:], bare[1:])):.2f})") if len(ours) > 1 else ""
+        print(f"{arch}@{size} {runtime:<40} threads {threads} workers {workers}: ours {o:5.1f} img/s, bare {b:5.1f} img/s, "
+              f"ours/bare {ratio:.2f}{later}  (load {load0:.1f})", flush=True)
 
 
 if __name__ == "__main__":

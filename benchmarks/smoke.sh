@@ -65,8 +65,10 @@ for bench in benchmarks/*.py benchmarks/*.sh; do
     bench_scale_out.py) args=(--no-real --tiny 3 --workers 1) ;;
     bench_serve_start.py) args=(--repeats 1) ;;
     bench_startup.py) args=(--unreadable 2 --repeats 1 --video "$clip") ;;
-    # --images: one batch (params.yaml's train.batch_size is 32; fewer images give no full batch).
-    bench_train.py) args=(--images 32 --repeats 1 --threads 1 --workers 0 --precision fp32) ;;
+    # --images: one batch (params.yaml's train.batch_size is 32; fewer images give no full batch);
+    # --models: the sample's own and a second architecture at another size.
+    bench_train.py) args=(--images 32 --repeats 1 --threads 1 --workers 0 --precision fp32
+                          --models resnet18@160 efficientnet_lite0@128) ;;
     *)
       echo "== $name: FAILED: no smoke arguments for it: add an entry to benchmarks/smoke.sh"
       failed+=("$name")
